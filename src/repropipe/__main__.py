@@ -1,0 +1,3 @@
+from repropipe.cli import main
+
+raise SystemExit(main())

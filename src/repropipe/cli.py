@@ -1,0 +1,56 @@
+"""`python -m repropipe <branch> <step>`: the one entry point dvc.yaml and the .smk rules call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from repropipe import params as params_mod
+from repropipe.stages import load_all, run_stage
+
+
+def _parser() -> argparse.ArgumentParser:
+    stages = load_all()
+    p = argparse.ArgumentParser(prog="repropipe", description="Run one stage of the repropipe pipeline. "
+                                "dvc.yaml and the Snakemake rules call exactly these commands.")
+    p.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    branches = p.add_subparsers(dest="branch", required=True, metavar="<branch>")
+    by_branch: dict[str, argparse._SubParsersAction] = {}
+    for st in stages.values():
+        if st.branch not in by_branch:
+            bp = branches.add_parser(st.branch, help=f"stages of the {st.branch} branch")
+            by_branch[st.branch] = bp.add_subparsers(dest="step", required=True, metavar="<step>")
+        sp = by_branch[st.branch].add_parser(st.step, help=st.help, description=st.help)
+        sp.add_argument("--params", default=params_mod.DEFAULT_PARAMS, help="parameter file (default: params.yaml)")
+        sp.set_defaults(stage=st)
+
+    tools = branches.add_parser("pipeline", help="inspect the pipeline itself")
+    tsub = tools.add_subparsers(dest="step", required=True, metavar="<step>")
+    ls = tsub.add_parser("stages", help="print every stage's command, params, deps and outs as JSON")
+    ls.set_defaults(action="stages")
+    val = tsub.add_parser("validate", help="validate params.yaml against workflow/schemas/params.schema.yaml")
+    val.add_argument("--params", default=params_mod.DEFAULT_PARAMS)
+    val.set_defaults(action="validate")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    try:
+        if getattr(args, "action", None) == "stages":
+            stages = load_all()
+            print(json.dumps({n: {"cmd": s.cmd, "params": list(s.params), "deps": list(s.deps),
+                                  "outs": list(s.outs)} for n, s in stages.items()}, indent=2))
+        elif getattr(args, "action", None) == "validate":
+            params_mod.load_params(args.params)
+            print(f"{args.params}: valid")
+        else:
+            run_stage(args.stage, args.params)
+    except (params_mod.ParamsError, ValueError, FileNotFoundError) as exc:
+        print(f"repropipe: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

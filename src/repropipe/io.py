@@ -1,0 +1,132 @@
+"""Atomic writes, checksums and the one metrics.json writer.
+
+Every file a stage produces goes through :func:`atomic_path`: it is written under a temporary
+name in the same directory and renamed into place only when complete, so a killed stage never
+leaves a file that looks finished, and a file that existed before is untouched until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished output gets normal modes
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy and torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/Infinity; write them as null rather than produce invalid JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    normalised = json.loads(json.dumps(obj, default=_json_default))
+    return json.dumps(_finite(normalised), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write_text(path, dumps_json(obj))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def md5_file(path: str | os.PathLike[str]) -> str:
+    """MD5, because that is what dataset publishers (ASVspoof, CelebA) list."""
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return [path]
+
+
+def fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """One sha256 over the relative names and contents of every file under ``paths``.
+
+    Missing paths are part of the fingerprint (as 'missing'), so the value still says exactly
+    what the stage saw.
+    """
+    h = hashlib.sha256()
+    for root in sorted(str(p) for p in paths):
+        root_path = Path(root)
+        if not root_path.exists():
+            h.update(f"{root}\0missing\0".encode())
+            continue
+        for f in _files_under(root_path):
+            h.update(f"{f.as_posix()}\0{sha256_file(f)}\0".encode())
+    return h.hexdigest()
+
+
+def params_hash(params: Any) -> str:
+    """sha256 of the canonical JSON of the params a stage read."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,123 @@
+r"""Hand-derived backward of modified Gram-Schmidt, and the class that uses it.
+
+Notation: a bar is the gradient of a scalar loss :math:`L`, e.g. :math:`\bar y = \partial L/\partial y`.
+
+**Normalisation.** :math:`y = x / \rho`, :math:`\rho = \lVert x \rVert_2`. Differentiating,
+:math:`d\rho = y^\top dx` and :math:`dy = (I - y y^\top)\, dx / \rho`. Collecting the terms of
+:math:`dL = \bar y^\top dy + \bar\rho\, d\rho` that multiply :math:`dx`:
+
+.. math::
+    \bar x = \frac{1}{\rho}\left(\bar y - y\,(y^\top \bar y)\right) + \bar\rho\, y .
+
+**One orthogonalisation step.** :math:`r = q^\top u`, :math:`u' = u - r q`. Then
+:math:`dr = q^\top du + u^\top dq` and :math:`du' = du - q\,dr - r\,dq`, so
+
+.. math::
+    dL = \bar u'^\top du' + \bar r\, dr
+       = \bar u'^\top du - r\,\bar u'^\top dq + c\,(q^\top du + u^\top dq),
+    \qquad c = \bar r - q^\top \bar u',
+
+which gives
+
+.. math::
+    \bar u = \bar u' + c\, q, \qquad \bar q = -r\, \bar u' + c\, u .
+
+**The whole factorisation.** Column :math:`k` of MGS is a chain of orthogonalisation steps
+against :math:`q_0, \dots, q_{k-1}` followed by one normalisation. Walking the columns in
+reverse (so that every use of :math:`q_k` in later columns has already added its
+contribution to :math:`\bar q_k`) and each chain in reverse gives :math:`\bar A`. The inputs of
+each step, :math:`u^{(j)}`, need not be stored: the step is invertible,
+:math:`u^{(j)} = u^{(j+1)} + r_{jk} q_j` with :math:`u^{(k)} = r_{kk} q_k`, so :class:`QR`
+keeps only Q and R and recomputes them on the way back.
+
+**Closed form (Q and R only).** Summing those steps gives the known matrix expression for
+:math:`A = QR`, :math:`m \ge n` (Walter & Lehmann 2018; Seeger et al. 2017):
+
+.. math::
+    M = R \bar R^\top - \bar Q^\top Q, \qquad
+    \bar A = \left(\bar Q + Q\, \operatorname{copyltu}(M)\right) R^{-\top},
+
+where :math:`\operatorname{copyltu}(M) = \operatorname{tril}(M) + \operatorname{tril}(M, -1)^\top`
+mirrors the lower triangle. :func:`qr_backward` implements it with one triangular solve; it is
+what the memory-efficient and fast variants use.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from repropipe.qr.gram_schmidt import _check_tall, mgs_forward
+
+
+def backward_normalization(y: Tensor, rho: Tensor, grad_y: Tensor, grad_rho: Tensor | float = 0.0) -> Tensor:
+    """Gradient w.r.t. x of (y = x/||x||, rho = ||x||), given the gradients of y and rho."""
+    return (grad_y - y * torch.dot(y, grad_y)) / rho + grad_rho * y
+
+
+def backward_orthogonalization(
+    u: Tensor, q: Tensor, r: Tensor, grad_u_out: Tensor, grad_r: Tensor | float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Gradients w.r.t. (u, q) of (u' = u - (q.u) q, r = q.u), given those of u' and r."""
+    c = grad_r - torch.dot(q, grad_u_out)
+    return grad_u_out + c * q, -r * grad_u_out + c * u
+
+
+class QR:
+    """MGS with an explicit, autograd-free backward built from the two step gradients.
+
+    Usage mirrors a hand-rolled layer: ``Q, R = qr.forward(A)``, then
+    ``grad_A = qr.backward(grad_Q, grad_R)``. Only Q and R are kept between the two calls.
+    """
+
+    def __init__(self) -> None:
+        self.Q: Tensor | None = None
+        self.R: Tensor | None = None
+
+    def forward(self, A: Tensor) -> tuple[Tensor, Tensor]:
+        _check_tall(A)
+        Q, R = mgs_forward(A.detach())
+        self.Q, self.R = Q, R
+        return Q, R
+
+    def saved_tensors(self) -> tuple[Tensor, ...]:
+        """What this object holds for backward (for the memory benchmark)."""
+        return tuple(t for t in (self.Q, self.R) if t is not None)
+
+    @torch.no_grad()
+    def backward(self, grad_Q: Tensor | None, grad_R: Tensor | None = None) -> Tensor:
+        if self.Q is None or self.R is None:
+            raise RuntimeError("QR.backward called before forward")
+        Q, R = self.Q, self.R
+        m, n = Q.shape
+        gQ = torch.zeros_like(Q) if grad_Q is None else grad_Q.clone()
+        gR = torch.zeros_like(R) if grad_R is None else grad_R
+        grad_A = torch.empty_like(Q)
+        for k in range(n - 1, -1, -1):
+            u = R[k, k] * Q[:, k]
+            g = backward_normalization(Q[:, k], R[k, k], gQ[:, k], gR[k, k])
+            for j in range(k - 1, -1, -1):
+                q, r = Q[:, j], R[j, k]
+                u = u + r * q  # recompute u^(j) from u^(j+1)
+                g, g_q = backward_orthogonalization(u, q, r, g, gR[j, k])
+                gQ[:, j] += g_q
+            grad_A[:, k] = g
+        return grad_A
+
+
+def _copyltu(M: Tensor) -> Tensor:
+    return M.tril() + M.tril(-1).mT
+
+
+def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None) -> Tensor:
+    """Closed-form gradient of A = QR from Q and R alone (see the module docstring)."""
+    M = torch.zeros_like(R)
+    B = torch.zeros_like(Q)
+    if grad_R is not None:
+        M = M + R @ grad_R.mT
+    if grad_Q is not None:
+        M = M - grad_Q.mT @ Q
+        B = B + grad_Q
+    B = B + Q @ _copyltu(M)
+    # B R^{-T}: solve X R^T = B, R^T lower triangular.
+    return torch.linalg.solve_triangular(R.mT, B, upper=False, left=False)

@@ -1,0 +1,20 @@
+"""The report stage: every branch's section into results/report.html."""
+
+from __future__ import annotations
+
+from repropipe.report.build import build_report
+from repropipe.stages import StageContext, stage
+
+BRANCH_DIRS = ("results/qr",)
+
+
+@stage(
+    "report", branch="report", step="build",
+    help="Assemble results/report.html from every branch's section.json, metrics.json and figures.",
+    params=("report",),
+    deps=tuple(f"{d}/{f}" for d in BRANCH_DIRS for f in ("metrics.json", "section.json", "figures"))
+    + ("src/repropipe/report",),
+    outs=("results/report.html",),
+)
+def run(ctx: StageContext) -> None:
+    build_report(list(BRANCH_DIRS), "results/report.html", ctx.params["report"]["title"])

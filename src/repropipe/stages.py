@@ -1,0 +1,117 @@
+"""The stage registry: what each `python -m repropipe <branch> <step>` reads, writes and runs.
+
+dvc.yaml and workflow/rules/*.smk declare the same inputs, outputs and params keys for the
+same command; tests/test_dag.py holds all three to agreement. A stage function receives only the
+params keys it declares, so the params hash in its provenance covers everything it read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repropipe import io, params as params_mod, provenance
+
+log = logging.getLogger("repropipe")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    branch: str
+    step: str
+    help: str
+    params: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    run: Callable[["StageContext"], None]
+
+    @property
+    def cmd(self) -> str:
+        return f"python -m repropipe {self.branch} {self.step}"
+
+
+@dataclass
+class StageContext:
+    stage: Stage
+    params: dict[str, Any]
+    params_file: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.params.get("seed", 0))
+
+    def provenance(self, *, data_source: str, device: str, seed: int | None = None) -> dict[str, Any]:
+        selected = params_mod.select(self.params, self.stage.params)
+        return {
+            "stage": self.stage.name,
+            "command": self.stage.cmd,
+            "git": provenance.git_revision(),
+            "params_keys": list(self.stage.params),
+            "params_hash": io.params_hash(selected),
+            "inputs": list(self.stage.deps),
+            "inputs_fingerprint": io.fingerprint(self.stage.deps),
+            "packages": provenance.package_versions(),
+            "device": device,
+            "seed": self.seed if seed is None else seed,
+            "data_source": data_source,
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        }
+
+    def write_metrics(self, path: str | os.PathLike[str], metrics: dict[str, Any], *, data_source: str,
+                      device: str, seed: int | None = None) -> Path:
+        """The one metrics writer: numbers under their names, provenance under 'provenance'."""
+        if "provenance" in metrics:
+            raise ValueError("'provenance' is reserved in metrics.json")
+        doc = dict(metrics)
+        doc["provenance"] = self.provenance(data_source=data_source, device=device, seed=seed)
+        return io.atomic_write_json(path, doc)
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    if stage.name in STAGES:
+        raise ValueError(f"stage {stage.name!r} registered twice")
+    STAGES[stage.name] = stage
+    return stage
+
+
+def stage(name: str, *, branch: str, step: str, help: str, params: tuple[str, ...], deps: tuple[str, ...],
+          outs: tuple[str, ...]) -> Callable[[Callable[[StageContext], None]], Callable[[StageContext], None]]:
+    def deco(fn: Callable[[StageContext], None]) -> Callable[[StageContext], None]:
+        register(Stage(name, branch, step, help, params, deps, outs, fn))
+        return fn
+    return deco
+
+
+def load_all() -> dict[str, Stage]:
+    """Import every branch's stage module so the registry is complete."""
+    import repropipe.qr.stage  # noqa: F401
+    import repropipe.report.stage  # noqa: F401
+    return STAGES
+
+
+def _nested(selected: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in selected.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def run_stage(st: Stage, params_file: str | os.PathLike[str] = params_mod.DEFAULT_PARAMS) -> None:
+    all_params = params_mod.load_params(params_file)
+    ctx = StageContext(st, _nested(params_mod.select(all_params, st.params)), Path(params_file))
+    log.info("stage=%s event=start params=%s", st.name, ",".join(st.params))
+    st.run(ctx)
+    log.info("stage=%s event=done outs=%s", st.name, ",".join(st.outs))

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The pipeline at test scale: every stage runs, each in seconds.
+TINY_PARAMS = {
+    "seed": 0,
+    "device": "cpu",
+    "qr": {"dtype": "float64", "threads": 1, "m": [32, 64], "n": [4, 8], "repeats": 1,
+           "methods": ["torch.linalg.qr", "mgs_autograd", "qr_class", "memory_efficient", "fast"]},
+    "report": {"title": "repropipe test report"},
+}
+
+
+def copy_project(dest: Path, params: dict | None = None) -> Path:
+    """A clean checkout of the tracked files (plus untracked, not ignored) as its own git repo."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params or TINY_PARAMS, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "test checkout"]):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return copy_project(tmp_path / "proj")
