@@ -24,6 +24,8 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
                            capture_output=True, check=True).stdout.decode().split("\0")
     for rel in filter(None, files):
+        if rel == "dvc.lock":  # the developer's own run; a clean checkout has none
+            continue
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
