@@ -15,10 +15,11 @@ from repropipe.qr import (
 from repropipe.qr.benchmark import saved_bytes, saved_elements
 
 F64 = torch.float64
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def rand(m, n, seed=0):
-    return torch.randn(m, n, generator=torch.Generator().manual_seed(seed), dtype=F64)
+def rand(m, n, seed=0, device="cpu"):
+    return torch.randn(m, n, generator=torch.Generator().manual_seed(seed), dtype=F64).to(device)
 
 
 def upstream(m, n, seed=1):
@@ -37,14 +38,16 @@ def rel(a, b):
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn", [modified_gram_schmidt, qr_memory_efficient, qr_fast, householder_qr])
 @pytest.mark.parametrize("shape", [(40, 7), (12, 12), (100, 1)])
-def test_factorisation_is_qr_with_positive_diagonal(fn, shape):
-    A = rand(*shape)
+def test_factorisation_is_qr_with_positive_diagonal(fn, shape, device):
+    A = rand(*shape, device=device)
     Q, R = fn(A)
     n = shape[1]
+    assert Q.device == A.device and R.device == A.device
     assert torch.allclose(Q @ R, A, atol=1e-12)
-    assert torch.allclose(Q.T @ Q, torch.eye(n, dtype=F64), atol=1e-12)
+    assert torch.allclose(Q.T @ Q, torch.eye(n, dtype=F64, device=device), atol=1e-12)
     assert torch.equal(R, R.triu())
     assert bool((torch.diagonal(R) > 0).all())
 
@@ -77,10 +80,11 @@ def test_backward_orthogonalization_matches_autograd():
     assert rel(gu, u.grad) < 1e-13 and rel(gq, q.grad) < 1e-13
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(25, 6), (64, 16), (10, 10)])
-def test_qr_class_backward_matches_autograd_through_mgs(shape):
-    A = rand(*shape)
-    gQ, gR = upstream(*shape)
+def test_qr_class_backward_matches_autograd_through_mgs(shape, device):
+    A = rand(*shape, device=device)
+    gQ, gR = (t.to(device) for t in upstream(*shape))
     reference = grad_of(modified_gram_schmidt, A, gQ, gR)
     layer = QR()
     Q, R = layer.forward(A)
@@ -91,11 +95,12 @@ def test_qr_class_backward_matches_autograd_through_mgs(shape):
     assert rel(layer.backward(gQ, None), reference_q) < 1e-10
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast])
 @pytest.mark.parametrize("which", ["Q", "R", "both"])
-def test_q_and_r_only_backward_matches_linalg_qr(fn, which):
-    A = rand(50, 12)
-    gQ, gR = upstream(50, 12)
+def test_q_and_r_only_backward_matches_linalg_qr(fn, which, device):
+    A = rand(50, 12, device=device)
+    gQ, gR = (t.to(device) for t in upstream(50, 12))
     if which == "Q":
         gR = torch.zeros_like(gR)
     if which == "R":
