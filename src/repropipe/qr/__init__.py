@@ -1,29 +1,37 @@
-"""QR orthogonalisation layer: MGS, hand-written backward, memory-efficient and fast variants."""
+"""QR orthogonalisation layer: MGS, hand-written backward, memory-efficient and fast variants.
 
-from repropipe.qr.backward import QR, backward_normalization, backward_orthogonalization, qr_backward
-from repropipe.qr.functions import (
-    QR_METHODS,
-    Orthogonalize,
-    cholesky_qr2_forward,
-    householder_qr,
-    positive_diagonal,
-    qr_fast,
-    qr_memory_efficient,
-)
-from repropipe.qr.gram_schmidt import mgs_forward, modified_gram_schmidt
+Names are loaded on first use (PEP 562) so that importing the stage registry does not import torch.
+"""
 
-__all__ = [
-    "QR",
-    "QR_METHODS",
-    "Orthogonalize",
-    "backward_normalization",
-    "backward_orthogonalization",
-    "cholesky_qr2_forward",
-    "householder_qr",
-    "mgs_forward",
-    "modified_gram_schmidt",
-    "positive_diagonal",
-    "qr_backward",
-    "qr_fast",
-    "qr_memory_efficient",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "QR": "backward",
+    "backward_normalization": "backward",
+    "backward_orthogonalization": "backward",
+    "qr_backward": "backward",
+    "QR_METHODS": "functions",
+    "Orthogonalize": "functions",
+    "cholesky_qr2_forward": "functions",
+    "householder_qr": "functions",
+    "positive_diagonal": "functions",
+    "qr_fast": "functions",
+    "qr_memory_efficient": "functions",
+    "mgs_forward": "gram_schmidt",
+    "modified_gram_schmidt": "gram_schmidt",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'repropipe.qr' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"repropipe.qr.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,25 +1,30 @@
-"""The qr_benchmark stage: runs the grid, writes metrics, plot CSVs, figures and the report section."""
+"""The qr_benchmark stage: runs the grid, writes metrics, plot CSVs, figures and the report section.
+
+Heavy imports (torch, pandas, matplotlib) happen inside the stage so that `repropipe --help`
+and the stage registry stay instant.
+"""
 
 from __future__ import annotations
 
 import logging
-
-import pandas as pd
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from repropipe import io
 from repropipe.plotting import save_figure
-from repropipe.qr import benchmark
 from repropipe.report.section import Figure, Section, Table
 from repropipe.stages import StageContext, stage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from repropipe.qr import benchmark
 
 log = logging.getLogger("repropipe.qr")
 
 OUT = "results/qr"
 
 
-def _headline(rows: list[benchmark.Row]) -> dict[str, float]:
+def _headline(rows: list["benchmark.Row"]) -> dict[str, float]:
     """Time ratios to torch.linalg.qr at the largest shape measured (4096 x 256 in the demo)."""
     m, n = max((r.m, r.n) for r in rows)
     at = {r.method: r for r in rows if (r.m, r.n) == (m, n)}
@@ -30,7 +35,7 @@ def _headline(rows: list[benchmark.Row]) -> dict[str, float]:
     return out
 
 
-def _figures(df: pd.DataFrame, slopes: dict[str, dict[str, float]]) -> list[Figure]:
+def _figures(df: "pd.DataFrame", slopes: dict[str, dict[str, float]]) -> list[Figure]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,6 +87,12 @@ def _figures(df: pd.DataFrame, slopes: dict[str, dict[str, float]]) -> list[Figu
     outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
 )
 def run(ctx: StageContext) -> None:
+    import pandas as pd
+    import torch
+    from tqdm import tqdm
+
+    from repropipe.qr import benchmark
+
     p = ctx.params["qr"]
     dtype = getattr(torch, p["dtype"])
     torch.set_num_threads(int(p["threads"]))
@@ -135,3 +146,6 @@ def run(ctx: StageContext) -> None:
         tables=[table, slope_table], figures=figures,
     ).write(f"{OUT}/section.json")
     log.info("qr_benchmark event=metrics %s", {k: v for k, v in headline.items() if k.startswith("time_ratio")})
+    print(f"\nqr_benchmark at m={m}, n={n} ({p['dtype']}, CPU, {p['threads']} thread(s)):")
+    print(df[(df.m == m) & (df.n == n)][["method", "saved_bytes", "peak_rss_mib", "time_s", "time_ratio_to_linalg",
+                                         "grad_rel_diff"]].to_string(index=False))
