@@ -1,0 +1,60 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from repropipe import io
+from repropipe.stages import Stage, StageContext
+
+
+def test_interrupted_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out.json"
+    io.atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text('{"v": 2, "trunc')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    path = io.atomic_write_text(tmp_path / "a.txt", "x")
+    assert path.stat().st_mode & 0o044 == 0o044  # group and others can read, unlike mkstemp's 0600
+
+
+def test_json_has_no_nan(tmp_path):
+    path = io.atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.5, float("inf")]})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.5, None]}
+
+
+def test_fingerprint_follows_content_and_names(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "x.txt").write_text("one")
+    first = io.fingerprint([d])
+    assert io.fingerprint([d]) == first
+    (d / "x.txt").write_text("two")
+    second = io.fingerprint([d])
+    assert second != first
+    (d / "x.txt").rename(d / "y.txt")
+    assert io.fingerprint([d]) != second
+    assert io.fingerprint([tmp_path / "missing"]) != io.fingerprint([tmp_path / "other-missing"])
+
+
+def test_metrics_carry_provenance(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in.txt").write_text("data")
+    st = Stage("demo", "demo", "run", "help", ("seed", "demo.k"), ("in.txt",), ("out/metrics.json",), lambda c: None)
+    ctx = StageContext(st, {"seed": 4, "demo": {"k": 2}}, Path("params.yaml"))
+    doc = json.loads(ctx.write_metrics("out/metrics.json", {"f1": 0.5}, data_source="synthetic",
+                                       device="cpu").read_text())
+    prov = doc["provenance"]
+    assert doc["f1"] == 0.5
+    assert prov["seed"] == 4 and prov["data_source"] == "synthetic" and prov["device"] == "cpu"
+    assert prov["params_keys"] == ["seed", "demo.k"]
+    assert prov["params_hash"] == io.params_hash({"seed": 4, "demo.k": 2})
+    assert prov["inputs_fingerprint"] == io.fingerprint(["in.txt"])
+    assert prov["packages"]["torch"] != "not installed"
+    with pytest.raises(ValueError, match="reserved"):
+        ctx.write_metrics("out/m2.json", {"provenance": 1}, data_source="x", device="cpu")
