@@ -7,6 +7,7 @@ params keys it declares, so the params hash in its provenance covers everything 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -92,9 +93,19 @@ def stage(name: str, *, branch: str, step: str, help: str, params: tuple[str, ..
 
 
 def load_all() -> dict[str, Stage]:
-    """Import every branch's stage module so the registry is complete."""
-    import repropipe.qr.stage  # noqa: F401
-    import repropipe.report.stage  # noqa: F401
+    """Import every branch's ``stage`` module (``repropipe/<branch>/stage.py``) so the registry is complete.
+
+    A branch plugs in by having that module; stage modules keep heavy imports inside their
+    functions so this stays fast.
+    """
+    import importlib
+    import pkgutil
+
+    import repropipe
+
+    for info in pkgutil.iter_modules(repropipe.__path__):
+        if info.ispkg and importlib.util.find_spec(f"repropipe.{info.name}.stage") is not None:
+            importlib.import_module(f"repropipe.{info.name}.stage")
     return STAGES
 
 
