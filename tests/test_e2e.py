@@ -27,7 +27,7 @@ def run(cwd: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
 
 def check_outputs(root: Path) -> None:
     html = (root / "results/report.html").read_text()
-    assert "QR orthogonalization layer" in html and html.count("data:image/png;base64,") == 2
+    assert "QR orthogonalization layer" in html and html.count("data:image/png;base64,") >= 2
     metrics = json.loads((root / "results/qr/metrics.json").read_text())
     prov = metrics["provenance"]
     assert prov["git"]["revision"] != "unknown" and prov["seed"] == 0 and prov["device"] == "cpu"
