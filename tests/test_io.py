@@ -58,3 +58,9 @@ def test_metrics_carry_provenance(tmp_path, monkeypatch):
     assert prov["packages"]["torch"] != "not installed"
     with pytest.raises(ValueError, match="reserved"):
         ctx.write_metrics("out/m2.json", {"provenance": 1}, data_source="x", device="cpu")
+
+
+def test_data_error_names_file_and_line(tmp_path):
+    err = io.DataError(tmp_path / "protocol.txt", "expected 5 columns, got 4", line=12)
+    assert str(err) == f"{tmp_path / 'protocol.txt'}:12: expected 5 columns, got 4"
+    assert err.line == 12 and isinstance(err, ValueError)

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from repropipe import params as params_mod
+from repropipe.download import DownloadError
 from repropipe.stages import load_all, run_stage
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.params}: valid")
         else:
             run_stage(args.stage, args.params)
-    except (params_mod.ParamsError, ValueError, FileNotFoundError) as exc:
+    except (params_mod.ParamsError, ValueError, FileNotFoundError, DownloadError) as exc:
         print(f"repropipe: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -130,3 +130,15 @@ def fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
 def params_hash(params: Any) -> str:
     """sha256 of the canonical JSON of the params a stage read."""
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class DataError(ValueError):
+    """Bad input data: the message starts with ``file:line:`` (or ``file:``) and says what was expected.
+
+    Every reader raises this for malformed input so the CLI can print one clear line and exit 2.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], message: str, line: int | None = None) -> None:
+        self.path, self.line = Path(path), line
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
