@@ -15,6 +15,22 @@ TINY_PARAMS = {
     "device": "cpu",
     "qr": {"dtype": "float64", "threads": 1, "m": [32, 64], "n": [4, 8], "repeats": 1,
            "methods": ["torch.linalg.qr", "mgs_autograd", "qr_class", "memory_efficient", "fast"]},
+    "speaker": {
+        "source": "synthetic",
+        "synthetic": {"n_speakers": 6, "utts_per_speaker": 6, "min_len": 24, "max_len": 48, "n_test": 4, "noise": 1.0},
+        "real": {"from": "kaggle", "hw4_dir": None, "wav_dir": None, "wav_test_fraction": 0.05,
+                 "cache_dir": "data/raw/speaker_kaggle"},
+        "features": {"verify_speakers": 2, "val_fraction": 0.2},
+        "models": ["speaker_hw4_baseline", "speaker_conformer", "speaker_attn_pool", "speaker_am_softmax",
+                   "speaker_conformer_sap_am", "speaker_triplet"],
+        "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "ff_dim": 32, "conv_kernel": 5, "dropout": 0.1,
+                  "am_scale": 30.0, "am_margin": 0.2},
+        "train": {"segment_len": 32, "batch_size": 8, "epochs": 1, "lr": 0.002, "weight_decay": 0.0001,
+                  "warmup_steps": 2, "checkpoint_every": 0,
+                  "specaugment": {"enabled": True, "freq_mask": 4, "time_mask": 4}},
+        "triplet": {"channels": 16, "emb_dim": 16, "margin": 0.3, "lr": 0.002, "epochs": 1, "autoencoder_epochs": 1},
+        "evaluate": {"batch_size": 8, "max_trials": 1000, "top_k": 5},
+    },
     "report": {"title": "repropipe test report"},
 }
 

@@ -36,6 +36,25 @@ def check_outputs(root: Path) -> None:
     assert rows[("memory_efficient", 64, 8)]["saved_bytes"] == (64 * 8 + 8 * 8) * 8
     assert all(r["grad_rel_diff"] < 1e-10 for r in rows.values())
     assert (root / "results/qr/plots/saved_bytes.csv").read_text().startswith("method,m,n,saved_bytes")
+    check_speaker(root, html)
+
+
+def check_speaker(root: Path, html: str) -> None:
+    assert "Speaker identification and verification" in html and "SYNTHETIC DATA" in html
+    sp = json.loads((root / "results/speaker/metrics.json").read_text())
+    assert sp["provenance"]["data_source"].startswith("synthetic")
+    models = TINY_PARAMS["speaker"]["models"]
+    assert set(sp["models"]) == set(models)
+    for m in sp["models"].values():
+        assert 0.0 <= m["verification_eer"] <= 1.0 and 0.0 <= m["identification_accuracy"] <= 1.0
+        assert m["verification_target_trials"] > 0 and m["verification_nontarget_trials"] > 0
+    csv = (root / "results/speaker/predictions/speaker_hw4_baseline.csv").read_text().splitlines()
+    assert csv[0] == "Id,Category" and len(csv) == 1 + TINY_PARAMS["speaker"]["synthetic"]["n_test"]
+    assert all(row.split(",")[1].startswith("id1") for row in csv[1:])
+    section = json.loads((root / "results/speaker/section.json").read_text())
+    assert section["synthetic"] and "0.93175" in section["tables"][0]["anchor"]
+    assert (root / "results/speaker/figures/det.png").stat().st_size > 1000
+    assert (root / "results/speaker/plots/training.csv").read_text().startswith("model,epoch,loss,val_accuracy")
 
 
 def test_dvc_repro_builds_everything_then_does_nothing(tmp_path):

@@ -3,6 +3,9 @@ rule report:
         "results/qr/metrics.json",
         "results/qr/section.json",
         "results/qr/figures",
+        "results/speaker/metrics.json",
+        "results/speaker/section.json",
+        "results/speaker/figures",
         code("report"),
     output:
         "results/report.html",

@@ -1,0 +1,396 @@
+"""VoxCeleb in the NTU ML2023 Spring HW4 layout: obtain it (Kaggle, a wav tree, a local copy, or
+synthesize it) and read it back with validation.
+
+The layout, exactly as the course ships it::
+
+    metadata.json  {"n_mels": 40, "speakers": {"id10001": [{"feature_path": "uttr-....pt", "mel_len": 123}, ...]}}
+    mapping.json   {"speaker2id": {"id10001": 0, ...}, "id2speaker": {"0": "id10001", ...}}
+    testdata.json  {"n_mels": 40, "utterances": [{"feature_path": "uttr-....pt", "mel_len": 456}, ...]}
+    uttr-*.pt      one float32 tensor (mel_len, n_mels) per utterance (log-mel frames, 10 ms hop)
+
+Every reader goes through :func:`load_feature`, which uses ``torch.load(weights_only=True)`` so a
+.pt file that carries a pickled object (code) is refused, and checks shape and dtype.
+
+Synthetic data (the default) plants a learnable-but-not-trivial speaker signal: each speaker has
+its own spectral envelope (a few formant-like bumps over the mel axis plus a spectral tilt) and its
+own speaking rate (mean lengths of voiced and pause segments). Utterances mix that envelope with
+speaker-independent "phoneme" patterns that change every segment, a random per-utterance channel
+tilt and gain, and Gaussian noise, so a single frame says little about the speaker and a model has
+to pool over time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repropipe.download import DownloadError
+from repropipe.io import DataError, atomic_path, atomic_write_json
+
+log = logging.getLogger("repropipe.speaker")
+
+N_MELS = 40
+KAGGLE_COMPETITION = "ml2023springhw4"
+SOURCE_FILE = "source.json"  # ours, beside the HW4 files: where the data came from (for provenance)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading (shared by every source)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Utterance:
+    feature_path: str
+    mel_len: int
+    speaker: str | None  # None for testdata.json utterances (unlabelled)
+
+
+@dataclass
+class HW4Dataset:
+    root: Path
+    n_mels: int
+    speakers: list[str]          # sorted by id in mapping.json
+    utterances: list[Utterance]  # labelled (metadata.json)
+    test: list[Utterance]        # unlabelled (testdata.json)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise DataError(path, "missing (expected the HW4 layout: metadata.json, mapping.json, testdata.json, uttr-*.pt)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+
+
+def _entries(path: Path, items: Any, where: str, speaker: str | None) -> list[Utterance]:
+    if not isinstance(items, list):
+        raise DataError(path, f"{where}: expected a list of {{feature_path, mel_len}} entries")
+    out = []
+    for i, e in enumerate(items):
+        if not (isinstance(e, dict) and isinstance(e.get("feature_path"), str) and isinstance(e.get("mel_len"), int)
+                and e["mel_len"] > 0):
+            raise DataError(path, f"{where}[{i}]: expected {{'feature_path': str, 'mel_len': positive int}}, got {e!r}")
+        if "/" in e["feature_path"] or e["feature_path"].startswith(".."):
+            raise DataError(path, f"{where}[{i}]: feature_path must be a file name in the dataset folder")
+        out.append(Utterance(e["feature_path"], e["mel_len"], speaker))
+    return out
+
+
+def read_dataset(root: str | os.PathLike[str]) -> HW4Dataset:
+    """Parse and cross-check the three JSON files (the .pt files are read by :func:`load_feature`)."""
+    root = Path(root)
+    meta_path, map_path, test_path = root / "metadata.json", root / "mapping.json", root / "testdata.json"
+    meta, mapping, test = _read_json(meta_path), _read_json(map_path), _read_json(test_path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("speakers"), dict) or not isinstance(meta.get("n_mels"), int):
+        raise DataError(meta_path, "expected {'n_mels': int, 'speakers': {speaker_id: [utterances]}}")
+    if not isinstance(mapping, dict) or not isinstance(mapping.get("speaker2id"), dict):
+        raise DataError(map_path, "expected {'speaker2id': {speaker_id: int}, 'id2speaker': {str(int): speaker_id}}")
+    s2i = mapping["speaker2id"]
+    if sorted(s2i) != sorted(meta["speakers"]):
+        raise DataError(map_path, "speaker2id does not list the same speakers as metadata.json")
+    if sorted(s2i.values()) != list(range(len(s2i))):
+        raise DataError(map_path, "speaker2id ids must be 0..N-1, each once")
+    if not isinstance(test, dict) or "utterances" not in test:
+        raise DataError(test_path, "expected {'n_mels': int, 'utterances': [{feature_path, mel_len}]}")
+    speakers = sorted(s2i, key=lambda s: s2i[s])
+    utts = [u for s in speakers for u in _entries(meta_path, meta["speakers"][s], f"speakers.{s}", s)]
+    if not utts:
+        raise DataError(meta_path, "no utterances listed")
+    return HW4Dataset(root, meta["n_mels"], speakers, utts, _entries(test_path, test["utterances"], "utterances", None))
+
+
+def load_feature(root: str | os.PathLike[str], utt: Utterance, n_mels: int) -> "torch.Tensor":
+    """One utterance's (mel_len, n_mels) float32 tensor; refuses pickles, wrong shapes and dtypes."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(root) / utt.feature_path
+    if not path.exists():
+        raise DataError(path, "listed in the metadata but missing")
+    if not zipfile.is_zipfile(path):
+        raise DataError(path, "not a readable torch tensor file (expected torch.save's zip format)")
+    try:
+        x = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln), "pickled objects")
+        raise DataError(path, f"refused: not a plain tensor file ({why}); torch.load(weights_only=True) loads "
+                              "tensors only, never code") from exc
+    except Exception as exc:  # truncated zip, not a torch file at all
+        raise DataError(path, f"not a readable torch tensor file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(x, torch.Tensor):
+        raise DataError(path, f"expected one tensor, got {type(x).__name__}")
+    if x.dtype != torch.float32:
+        raise DataError(path, f"expected dtype float32, got {x.dtype}")
+    if x.dim() != 2 or x.shape[1] != n_mels or x.shape[0] < 1:
+        raise DataError(path, f"expected shape (mel_len, {n_mels}), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise DataError(path, "contains NaN or infinite values")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the layout
+# ---------------------------------------------------------------------------------------------
+
+def write_layout(dest: Path, speakers: dict[str, list[dict[str, Any]]], test: list[dict[str, Any]],
+                 n_mels: int = N_MELS) -> None:
+    """The three JSON files; speaker ids numbered in sorted order as the course does."""
+    order = sorted(speakers)
+    atomic_write_json(dest / "metadata.json", {"n_mels": n_mels, "speakers": {s: speakers[s] for s in order}})
+    atomic_write_json(dest / "mapping.json", {"speaker2id": {s: i for i, s in enumerate(order)},
+                                              "id2speaker": {str(i): s for i, s in enumerate(order)}})
+    atomic_write_json(dest / "testdata.json", {"n_mels": n_mels, "utterances": test})
+
+
+def save_feature(path: Path, mel: "torch.Tensor") -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(mel.to(torch.float32).contiguous().clone(), tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic
+# ---------------------------------------------------------------------------------------------
+
+def _speaker_profile(rng: np.random.Generator, n_mels: int) -> dict[str, Any]:
+    bins = np.arange(n_mels)
+    env = np.zeros(n_mels)
+    for _ in range(3):
+        c, w, a = rng.uniform(3, n_mels - 3), rng.uniform(2.0, 5.0), rng.uniform(0.4, 1.0)
+        env += a * np.exp(-0.5 * ((bins - c) / w) ** 2)
+    env += rng.uniform(-0.6, 0.6) * (bins / n_mels - 0.5)
+    return {"envelope": env - env.mean(), "voiced_mean": rng.uniform(4, 14), "pause_mean": rng.uniform(2, 8),
+            "pitch": rng.uniform(0, 6)}
+
+
+def synth_utterance(rng: np.random.Generator, prof: dict[str, Any], phonemes: np.ndarray, length: int,
+                    noise: float) -> np.ndarray:
+    """Log-mel frames: envelope + per-segment phoneme pattern + channel + noise, pauses between segments."""
+    n_mels = phonemes.shape[1]
+    bins = np.arange(n_mels)
+    out = np.full((length, n_mels), -4.0)
+    t = 0
+    while t < length:
+        dur = max(2, int(rng.exponential(prof["voiced_mean"])))
+        ph = phonemes[rng.integers(len(phonemes))]
+        harm = 0.3 * np.cos(2 * np.pi * bins / (8 + prof["pitch"]))  # speaker-specific low-band ripple
+        out[t:t + dur] = 1.0 + 1.6 * prof["envelope"] + ph + harm
+        t += dur + max(1, int(rng.exponential(prof["pause_mean"])))
+    channel = rng.normal(0, 0.25) * (bins / n_mels - 0.5) + rng.normal(0, 0.3)
+    return (out + channel + rng.normal(0, noise, size=out.shape)).astype(np.float32)
+
+
+def synthesize(dest: str | os.PathLike[str], *, n_speakers: int, utts_per_speaker: int, min_len: int, max_len: int,
+               n_test: int, noise: float, seed: int, n_mels: int = N_MELS) -> None:
+    """Write a synthetic dataset in the HW4 layout (see the module docstring for the planted signal)."""
+    import torch
+
+    if min_len > max_len:
+        raise ValueError(f"speaker.synthetic: min_len {min_len} > max_len {max_len}")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    phonemes = rng.normal(0, 1.0, size=(24, n_mels))
+    phonemes = np.stack([np.convolve(p, np.ones(3) / 3, mode="same") * 1.2 for p in phonemes])
+    profiles = {f"id{10001 + i:05d}": _speaker_profile(rng, n_mels) for i in range(n_speakers)}
+    speakers: dict[str, list[dict[str, Any]]] = {s: [] for s in profiles}
+    counter = 0
+
+    def emit(spk: str) -> dict[str, Any]:
+        nonlocal counter
+        length = int(rng.integers(min_len, max_len + 1))
+        mel = synth_utterance(rng, profiles[spk], phonemes, length, noise)
+        name = f"uttr-{counter:08x}{rng.integers(16**8):08x}.pt"
+        counter += 1
+        save_feature(dest / name, torch.from_numpy(mel))
+        return {"feature_path": name, "mel_len": length}
+
+    for spk in profiles:
+        for _ in range(utts_per_speaker):
+            speakers[spk].append(emit(spk))
+    # testdata.json: unlabelled utterances of the same speakers, as in HW4
+    names = sorted(profiles)
+    test = [emit(names[int(rng.integers(n_speakers))]) for _ in range(n_test)]
+    write_layout(dest, speakers, test, n_mels)
+    log.info("event=synthesized dest=%s speakers=%d utterances=%d test=%d", dest, n_speakers,
+             n_speakers * utts_per_speaker, n_test)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real sources
+# ---------------------------------------------------------------------------------------------
+
+def _kaggle_credentials_present() -> bool:
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return True
+    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
+    return (config_dir / "kaggle.json").exists()
+
+
+def download_kaggle(dest: str | os.PathLike[str], cache: str | os.PathLike[str]) -> None:
+    """Fetch the HW4 competition files with the user's own Kaggle token, then install the layout.
+
+    The archive is cached under ``cache`` (outside the DVC output) so a rerun does not download
+    the ~7 GB again. The user must have accepted the competition rules on kaggle.com.
+    """
+    if not _kaggle_credentials_present():
+        raise DownloadError(
+            "speaker.source is 'real' with real.from 'kaggle', but no Kaggle token was found: put your kaggle.json "
+            "(kaggle.com -> Settings -> API -> Create New Token) in ~/.kaggle/ (chmod 600), or set KAGGLE_CONFIG_DIR, "
+            "or KAGGLE_USERNAME and KAGGLE_KEY; accept the rules of the competition "
+            f"https://www.kaggle.com/competitions/{KAGGLE_COMPETITION} first. Or set speaker.real.hw4_dir to a copy "
+            "you already have.")
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi  # lazy: only the real downloader needs it
+    except ImportError as exc:
+        raise DownloadError("the 'kaggle' package is needed for speaker.real.from 'kaggle': pip install kaggle") from exc
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    archive = cache / f"{KAGGLE_COMPETITION}.zip"
+    if not archive.exists():
+        api = KaggleApi()
+        api.authenticate()
+        log.info("event=kaggle_download competition=%s dest=%s", KAGGLE_COMPETITION, cache)
+        api.competition_download_files(KAGGLE_COMPETITION, path=str(cache), quiet=False)
+    if not archive.exists():
+        raise DownloadError(f"{archive}: the Kaggle download did not produce the expected archive")
+    unpacked = cache / "unpacked"
+    if not (unpacked.exists() and any(unpacked.rglob("metadata.json"))):
+        import zipfile
+
+        tmp = cache / "unpacked.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        shutil.rmtree(unpacked, ignore_errors=True)
+        tmp.rename(unpacked)
+    copy_hw4_dir(_find_layout(unpacked), dest)
+
+
+def _find_layout(root: Path) -> Path:
+    hits = sorted(root.rglob("metadata.json"), key=lambda p: len(p.parts))
+    if not hits:
+        raise DataError(root, "no metadata.json found: not the HW4 dataset")
+    return hits[0].parent
+
+
+def copy_hw4_dir(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Install an existing HW4 folder (validated first) as data/raw/speaker (hard links where possible)."""
+    src, dest = Path(src), Path(dest)
+    ds = read_dataset(src)
+    dest.mkdir(parents=True, exist_ok=True)
+    for u in ds.utterances + ds.test:
+        s, d = src / u.feature_path, dest / u.feature_path
+        if not s.exists():
+            raise DataError(s, "listed in the metadata but missing")
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+    for name in ("metadata.json", "mapping.json", "testdata.json"):
+        shutil.copy2(src / name, dest / name)
+
+
+def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int = N_MELS) -> "torch.Tensor":
+    """Our own extraction for VoxCeleb1 wavs: 40 log-mel bands, 25 ms window, 10 ms hop -> (frames, n_mels)."""
+    import torch
+    import torchaudio
+
+    win, hop = int(round(0.025 * sample_rate)), int(round(0.010 * sample_rate))
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=win, win_length=win, hop_length=hop,
+                                               n_mels=n_mels, center=False)
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    if x.dim() == 2:  # soundfile gives (frames, channels)
+        x = x.mean(1)
+    return torch.log(mel(x) + 1e-6).T.contiguous()
+
+
+def convert_wav_tree(src: str | os.PathLike[str], dest: str | os.PathLike[str], test_fraction: float,
+                     seed: int) -> None:
+    """A VoxCeleb1 tree (wav/<speaker>/<video>/<n>.wav) into the HW4 layout with our 40-mel features.
+
+    A ``test_fraction`` of each speaker's utterances goes to testdata.json (unlabelled), as in HW4.
+    """
+    import hashlib
+
+    import soundfile as sf
+
+    src, dest = Path(src), Path(dest)
+    wavs = sorted(src.rglob("*.wav"))
+    if not wavs:
+        raise DataError(src, "no .wav files found (expected <speaker>/<video>/<n>.wav)")
+    rng = np.random.default_rng(seed)
+    speakers: dict[str, list[dict[str, Any]]] = {}
+    test: list[dict[str, Any]] = []
+    dest.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    for wav in tqdm(wavs, desc="log-mel", unit="wav"):
+        rel = wav.relative_to(src)
+        spk = rel.parts[0] if len(rel.parts) > 1 else None
+        if spk is None:
+            raise DataError(wav, "wav must sit under a speaker folder")
+        try:
+            wave, sr = sf.read(wav, dtype="float32")
+        except Exception as exc:
+            raise DataError(wav, f"not a readable wav ({exc})") from exc
+        mel = log_mel(wave, sr)
+        if mel.shape[0] < 1:
+            raise DataError(wav, "shorter than one 25 ms frame")
+        name = "uttr-" + hashlib.sha1(rel.as_posix().encode()).hexdigest()[:16] + ".pt"
+        save_feature(dest / name, mel)
+        entry = {"feature_path": name, "mel_len": int(mel.shape[0])}
+        (test if rng.random() < test_fraction else speakers.setdefault(spk, [])).append(entry)
+    write_layout(dest, speakers, test)
+
+
+def obtain(dest: str | os.PathLike[str], p: dict[str, Any], seed: int) -> str:
+    """Fill ``dest`` from the configured source; returns a data_source description."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        desc = _fill(tmp, p, seed)
+        read_dataset(tmp)  # never install a layout we cannot read
+        atomic_write_json(tmp / SOURCE_FILE, {"data_source": desc, "synthetic": p["source"] == "synthetic"})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written survives a failure
+        raise
+    tmp.rename(dest)
+    return desc
+
+
+def _fill(tmp: Path, p: dict[str, Any], seed: int) -> str:
+    if p["source"] == "synthetic":
+        s = p["synthetic"]
+        synthesize(tmp, n_speakers=s["n_speakers"], utts_per_speaker=s["utts_per_speaker"], min_len=s["min_len"],
+                   max_len=s["max_len"], n_test=s["n_test"], noise=s["noise"], seed=seed)
+        desc = f"synthetic (HW4 layout, {s['n_speakers']} speakers x {s['utts_per_speaker']} utterances, seed {seed})"
+    else:
+        r = p["real"]
+        if r.get("hw4_dir"):
+            copy_hw4_dir(r["hw4_dir"], tmp)
+            desc = f"real (HW4 VoxCeleb2 subset from {r['hw4_dir']})"
+        elif r["from"] == "kaggle":
+            download_kaggle(tmp, r["cache_dir"])
+            desc = f"real (HW4 VoxCeleb2 subset, Kaggle {KAGGLE_COMPETITION})"
+        else:
+            if not r.get("wav_dir"):
+                raise ValueError("speaker.real.from is 'wav_tree' but speaker.real.wav_dir is not set")
+            convert_wav_tree(r["wav_dir"], tmp, r["wav_test_fraction"], seed)
+            desc = f"real (VoxCeleb1 wav tree {r['wav_dir']}, our 40-mel extraction)"
+    return desc
+

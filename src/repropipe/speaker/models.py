@@ -1,0 +1,281 @@
+"""Speaker networks, registered by name so params choose them and tests build every one.
+
+Inputs are log-mel frames ``(batch, frames, n_mels)`` plus optional ``lengths`` ``(batch,)``:
+evaluation feeds whole utterances padded to the longest in the batch, and every layer that mixes
+frames (attention, convolution, pooling) ignores the padding, so padding never changes an output
+(tests/test_speaker.py checks it).
+
+The classifier family is one module with three switches, which is exactly the ablation:
+
+=========================  =============  ==========  ==========
+name                       encoder        pooling     head
+=========================  =============  ==========  ==========
+speaker_hw4_baseline       transformer    mean        linear      (the HW4 sample code)
+speaker_conformer          conformer      mean        linear
+speaker_attn_pool          transformer    attention   linear
+speaker_am_softmax         transformer    mean        AM-softmax
+speaker_conformer_sap_am   conformer      attention   AM-softmax  ("all")
+=========================  =============  ==========  ==========
+
+``speaker_triplet`` is a small conv1d embedder trained with a triplet loss on L2-normalised
+outputs; ``speaker_conv_autoencoder`` shares its encoder and can initialise it without labels.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repropipe.models import register_model
+
+N_MELS = 40
+
+
+def padding_mask(lengths: torch.Tensor | None, frames: int, device: torch.device) -> torch.Tensor | None:
+    """True at padded frames (the convention of nn.MultiheadAttention's key_padding_mask)."""
+    if lengths is None:
+        return None
+    return torch.arange(frames, device=device)[None, :] >= lengths.to(device)[:, None]
+
+
+def masked_mean(x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    if pad is None:
+        return x.mean(1)
+    keep = (~pad).unsqueeze(-1).to(x.dtype)
+    return (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
+class SelfAttentionPooling(nn.Module):
+    """softmax(w^T h_t) over frames (padding excluded), then the weighted sum of h_t."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(d, 1)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        s = self.score(x).squeeze(-1)
+        if pad is not None:
+            s = s.masked_fill(pad, float("-inf"))
+        return torch.einsum("bt,btd->bd", torch.softmax(s, dim=1), x)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, ff), nn.SiLU(), nn.Dropout(dropout), nn.Linear(ff, d),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvModule(nn.Module):
+    """Conformer convolution module; padded frames are zeroed before the depthwise conv."""
+
+    def __init__(self, d: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.pw1 = nn.Conv1d(d, 2 * d, 1)
+        self.dw = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
+        self.bn = nn.BatchNorm1d(d)
+        self.pw2 = nn.Conv1d(d, d, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        h = F.glu(self.pw1(self.norm(x).transpose(1, 2)), dim=1)
+        if pad is not None:
+            h = h.masked_fill(pad.unsqueeze(1), 0.0)
+        h = self.pw2(F.silu(self.bn(self.dw(h))))
+        return self.drop(h.transpose(1, 2))
+
+
+class ConformerBlock(nn.Module):
+    """FF/2 -> MHSA -> conv -> FF/2 -> LayerNorm (Gulati et al. 2020), each with a residual."""
+
+    def __init__(self, d: int, heads: int, ff: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.ff1, self.ff2 = FeedForward(d, ff, dropout), FeedForward(d, ff, dropout)
+        self.attn_norm = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.attn_drop = nn.Dropout(dropout)
+        self.conv = ConvModule(d, kernel, dropout)
+        self.out_norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        x = x + 0.5 * self.ff1(x)
+        h = self.attn_norm(x)
+        h = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
+        x = x + self.attn_drop(h)
+        x = x + self.conv(x, pad)
+        x = x + 0.5 * self.ff2(x)
+        return self.out_norm(x)
+
+
+class AMSoftmaxHead(nn.Module):
+    """Additive margin softmax: logits s*cos(theta), minus s*m at the target class in training."""
+
+    def __init__(self, d: int, n_classes: int, scale: float, margin: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, d) * 0.01)
+        self.scale, self.margin = scale, margin
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        cos = F.normalize(emb, dim=1) @ F.normalize(self.weight, dim=1).T
+        if labels is not None:
+            cos = cos - self.margin * F.one_hot(labels, cos.shape[1]).to(cos.dtype)
+        return self.scale * cos
+
+
+class LinearHead(nn.Module):
+    """The HW4 prediction layer: Linear, ReLU, Linear."""
+
+    def __init__(self, d: int, n_classes: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, n_classes))
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(emb)
+
+
+class SpeakerClassifier(nn.Module):
+    """Prenet -> encoder -> pooling -> head; ``embed`` gives the pooled vector used for verification."""
+
+    def __init__(self, n_classes: int = 8, n_mels: int = N_MELS, d_model: int = 32, n_heads: int = 2,
+                 n_layers: int = 1, ff_dim: int = 64, conv_kernel: int = 7, dropout: float = 0.1,
+                 encoder: str = "transformer", pooling: str = "mean", head: str = "linear",
+                 am_scale: float = 30.0, am_margin: float = 0.2) -> None:
+        super().__init__()
+        self.prenet = nn.Linear(n_mels, d_model)
+        self.encoder_kind = encoder
+        if encoder == "transformer":
+            layer = nn.TransformerEncoderLayer(d_model, n_heads, ff_dim, dropout, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        elif encoder == "conformer":
+            self.encoder = nn.ModuleList(ConformerBlock(d_model, n_heads, ff_dim, conv_kernel, dropout)
+                                         for _ in range(n_layers))
+        else:
+            raise ValueError(f"encoder must be transformer or conformer, got {encoder!r}")
+        if pooling not in ("mean", "attention"):
+            raise ValueError(f"pooling must be mean or attention, got {pooling!r}")
+        self.pool = SelfAttentionPooling(d_model) if pooling == "attention" else None
+        if head == "linear":
+            self.head: nn.Module = LinearHead(d_model, n_classes)
+        elif head == "amsoftmax":
+            self.head = AMSoftmaxHead(d_model, n_classes, am_scale, am_margin)
+        else:
+            raise ValueError(f"head must be linear or amsoftmax, got {head!r}")
+
+    def embed(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        pad = padding_mask(lengths, mels.shape[1], mels.device)
+        x = self.prenet(mels)
+        if self.encoder_kind == "transformer":
+            x = self.encoder(x, src_key_padding_mask=pad)
+        else:
+            for block in self.encoder:
+                x = block(x, pad)
+        return self.pool(x, pad) if self.pool is not None else masked_mean(x, pad)
+
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits; with ``labels`` (training) the AM-softmax head subtracts its margin."""
+        return self.head(self.embed(mels, lengths), labels)
+
+
+class ConvEncoder1d(nn.Module):
+    """Conv blocks over time with MaxPool1d(2) between them; padding is zeroed before every conv."""
+
+    def __init__(self, n_mels: int = N_MELS, channels: int = 64, n_blocks: int = 3) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        c_in = n_mels
+        for _ in range(n_blocks):
+            self.convs.append(nn.Conv1d(c_in, channels, 5, padding=2))
+            self.bns.append(nn.BatchNorm1d(channels))
+            c_in = channels
+        self.pool = nn.MaxPool1d(2, return_indices=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, keep_indices: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[torch.Tensor, int]]]:
+        """(B, C, T) -> (B, channels, T / 2^(blocks-1)), new lengths, pooling indices for the decoder."""
+        indices = []
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            if i > 0:
+                size = x.shape[-1]
+                x, idx = self.pool(x)
+                indices.append((idx, size))
+                if lengths is not None:
+                    lengths = torch.div(lengths, 2, rounding_mode="floor").clamp_min(1)
+            if lengths is not None:
+                x = x.masked_fill(padding_mask(lengths, x.shape[-1], x.device).unsqueeze(1), 0.0)
+            x = F.relu(bn(conv(x)))
+        return x, lengths, indices
+
+
+class TripletEmbedder(nn.Module):
+    """Conv1d encoder, global average pooling (padding excluded), linear, L2 normalisation."""
+
+    def __init__(self, n_mels: int = N_MELS, channels: int = 64, emb_dim: int = 64, n_blocks: int = 3) -> None:
+        super().__init__()
+        self.encoder = ConvEncoder1d(n_mels, channels, n_blocks)
+        self.proj = nn.Linear(channels, emb_dim)
+
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        h, lengths, _ = self.encoder(mels.transpose(1, 2), lengths)
+        pad = padding_mask(lengths, h.shape[-1], h.device)
+        return F.normalize(self.proj(masked_mean(h.transpose(1, 2), pad)), dim=1)
+
+    embed = forward
+
+
+class ConvAutoencoder(nn.Module):
+    """The triplet encoder plus a decoder of MaxUnpool1d (with the encoder's indices) and convs."""
+
+    def __init__(self, n_mels: int = N_MELS, channels: int = 64, n_blocks: int = 3) -> None:
+        super().__init__()
+        self.encoder = ConvEncoder1d(n_mels, channels, n_blocks)
+        self.unpool = nn.MaxUnpool1d(2)
+        self.dec = nn.ModuleList(nn.Conv1d(channels, channels, 5, padding=2) for _ in range(n_blocks - 1))
+        self.out = nn.Conv1d(channels, n_mels, 5, padding=2)
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``mels`` (B, T, n_mels); compare with the input on the same frames."""
+        h, _, indices = self.encoder(mels.transpose(1, 2))
+        for conv, (idx, size) in zip(self.dec, reversed(indices)):
+            h = F.relu(conv(self.unpool(h, idx, output_size=[size])))
+        return self.out(h).transpose(1, 2)
+
+
+def _example_seq() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(2, 50, N_MELS), torch.tensor([50, 37])
+
+
+ABLATION: dict[str, dict[str, str]] = {
+    "speaker_hw4_baseline": {"encoder": "transformer", "pooling": "mean", "head": "linear"},
+    "speaker_conformer": {"encoder": "conformer", "pooling": "mean", "head": "linear"},
+    "speaker_attn_pool": {"encoder": "transformer", "pooling": "attention", "head": "linear"},
+    "speaker_am_softmax": {"encoder": "transformer", "pooling": "mean", "head": "amsoftmax"},
+    "speaker_conformer_sap_am": {"encoder": "conformer", "pooling": "attention", "head": "amsoftmax"},
+}
+
+
+def _classifier(config: dict[str, str], **kwargs: Any) -> SpeakerClassifier:
+    return SpeakerClassifier(**{**kwargs, **config})
+
+
+for _name, _cfg in ABLATION.items():
+    register_model(_name, branch="speaker", example=_example_seq)(functools.partial(_classifier, _cfg))
+
+
+@register_model("speaker_triplet", branch="speaker", example=_example_seq)
+def speaker_triplet(**kwargs: Any) -> TripletEmbedder:
+    return TripletEmbedder(**kwargs)
+
+
+@register_model("speaker_conv_autoencoder", branch="speaker", example=lambda: (torch.randn(2, 48, N_MELS),))
+def speaker_conv_autoencoder(**kwargs: Any) -> ConvAutoencoder:
+    return ConvAutoencoder(**kwargs)

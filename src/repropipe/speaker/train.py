@@ -1,0 +1,288 @@
+"""Training of every speaker model through the shared loop (repropipe.training.fit).
+
+Training sees random ``segment_len``-frame crops (HW4 uses 128) so batches are cheap and every
+epoch sees different parts of each utterance; evaluation sees whole utterances with padding masks.
+Classifiers: cross-entropy (AM-softmax logits carry the margin at the target), AdamW, linear
+warmup then cosine decay, SpecAugment (torchaudio frequency and time masks). The triplet
+embedder: batch-hard triplet loss on cosine similarities of L2-normalised embeddings, optionally
+starting from the encoder of a conv autoencoder trained on the same crops without labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from repropipe.io import atomic_path, atomic_write_json
+from repropipe.models import build_model
+from repropipe.speaker.features import Shard
+from repropipe.speaker.models import ABLATION
+from repropipe.training import LoopConfig, fit
+
+log = logging.getLogger("repropipe.speaker")
+
+
+def random_crop(x: torch.Tensor, segment_len: int) -> torch.Tensor:
+    """A random window of ``segment_len`` frames (the whole utterance when it is shorter)."""
+    if x.shape[0] <= segment_len:
+        return x
+    start = int(torch.randint(0, x.shape[0] - segment_len + 1, (1,)))
+    return x[start:start + segment_len]
+
+
+def pad_batch(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad to the longest sequence; lengths tell the models where padding starts."""
+    lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.int64)
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
+
+
+class CropDataset(Dataset):
+    def __init__(self, shard: Shard, segment_len: int) -> None:
+        self.shard, self.segment_len = shard, segment_len
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return random_crop(self.shard.utterance(i), self.segment_len), int(self.shard.labels[i])
+
+
+def collate_crops(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, lengths = pad_batch([x for x, _ in items])
+    return x, lengths, torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+class TripletDataset(Dataset):
+    """Item i: a crop of utterance i and a crop of another utterance of the same speaker."""
+
+    def __init__(self, shard: Shard, segment_len: int) -> None:
+        self.shard, self.segment_len = shard, segment_len
+        self.by_label: dict[int, list[int]] = {}
+        for i, y in enumerate(shard.labels.tolist()):
+            self.by_label.setdefault(y, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        y = int(self.shard.labels[i])
+        same = [j for j in self.by_label[y] if j != i] or [i]
+        j = same[int(torch.randint(0, len(same), (1,)))]
+        return (random_crop(self.shard.utterance(i), self.segment_len),
+                random_crop(self.shard.utterance(j), self.segment_len), y)
+
+
+def collate_triplets(items: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
+    a, la = pad_batch([a for a, _, _ in items])
+    p, lp = pad_batch([p for _, p, _ in items])
+    return a, la, p, lp, torch.tensor([y for _, _, y in items], dtype=torch.int64)
+
+
+def batch_hard_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor,
+                            margin: float) -> torch.Tensor:
+    """mean_i relu(margin + max_{j: y_j != y_i} cos(a_i, e_j) - cos(a_i, p_i)) over anchors with a negative."""
+    emb = torch.cat([anchor, positive])
+    lab = torch.cat([labels, labels])
+    sim = anchor @ emb.T
+    neg = labels[:, None] != lab[None, :]
+    pos_sim = (anchor * positive).sum(1)
+    hardest = sim.masked_fill(~neg, -2.0).max(1).values
+    has_neg = neg.any(1)
+    if not has_neg.any():
+        return (anchor.sum() + positive.sum()) * 0.0
+    return F.relu(margin + hardest - pos_sim)[has_neg].mean()
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total`` (the HW4 schedule)."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def embed_shard(model: torch.nn.Module, shard: Shard, device: torch.device, batch_size: int,
+                logits: bool = False) -> torch.Tensor:
+    """Whole utterances, length-sorted into padded batches; rows in shard order."""
+    model.eval()
+    order = sorted(range(len(shard)), key=shard.length)
+    out: list[torch.Tensor | None] = [None] * len(shard)
+    for k in range(0, len(order), batch_size):
+        idx = order[k:k + batch_size]
+        x, lengths = pad_batch([shard.utterance(i) for i in idx])
+        x, lengths = x.to(device), lengths.to(device)
+        y = model(x, lengths) if logits else model.embed(x, lengths)
+        for i, row in zip(idx, y.float().cpu()):
+            out[i] = row
+    return torch.stack(out) if out else torch.zeros(0)  # type: ignore[arg-type]
+
+
+def _specaugment(p: dict[str, Any]) -> torch.nn.Module:
+    import torchaudio
+
+    return torch.nn.Sequential(torchaudio.transforms.FrequencyMasking(p["freq_mask"], iid_masks=True),
+                               torchaudio.transforms.TimeMasking(p["time_mask"], iid_masks=True))
+
+
+def _loop(p: dict[str, Any], epochs: int, seed: int) -> LoopConfig:
+    return LoopConfig(epochs=epochs, batch_size=p["batch_size"], seed=seed, checkpoint_every=p["checkpoint_every"],
+                      progress=True)
+
+
+def save_model(run_dir: Path, name: str, model: torch.nn.Module, kwargs: dict[str, Any], history: list[dict]) -> None:
+    with atomic_path(run_dir / "model.pt") as tmp:
+        torch.save({"name": name, "kwargs": kwargs, "state_dict": model.state_dict()}, tmp)
+    atomic_write_json(run_dir / "history.json", history)
+
+
+def load_model(run_dir: Path, device: torch.device) -> torch.nn.Module:
+    from repropipe.io import DataError
+
+    path = run_dir / "model.pt"
+    if not path.exists():
+        raise DataError(path, "missing: run `python -m repropipe speaker train` first")
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(d["name"], **d["kwargs"])
+    model.load_state_dict(d["state_dict"])
+    return model.to(device).eval()
+
+
+def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params: dict[str, Any], seed: int,
+                     device: torch.device, run_dir: Path) -> list[dict[str, float]]:
+    tp = params["train"]
+    kwargs = {**params["model"], "n_classes": n_classes, "n_mels": int(train.mels.shape[1])}
+    torch.manual_seed(seed)
+    model = build_model(name, **kwargs).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tp["lr"], weight_decay=tp["weight_decay"])
+    steps = tp["epochs"] * math.ceil(len(train) / tp["batch_size"])
+    sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
+    augment = _specaugment(tp["specaugment"]).to(device) if tp["specaugment"]["enabled"] else None
+
+    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        x, lengths, y = (t.to(device) for t in batch)
+        model.train()
+        if augment is not None:
+            x = augment(x.transpose(1, 2)).transpose(1, 2)
+        logits = model(x, lengths, labels=y)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean()),
+                "lr": sched.get_last_lr()[0]}
+
+    def epoch_end(_epoch: int) -> dict[str, float]:
+        if len(val) == 0:
+            return {}
+        pred = embed_shard(model, val, device, tp["batch_size"], logits=True).argmax(1)
+        return {"val_accuracy": float((pred == val.labels).float().mean())}
+
+    res = fit(step, CropDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
+              _loop(tp, tp["epochs"], seed), run_dir, collate_fn=collate_crops, epoch_end=epoch_end, device=device)
+    save_model(run_dir, name, model, kwargs, res.history)
+    return res.history
+
+
+def pretrain_autoencoder(train: Shard, params: dict[str, Any], seed: int, device: torch.device,
+                         run_dir: Path) -> torch.nn.Module:
+    tp, trp = params["train"], params["triplet"]
+    kwargs = {"channels": trp["channels"], "n_mels": int(train.mels.shape[1])}
+    torch.manual_seed(seed)
+    ae = build_model("speaker_conv_autoencoder", **kwargs).to(device)
+    opt = torch.optim.AdamW(ae.parameters(), lr=trp["lr"])
+
+    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        x = batch[0].to(device)
+        ae.train()
+        loss = F.mse_loss(ae(x), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach())}
+
+    res = fit(step, CropDataset(train, tp["segment_len"]), {"model": ae, "optimizer": opt},
+              _loop(tp, trp["autoencoder_epochs"], seed), run_dir, collate_fn=collate_crops, device=device)
+    save_model(run_dir, "speaker_conv_autoencoder", ae, kwargs, res.history)
+    return ae
+
+
+def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, device: torch.device,
+                  run_dir: Path) -> list[dict[str, float]]:
+    tp, trp = params["train"], params["triplet"]
+    kwargs = {"channels": trp["channels"], "emb_dim": trp["emb_dim"], "n_mels": int(train.mels.shape[1])}
+    torch.manual_seed(seed)
+    model = build_model("speaker_triplet", **kwargs).to(device)
+    if trp["autoencoder_epochs"] > 0:
+        ae = pretrain_autoencoder(train, params, seed, device, run_dir / "autoencoder")
+        model.encoder.load_state_dict(ae.encoder.state_dict())
+        log.info("event=triplet_init_from_autoencoder epochs=%d", trp["autoencoder_epochs"])
+    opt = torch.optim.AdamW(model.parameters(), lr=trp["lr"], weight_decay=tp["weight_decay"])
+    steps = trp["epochs"] * math.ceil(len(train) / tp["batch_size"])
+    sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
+
+    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        a, la, p, lp, y = (t.to(device) for t in batch)
+        model.train()
+        loss = batch_hard_triplet_loss(model(a, la), model(p, lp), y, trp["margin"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
+
+    def epoch_end(_epoch: int) -> dict[str, float]:
+        if len(val) == 0:
+            return {}
+        tr = embed_shard(model, train, device, tp["batch_size"])
+        return {"val_accuracy": centroid_accuracy(tr, train.labels, embed_shard(model, val, device, tp["batch_size"]),
+                                                  val.labels)}
+
+    res = fit(step, TripletDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
+              _loop(tp, trp["epochs"], seed), run_dir, collate_fn=collate_triplets, epoch_end=epoch_end, device=device)
+    save_model(run_dir, "speaker_triplet", model, kwargs, res.history)
+    return res.history
+
+
+def centroids(emb: torch.Tensor, labels: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    n = int(labels.max()) + 1 if n is None else n
+    c = torch.zeros(n, emb.shape[1]).index_add_(0, labels, emb)
+    return F.normalize(c, dim=1)
+
+
+def centroid_accuracy(train_emb: torch.Tensor, train_labels: torch.Tensor, emb: torch.Tensor,
+                      labels: torch.Tensor) -> float:
+    """Identification by the nearest speaker centroid (cosine), for models without a class head."""
+    c = centroids(F.normalize(train_emb, dim=1), train_labels)
+    return float(((F.normalize(emb, dim=1) @ c.T).argmax(1) == labels).float().mean())
+
+
+def train_all(models: list[str], features: Path, out: Path, params: dict[str, Any], seed: int,
+              device: torch.device) -> dict[str, Any]:
+    from repropipe.speaker.features import load_shard, read_manifest
+
+    manifest = read_manifest(features)
+    train, val = load_shard(features / "train.pt"), load_shard(features / "val.pt")
+    summary = {}
+    for name in models:
+        run_dir = out / name
+        log.info("event=train model=%s utterances=%d classes=%d device=%s", name, len(train),
+                 len(manifest["classes"]), device)
+        if name in ABLATION:
+            hist = train_classifier(name, train, val, len(manifest["classes"]), params, seed, device, run_dir)
+        elif name == "speaker_triplet":
+            hist = train_triplet(train, val, params, seed, device, run_dir)
+        else:
+            raise ValueError(f"speaker.models: unknown model {name!r}")
+        summary[name] = hist[-1] if hist else {}
+    atomic_write_json(out / "summary.json", summary)
+    return summary

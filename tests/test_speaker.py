@@ -1,0 +1,285 @@
+"""Speaker branch: HW4 reader, bad input, padding masks, losses, trial scoring, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from repropipe.download import DownloadError
+from repropipe.io import DataError
+from repropipe.models import build_model
+from repropipe.speaker import data, evaluate, features
+from repropipe.speaker.models import ABLATION
+from repropipe.speaker.train import batch_hard_triplet_loss, random_crop
+
+TINY = dict(n_speakers=6, utts_per_speaker=5, min_len=20, max_len=40, n_test=3, noise=1.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def hw4(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hw4")
+    data.synthesize(root, **TINY)
+    return root
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dest)
+    return dest
+
+
+def test_synthetic_data_is_in_the_hw4_layout(hw4):
+    meta = json.loads((hw4 / "metadata.json").read_text())
+    mapping = json.loads((hw4 / "mapping.json").read_text())
+    test = json.loads((hw4 / "testdata.json").read_text())
+    assert meta["n_mels"] == 40 and len(meta["speakers"]) == 6
+    assert mapping["id2speaker"][str(mapping["speaker2id"]["id10003"])] == "id10003"
+    assert len(test["utterances"]) == 3 and set(test["utterances"][0]) == {"feature_path", "mel_len"}
+    ds = data.read_dataset(hw4)
+    assert len(ds.utterances) == 30 and ds.speakers == sorted(ds.speakers)
+    for u in ds.utterances[:5] + ds.test:
+        x = data.load_feature(hw4, u, 40)
+        assert x.shape == (u.mel_len, 40) and x.dtype == torch.float32
+        assert 20 <= u.mel_len <= 40 and u.feature_path.startswith("uttr-")
+
+
+def test_synthetic_speakers_differ_more_than_utterances_of_one_speaker(hw4):
+    """The planted signal: the spectral shape of voiced frames clusters by speaker."""
+    ds = data.read_dataset(hw4)
+
+    def shape(x: torch.Tensor) -> torch.Tensor:
+        voiced = x[x.mean(1) > -1.5].mean(0)
+        return voiced - voiced.mean()
+
+    means = torch.stack([shape(data.load_feature(hw4, u, 40)) for u in ds.utterances])
+    labels = torch.tensor([ds.speakers.index(u.speaker) for u in ds.utterances])
+    d = torch.cdist(means, means)
+    same = labels[:, None] == labels[None, :]
+    off = ~torch.eye(len(labels), dtype=torch.bool)
+    assert d[same & off].mean() < 0.8 * d[~same].mean()
+
+
+def test_same_seed_same_files(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    data.synthesize(a, **TINY)
+    data.synthesize(b, **TINY)
+    assert (a / "metadata.json").read_text() == (b / "metadata.json").read_text()
+    name = data.read_dataset(a).utterances[7].feature_path
+    assert torch.equal(torch.load(a / name, weights_only=True), torch.load(b / name, weights_only=True))
+
+
+def test_features_split_unseen_speakers_for_verification(hw4, tmp_path):
+    manifest = features.build(hw4, tmp_path / "f", verify_speakers=2, val_fraction=0.2, seed=0)
+    assert len(manifest["classes"]) == 4 and not set(manifest["classes"]) & set(manifest["verify_speakers"])
+    assert manifest["counts"] == {"train": 16, "val": 4, "verify": 10, "test": 3}
+    assert manifest["synthetic"] is False or manifest["synthetic"] is True
+    tr = features.load_shard(tmp_path / "f" / "train.pt")
+    val = features.load_shard(tmp_path / "f" / "val.pt")
+    assert not set(tr.names) & set(val.names)
+    assert tr.utterance(3).shape == (tr.length(3), 40)
+    ds = data.read_dataset(hw4)
+    u = next(u for u in ds.utterances if u.feature_path == tr.names[3])
+    assert torch.equal(tr.utterance(3), data.load_feature(hw4, u, 40))
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def _broken(hw4: Path, tmp_path: Path) -> tuple[Path, data.HW4Dataset]:
+    root = _copy(hw4, tmp_path / "bad")
+    return root, data.read_dataset(root)
+
+
+def test_malformed_metadata_names_file_and_line(hw4, tmp_path):
+    root, _ = _broken(hw4, tmp_path)
+    (root / "metadata.json").write_text('{"n_mels": 40,\n "speakers": {\n  "id1": [}\n}')
+    with pytest.raises(DataError, match=r"metadata.json:3: not valid JSON"):
+        data.read_dataset(root)
+
+
+def test_metadata_with_bad_entry_is_refused(hw4, tmp_path):
+    root, _ = _broken(hw4, tmp_path)
+    meta = json.loads((root / "metadata.json").read_text())
+    meta["speakers"]["id10001"][0]["mel_len"] = "long"
+    (root / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"metadata.json: speakers.id10001\[0\]"):
+        data.read_dataset(root)
+
+
+def test_mapping_that_disagrees_with_metadata_is_refused(hw4, tmp_path):
+    root, _ = _broken(hw4, tmp_path)
+    mapping = json.loads((root / "mapping.json").read_text())
+    mapping["speaker2id"]["id99999"] = 99
+    (root / "mapping.json").write_text(json.dumps(mapping))
+    with pytest.raises(DataError, match="mapping.json: speaker2id does not list the same speakers"):
+        data.read_dataset(root)
+
+
+def test_missing_pt_fails_the_features_build_and_leaves_nothing(hw4, tmp_path):
+    root, ds = _broken(hw4, tmp_path)
+    (root / ds.utterances[4].feature_path).unlink()
+    out = tmp_path / "features"
+    with pytest.raises(DataError, match=f"{ds.utterances[4].feature_path}: listed in the metadata but missing"):
+        features.build(root, out, 2, 0.2, 0)
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("payload,match", [
+    (lambda: torch.zeros(10, 39), r"expected shape \(mel_len, 40\), got \(10, 39\)"),
+    (lambda: torch.zeros(10, 40, dtype=torch.float64), "expected dtype float32, got torch.float64"),
+    (lambda: {"mel": torch.zeros(10, 40)}, "expected one tensor, got dict"),
+    (lambda: torch.full((10, 40), float("nan")), "NaN"),
+])
+def test_wrong_tensor_is_refused_naming_the_file(hw4, tmp_path, payload, match):
+    root, ds = _broken(hw4, tmp_path)
+    u = ds.utterances[0]
+    torch.save(payload(), root / u.feature_path)
+    with pytest.raises(DataError, match=match) as err:
+        data.load_feature(root, u, 40)
+    assert u.feature_path in str(err.value)
+
+
+class Payload:
+    """A pickled object: what weights_only=True exists to refuse (it could run code on load)."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_pickle_payload_is_refused(hw4, tmp_path):
+    root, ds = _broken(hw4, tmp_path)
+    u = ds.utterances[0]
+    torch.save(Payload(), root / u.feature_path)
+    with pytest.raises(DataError, match="refused: not a plain tensor file") as err:
+        data.load_feature(root, u, 40)
+    assert u.feature_path in str(err.value)
+    (root / u.feature_path).write_bytes(b"not a torch file")
+    with pytest.raises(DataError, match="not a readable torch tensor file"):
+        data.load_feature(root, u, 40)
+
+
+def test_download_stage_leaves_nothing_on_failure(tmp_path):
+    p = {"source": "real", "real": {"from": "wav_tree", "hw4_dir": None, "wav_dir": str(tmp_path / "empty"),
+                                    "wav_test_fraction": 0.1, "cache_dir": str(tmp_path / "cache")}}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .wav files found"):
+        data.obtain(tmp_path / "raw", p, 0)
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "raw.partial").exists()
+
+
+def test_missing_kaggle_token_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    with pytest.raises(DownloadError, match="kaggle.json") as err:
+        data.download_kaggle(tmp_path / "raw", tmp_path / "cache")
+    assert "ml2023springhw4" in str(err.value) and "hw4_dir" in str(err.value)
+
+
+def test_user_hw4_folder_is_installed_as_is(hw4, tmp_path):
+    p = {"source": "real", "real": {"from": "kaggle", "hw4_dir": str(hw4), "wav_dir": None,
+                                    "wav_test_fraction": 0.1, "cache_dir": str(tmp_path / "cache")}}
+    desc = data.obtain(tmp_path / "raw", p, 0)
+    assert desc.startswith("real") and json.loads((tmp_path / "raw" / "source.json").read_text())["synthetic"] is False
+    assert data.read_dataset(tmp_path / "raw").speakers == data.read_dataset(hw4).speakers
+
+
+def test_voxceleb1_wav_tree_becomes_40_mel_hw4_layout(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for spk, n in (("id10001", 3), ("id10002", 2)):
+        for k in range(n):
+            path = tmp_path / "wav" / spk / "vid" / f"{k:05d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, rng.normal(0, 0.1, 16000).astype(np.float32), 16000)
+    data.convert_wav_tree(tmp_path / "wav", tmp_path / "raw", test_fraction=0.0, seed=0)
+    ds = data.read_dataset(tmp_path / "raw")
+    assert ds.speakers == ["id10001", "id10002"] and len(ds.utterances) == 5
+    x = data.load_feature(tmp_path / "raw", ds.utterances[0], 40)
+    assert x.shape == ((16000 - 400) // 160 + 1, 40)  # 25 ms window, 10 ms hop at 16 kHz
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+@pytest.mark.parametrize("name", sorted(ABLATION) + ["speaker_triplet"])
+def test_padding_does_not_change_a_prediction(name):
+    torch.manual_seed(0)
+    model = build_model(name, n_classes=5, d_model=16, ff_dim=32) if name in ABLATION else build_model(name)
+    model.eval()
+    short, long_ = torch.randn(1, 37, 40), torch.randn(1, 61, 40)
+    alone = model(short)
+    padded = torch.cat([short, torch.full((1, 24, 40), 7.0)], 1)
+    batch = torch.cat([padded, long_])
+    together = model(batch, torch.tensor([37, 61]))
+    torch.testing.assert_close(together[0:1], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together[1:2], model(long_), atol=1e-5, rtol=1e-5)
+
+
+def test_am_softmax_subtracts_the_margin_at_the_target_only():
+    torch.manual_seed(0)
+    model = build_model("speaker_am_softmax", n_classes=4, d_model=16, am_scale=30.0, am_margin=0.2).eval()
+    x, y = torch.randn(3, 20, 40), torch.tensor([0, 2, 3])
+    diff = model(x) - model(x, labels=y)
+    expected = torch.zeros(3, 4)
+    expected[torch.arange(3), y] = 30.0 * 0.2
+    torch.testing.assert_close(diff, expected)
+    assert model(x).abs().max() <= 30.0 + 1e-4  # scaled cosines
+
+
+def test_triplet_loss_is_zero_only_when_separated_by_the_margin():
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    y = torch.tensor([0, 1])
+    assert batch_hard_triplet_loss(a, a.clone(), y, 0.3) == 0.0  # cos(a,p)=1, cos(a,n)=0
+    swapped = a.flip(0)
+    assert batch_hard_triplet_loss(a, swapped, y, 0.3) > 1.0
+
+
+def test_random_crop_keeps_short_utterances_whole():
+    x = torch.arange(50.0)[:, None].expand(50, 40)
+    assert random_crop(x[:20], 32).shape[0] == 20
+    c = random_crop(x, 32)
+    assert c.shape[0] == 32 and torch.equal(c[:, 0], torch.arange(c[0, 0], c[0, 0] + 32))
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+def test_trials_and_eer_on_separable_and_random_embeddings():
+    labels = torch.arange(4).repeat_interleave(5)
+    centers = torch.eye(8)[:4] * 5
+    emb = centers[labels] + 0.1 * torch.randn(20, 8, generator=torch.Generator().manual_seed(0))
+    pairs = evaluate.pair_trials(emb, labels, 10_000, 0)
+    assert pairs.target.size == 4 * 10 and pairs.nontarget.size == 190 - 40
+    assert evaluate.eer_summary(pairs)["eer"] == 0.0
+    assert evaluate.eer_summary(evaluate.enrolment_trials(emb, labels, 5, 0))["eer"] == 0.0
+    noise = torch.randn(20, 8, generator=torch.Generator().manual_seed(1))
+    assert evaluate.eer_summary(evaluate.pair_trials(noise, labels, 10_000, 0))["eer"] > 0.2
+    sampled = evaluate.pair_trials(emb, labels, 50, 0)
+    assert sampled.target.size + sampled.nontarget.size == 50
+
+
+def test_predictions_csv_is_the_hw4_format():
+    text = evaluate.predictions_csv(["uttr-a.pt", "uttr-b.pt"], torch.tensor([1, 0]), ["id10001", "id10002"])
+    assert text == "Id,Category\nuttr-a.pt,id10002\nuttr-b.pt,id10001\n"
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+def test_tiny_pipeline_runs_every_stage(project, monkeypatch):
+    from repropipe.stages import STAGES, load_all, run_stage
+
+    load_all()
+    monkeypatch.chdir(project)
+    for step in ("download", "features", "train", "evaluate"):
+        run_stage(STAGES[f"speaker_{step}"], project / "params.yaml")
+    metrics = json.loads((project / "results/speaker/metrics.json").read_text())
+    assert metrics["provenance"]["data_source"].startswith("synthetic")
+    assert metrics["n_classes"] == 4 and len(metrics["models"]) == 6
+    assert (project / "results/speaker/models/speaker_triplet/autoencoder/model.pt").exists()
+    csv = (project / "results/speaker/predictions/speaker_conformer_sap_am.csv").read_text().splitlines()
+    assert csv[0] == "Id,Category" and len(csv) == 5
