@@ -15,7 +15,7 @@ from repropipe.io import DataError
 from repropipe.models import build_model
 from repropipe.speaker import data, evaluate, features
 from repropipe.speaker.models import ABLATION
-from repropipe.speaker.train import batch_hard_triplet_loss, random_crop
+from repropipe.speaker.train import triplet_loss, random_crop
 
 TINY = dict(n_speakers=6, utts_per_speaker=5, min_len=20, max_len=40, n_test=3, noise=1.0, seed=0)
 
@@ -235,9 +235,11 @@ def test_am_softmax_subtracts_the_margin_at_the_target_only():
 def test_triplet_loss_is_zero_only_when_separated_by_the_margin():
     a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
     y = torch.tensor([0, 1])
-    assert batch_hard_triplet_loss(a, a.clone(), y, 0.3) == 0.0  # cos(a,p)=1, cos(a,n)=0
+    assert triplet_loss(a, a.clone(), y, 0.3) == 0.0  # cos(a,p)=1, cos(a,n)=0
     swapped = a.flip(0)
-    assert batch_hard_triplet_loss(a, swapped, y, 0.3) > 1.0
+    assert triplet_loss(a, swapped, y, 0.3) > 1.0
+    near = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.5]]), dim=1)
+    assert 0 < triplet_loss(near, near.clone(), y, 0.3) < 0.3
 
 
 def test_random_crop_keeps_short_utterances_whole():

@@ -223,11 +223,12 @@ class TripletEmbedder(nn.Module):
         super().__init__()
         self.encoder = ConvEncoder1d(n_mels, channels, n_blocks)
         self.proj = nn.Linear(channels, emb_dim)
+        self.bn = nn.BatchNorm1d(emb_dim)  # centres the embeddings: without it they start (and stay) collapsed
 
     def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h, lengths, _ = self.encoder(mels.transpose(1, 2), lengths)
         pad = padding_mask(lengths, h.shape[-1], h.device)
-        return F.normalize(self.proj(masked_mean(h.transpose(1, 2), pad)), dim=1)
+        return F.normalize(self.bn(self.proj(masked_mean(h.transpose(1, 2), pad))), dim=1)
 
     embed = forward
 

@@ -4,7 +4,7 @@ Training sees random ``segment_len``-frame crops (HW4 uses 128) so batches are c
 epoch sees different parts of each utterance; evaluation sees whole utterances with padding masks.
 Classifiers: cross-entropy (AM-softmax logits carry the margin at the target), AdamW, linear
 warmup then cosine decay, SpecAugment (torchaudio frequency and time masks). The triplet
-embedder: batch-hard triplet loss on cosine similarities of L2-normalised embeddings, optionally
+embedder: batch-all triplet loss on cosine similarities of L2-normalised embeddings, optionally
 starting from the encoder of a conv autoencoder trained on the same crops without labels.
 """
 
@@ -84,19 +84,23 @@ def collate_triplets(items: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tup
     return a, la, p, lp, torch.tensor([y for _, _, y in items], dtype=torch.int64)
 
 
-def batch_hard_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor,
-                            margin: float) -> torch.Tensor:
-    """mean_i relu(margin + max_{j: y_j != y_i} cos(a_i, e_j) - cos(a_i, p_i)) over anchors with a negative."""
+def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Batch-all triplet loss on cosine similarities of L2-normalised embeddings.
+
+    Every (anchor i, its positive, negative e_j with y_j != y_i; e_j from anchors and positives)
+    gives relu(margin + cos(a_i, e_j) - cos(a_i, p_i)); the mean is over the triplets that still
+    violate the margin. Batch-all is used rather than batch-hard, which collapsed every embedding
+    to one point on the synthetic data.
+    """
     emb = torch.cat([anchor, positive])
     lab = torch.cat([labels, labels])
-    sim = anchor @ emb.T
     neg = labels[:, None] != lab[None, :]
-    pos_sim = (anchor * positive).sum(1)
-    hardest = sim.masked_fill(~neg, -2.0).max(1).values
-    has_neg = neg.any(1)
-    if not has_neg.any():
+    pos_sim = (anchor * positive).sum(1, keepdim=True)
+    viol = F.relu(margin + anchor @ emb.T - pos_sim)[neg]
+    active = viol > 1e-12
+    if not active.any():
         return (anchor.sum() + positive.sum()) * 0.0
-    return F.relu(margin + hardest - pos_sim)[has_neg].mean()
+    return viol[active].mean()
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -233,7 +237,7 @@ def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, d
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         a, la, p, lp, y = (t.to(device) for t in batch)
         model.train()
-        loss = batch_hard_triplet_loss(model(a, la), model(p, lp), y, trp["margin"])
+        loss = triplet_loss(model(a, la), model(p, lp), y, trp["margin"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
