@@ -175,6 +175,7 @@ def test_download_stage_leaves_nothing_on_failure(tmp_path):
 def test_missing_kaggle_token_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
     with pytest.raises(DownloadError, match="kaggle.json") as err:
         data.download_kaggle(tmp_path / "raw", tmp_path / "cache")

@@ -232,10 +232,10 @@ def synthesize(dest: str | os.PathLike[str], *, n_speakers: int, utts_per_speake
 # ---------------------------------------------------------------------------------------------
 
 def _kaggle_credentials_present() -> bool:
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+    if (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")) or os.environ.get("KAGGLE_API_TOKEN"):
         return True
     config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
-    return (config_dir / "kaggle.json").exists()
+    return (config_dir / "kaggle.json").exists() or (config_dir / "access_token").exists()
 
 
 def download_kaggle(dest: str | os.PathLike[str], cache: str | os.PathLike[str]) -> None:
@@ -254,7 +254,8 @@ def download_kaggle(dest: str | os.PathLike[str], cache: str | os.PathLike[str])
     try:
         from kaggle.api.kaggle_api_extended import KaggleApi  # lazy: only the real downloader needs it
     except ImportError as exc:
-        raise DownloadError("the 'kaggle' package is needed for speaker.real.from 'kaggle': pip install kaggle") from exc
+        raise DownloadError("the 'kaggle' package is needed for speaker.real.from 'kaggle': "
+                            "pip install -e '.[real]' (or pip install kaggle==2.2.5)") from exc
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     archive = cache / f"{KAGGLE_COMPETITION}.zip"
