@@ -286,3 +286,16 @@ def test_tiny_pipeline_runs_every_stage(project, monkeypatch):
     assert (project / "results/speaker/models/speaker_triplet/autoencoder/model.pt").exists()
     csv = (project / "results/speaker/predictions/speaker_conformer_sap_am.csv").read_text().splitlines()
     assert csv[0] == "Id,Category" and len(csv) == 5
+
+
+def test_a_ragged_last_batch_of_one_does_not_break_batchnorm(hw4, tmp_path):
+    from repropipe.speaker.train import train_triplet
+
+    built = features.build(hw4, tmp_path / "f", verify_speakers=2, val_fraction=0.2, seed=0)
+    assert built["counts"]["train"] == 16
+    train, val = features.load_shard(tmp_path / "f" / "train.pt"), features.load_shard(tmp_path / "f" / "val.pt")
+    params = {"train": {"segment_len": 16, "batch_size": 15, "weight_decay": 0.0, "warmup_steps": 0,
+                        "checkpoint_every": 0},
+              "triplet": {"channels": 8, "emb_dim": 8, "margin": 0.3, "lr": 1e-3, "epochs": 1, "autoencoder_epochs": 0}}
+    hist = train_triplet(train, val, params, 0, torch.device("cpu"), tmp_path / "run")  # 16 = 15 + a batch of 1
+    assert len(hist) == 1 and (tmp_path / "run" / "model.pt").exists()

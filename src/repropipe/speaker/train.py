@@ -137,9 +137,18 @@ def _specaugment(p: dict[str, Any]) -> torch.nn.Module:
                                torchaudio.transforms.TimeMasking(p["time_mask"], iid_masks=True))
 
 
-def _loop(p: dict[str, Any], epochs: int, seed: int) -> LoopConfig:
+def _drop_last(n: int, batch_size: int) -> bool:
+    """Drop a ragged last batch (a batch of one breaks BatchNorm) unless it is the only one."""
+    return n > batch_size
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return n // batch_size if _drop_last(n, batch_size) else math.ceil(n / batch_size)
+
+
+def _loop(p: dict[str, Any], epochs: int, seed: int, n: int) -> LoopConfig:
     return LoopConfig(epochs=epochs, batch_size=p["batch_size"], seed=seed, checkpoint_every=p["checkpoint_every"],
-                      progress=True)
+                      drop_last=_drop_last(n, p["batch_size"]), progress=True)
 
 
 def save_model(run_dir: Path, name: str, model: torch.nn.Module, kwargs: dict[str, Any], history: list[dict]) -> None:
@@ -167,7 +176,7 @@ def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params
     torch.manual_seed(seed)
     model = build_model(name, **kwargs).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tp["lr"], weight_decay=tp["weight_decay"])
-    steps = tp["epochs"] * math.ceil(len(train) / tp["batch_size"])
+    steps = tp["epochs"] * steps_per_epoch(len(train), tp["batch_size"])
     sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
     augment = _specaugment(tp["specaugment"]).to(device) if tp["specaugment"]["enabled"] else None
 
@@ -192,7 +201,7 @@ def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params
         return {"val_accuracy": float((pred == val.labels).float().mean())}
 
     res = fit(step, CropDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
-              _loop(tp, tp["epochs"], seed), run_dir, collate_fn=collate_crops, epoch_end=epoch_end, device=device)
+              _loop(tp, tp["epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, epoch_end=epoch_end, device=device)
     save_model(run_dir, name, model, kwargs, res.history)
     return res.history
 
@@ -215,7 +224,7 @@ def pretrain_autoencoder(train: Shard, params: dict[str, Any], seed: int, device
         return {"loss": float(loss.detach())}
 
     res = fit(step, CropDataset(train, tp["segment_len"]), {"model": ae, "optimizer": opt},
-              _loop(tp, trp["autoencoder_epochs"], seed), run_dir, collate_fn=collate_crops, device=device)
+              _loop(tp, trp["autoencoder_epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, device=device)
     save_model(run_dir, "speaker_conv_autoencoder", ae, kwargs, res.history)
     return ae
 
@@ -231,7 +240,7 @@ def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, d
         model.encoder.load_state_dict(ae.encoder.state_dict())
         log.info("event=triplet_init_from_autoencoder epochs=%d", trp["autoencoder_epochs"])
     opt = torch.optim.AdamW(model.parameters(), lr=trp["lr"], weight_decay=tp["weight_decay"])
-    steps = trp["epochs"] * math.ceil(len(train) / tp["batch_size"])
+    steps = trp["epochs"] * steps_per_epoch(len(train), tp["batch_size"])
     sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
@@ -252,7 +261,7 @@ def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, d
                                                   val.labels)}
 
     res = fit(step, TripletDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
-              _loop(tp, trp["epochs"], seed), run_dir, collate_fn=collate_triplets, epoch_end=epoch_end, device=device)
+              _loop(tp, trp["epochs"], seed, len(train)), run_dir, collate_fn=collate_triplets, epoch_end=epoch_end, device=device)
     save_model(run_dir, "speaker_triplet", model, kwargs, res.history)
     return res.history
 
