@@ -3,6 +3,9 @@ rule report:
         "results/qr/metrics.json",
         "results/qr/section.json",
         "results/qr/figures",
+        "results/eeg/metrics.json",
+        "results/eeg/section.json",
+        "results/eeg/figures",
         code("report"),
     output:
         "results/report.html",
