@@ -23,7 +23,7 @@ TINY_PARAMS = {
         "train": {"runs": ["transformer", "linformer", "transformer_low", "simclr_low"], "threads": 1, "epochs": 1,
                   "max_low_label_epochs": 1, "batch_size": 16, "lr": 0.001, "weight_decay": 0.01,
                   "label_fraction": 0.5, "checkpoint_every": 0,
-                  "transformer": {"token_len": 16, "d_model": 16, "heads": 2, "layers": 1, "ff": 32, "dropout": 0.1},
+                  "transformer": {"token_len": 16, "d_model": 16, "heads": 2, "layers": 1, "ff": 32, "dropout": 0.1, "spatial": 8},
                   "linformer": {"k": 4, "proj_len": 8},
                   "simclr": {"pretrain_epochs": 1, "tau": 0.1, "lr": 0.001, "finetune_lr": 0.001, "emb": 8,
                              "proj_dim": 8, "hidden": 16, "channels_per_chunk": 2}},

@@ -107,10 +107,15 @@ class EEGTransformer(nn.Module):
     """Time-slice tokens -> encoder -> class token cross-attends to the sequence -> 2 logits."""
 
     def __init__(self, n_channels: int = N_CH, token_len: int = 16, d_model: int = 32, heads: int = 4, layers: int = 2,
-                 ff: int = 64, dropout: float = 0.1, n_classes: int = 2, linformer_k: int = 0, proj_len: int = 0) -> None:
+                 ff: int = 64, dropout: float = 0.1, n_classes: int = 2, linformer_k: int = 0, proj_len: int = 0,
+                 spatial: int = 16) -> None:
         super().__init__()
         self.token_len = token_len
-        self.embed = nn.Sequential(nn.Linear(n_channels * token_len, d_model), nn.LayerNorm(d_model))
+        # a learned spatial filter bank (like CSP) in front of the tokeniser: fewer embedding weights
+        # per token, which is what lets the model generalise to subjects it never saw
+        self.spatial = nn.Conv1d(n_channels, spatial, 1, bias=False) if spatial else nn.Identity()
+        n_virtual = spatial or n_channels
+        self.embed = nn.Sequential(nn.Linear(n_virtual * token_len, d_model), nn.LayerNorm(d_model))
         self.pos = PositionalEncoding()
         self.layers = nn.ModuleList(EncoderLayer(d_model, heads, ff, dropout, linformer_k, proj_len)
                                     for _ in range(layers))
@@ -127,7 +132,7 @@ class EEGTransformer(nn.Module):
         return x.reshape(b, n, c * self.token_len)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.pos(self.embed(self.tokens(x)))
+        h = self.pos(self.embed(self.tokens(self.spatial(x))))
         for layer in self.layers:
             h = layer(h)
         h = self.norm(h)
@@ -185,8 +190,8 @@ class ChannelEncoder(nn.Module):
     def __init__(self, emb: int = 16, width: int = 16) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(1, width, 15, padding=7), nn.BatchNorm1d(width), nn.GELU(),
-            nn.Conv1d(width, width, 9, padding=4, stride=2), nn.BatchNorm1d(width), nn.GELU(),
+            nn.Conv1d(1, width // 2, 15, padding=7, stride=2), nn.BatchNorm1d(width // 2), nn.GELU(),
+            nn.Conv1d(width // 2, width, 9, padding=4, stride=2), nn.BatchNorm1d(width), nn.GELU(),
         )
         self.out = nn.Linear(2 * width, emb)
 

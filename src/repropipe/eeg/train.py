@@ -210,9 +210,10 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
     seed_everything(seed)
     low = run.endswith("_low")
     mask = label_subset(index, tp["label_fraction"], seed) if low else (index.split == "train").to_numpy()
-    val = (index.split == "val").to_numpy()
+    val = (index.split == "val").to_numpy().copy()
     if not val.any():
-        val = (index.split == "train").to_numpy()  # no val subjects (tiny runs): select on train
+        val = (index.split == "train").to_numpy().copy()  # no val subjects (tiny runs): select on train
+    mask, val = torch.from_numpy(np.asarray(mask).copy()), torch.from_numpy(val)
     y = torch.tensor(index.label.to_numpy().copy(), dtype=torch.long)
     model = build_model(RUN_MODEL[run], **_model_kwargs(run, tp, ch_names)).to(device)
     run_dir = out_root / run
@@ -221,7 +222,7 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
         epochs = min(int(math.ceil(epochs / tp["label_fraction"])), tp["max_low_label_epochs"])
     log_probs = run.startswith("simclr")
     pre_history: list[dict[str, float]] = []
-    if run.startswith("simclr"):
+    if log_probs:
         pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy()], tp["simclr"], tp, seed, device,
                                       run_dir / "pretrain")
     lr = tp["simclr"]["finetune_lr"] if log_probs else tp["lr"]
