@@ -186,3 +186,12 @@ def test_label_subset_takes_whole_training_trials():
     assert (chosen.split == "train").all() and chosen.groupby(["subject", "trial"]).size().eq(3).all()
     assert chosen.groupby(["subject", "trial"]).ngroups == 4 and set(chosen.label) == {0, 1}
     assert (m == label_subset(index, 0.2, seed=0)).all()
+
+
+def test_real_source_from_a_local_folder_copies_the_physionet_layout(tmp_path, raw_root):
+    """source: real with eeg.local_dir never touches the network; a missing run is named."""
+    files = data.download_real(tmp_path / "out", [1, 2], [4], str(raw_root))
+    assert [f.relative_to(tmp_path / "out").as_posix() for f in files] == ["S001/S001R04.edf", "S002/S002R04.edf"]
+    assert files[0].read_bytes() == (raw_root / "S001" / "S001R04.edf").read_bytes()
+    with pytest.raises(DataError, match=r"S001R08\.edf: eeg.local_dir has no file for subject 1 run 8"):
+        data.download_real(tmp_path / "out2", [1], [8], str(raw_root))
