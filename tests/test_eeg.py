@@ -154,6 +154,18 @@ def test_augmentations_keep_shape_and_are_seeded():
     assert torch.equal(a, b)
 
 
+def test_supervised_batch_augmentation_keeps_the_c3_c4_power_ratio():
+    from repropipe.eeg.augment import augment_batch
+
+    x = torch.randn(8, 4, 160)
+    x[:, 1] *= 3.0  # "C4" three times the amplitude of "C3"
+    y = augment_batch(x, torch.Generator().manual_seed(0), noise=0.0)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    ratio = y[:, 1].pow(2).mean(1) / y[:, 0].pow(2).mean(1)
+    assert torch.allclose(ratio, x[:, 1].pow(2).mean(1) / x[:, 0].pow(2).mean(1), rtol=1e-4)
+    assert torch.equal(augment_batch(x, torch.Generator().manual_seed(3)), augment_batch(x, torch.Generator().manual_seed(3)))
+
+
 def test_channel_recombination_appends_neighbour_differences():
     from repropipe.eeg.models import ChannelRecombination, default_channels, neighbour_pairs
 

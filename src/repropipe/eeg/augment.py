@@ -61,3 +61,15 @@ def random_view(x: torch.Tensor, g: torch.Generator, p: float = 0.5) -> torch.Te
         on = torch.rand(x.shape[0], 1, generator=g).to(x.device) < p
         x = torch.where(on, aug(x, g), x)
     return x
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, max_shift: int = 40, noise: float = 0.3) -> torch.Tensor:
+    """Supervised-training augmentation of whole chunks [B, C, T]: one amplitude scale (0.5-1.5), one
+    circular time shift and additive Gaussian noise per chunk; label-preserving because the label
+    lives in the relative power of C3 and C4, which none of these change."""
+    b, c, t = x.shape
+    scale = (torch.rand(b, 1, 1, generator=g) + 0.5).to(x.device)
+    shifts = torch.randint(-max_shift, max_shift + 1, (b,), generator=g)
+    idx = ((torch.arange(t)[None] - shifts[:, None]) % t).to(x.device)
+    x = torch.gather(x, 2, idx[:, None, :].expand(b, c, t))
+    return x * scale + noise * torch.randn(x.shape, generator=g).to(x.device)

@@ -9,7 +9,9 @@ Runs (``eeg.train.runs``):
 
 Each run keeps the weights of its best validation epoch (macro F1) and writes
 ``results/eeg/models/<run>/model.pt`` (weights, config, history) beside its checkpoints.
-Low-label runs train for as many optimiser steps as full-label ones (epochs / fraction, capped).
+Low-label runs train for as many optimiser steps as full-label ones (epochs / fraction, capped by
+``max_low_label_epochs``; SimCLR fine-tuning also by ``simclr.finetune_epochs``). With ``augment``
+every supervised batch is amplitude-scaled, time-shifted and noised (augment.augment_batch).
 """
 
 from __future__ import annotations
@@ -127,12 +129,17 @@ def _model_kwargs(run: str, tp: dict[str, Any], ch_names: list[str]) -> dict[str
 def _supervised(run: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor],
                 epochs: int, tp: dict[str, Any], seed: int, device: torch.device, run_dir: Path, log_probs: bool,
                 lr: float) -> tuple[Best, list[dict[str, float]]]:
+    from repropipe.eeg.augment import augment_batch
+
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tp["weight_decay"])
     best = Best(model)
     loss_fn = F.nll_loss if log_probs else F.cross_entropy
+    g = torch.Generator().manual_seed(seed + 202)
 
     def step(batch: Any) -> dict[str, float]:
         xb, yb = batch[0].to(device), batch[1].to(device)
+        if tp["augment"]:
+            xb = augment_batch(xb, g)
         model.train()
         opt.zero_grad(set_to_none=True)
         out = model(xb)
@@ -148,7 +155,7 @@ def _supervised(run: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
 
     cfg = LoopConfig(epochs=epochs, batch_size=tp["batch_size"], seed=seed, checkpoint_every=tp["checkpoint_every"],
                      log_every=10)
-    res = fit(step, Chunks(x, y), {"model": model, "optimizer": opt, "best": best}, cfg, run_dir,
+    res = fit(step, Chunks(x, y), {"model": model, "optimizer": opt, "best": best, "gen": _GenState(g)}, cfg, run_dir,
               epoch_end=epoch_end, device=device)
     log.info("eeg_train event=run_done run=%s best_epoch=%d best_val_f1=%.4f", run, best.epoch, best.score)
     return best, res.history
@@ -221,6 +228,8 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
     if low:
         epochs = min(int(math.ceil(epochs / tp["label_fraction"])), tp["max_low_label_epochs"])
     log_probs = run.startswith("simclr")
+    if log_probs:
+        epochs = min(epochs, tp["simclr"]["finetune_epochs"])
     pre_history: list[dict[str, float]] = []
     if log_probs:
         pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy()], tp["simclr"], tp, seed, device,
