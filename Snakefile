@@ -5,6 +5,7 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/qr.smk"
 include: "workflow/rules/speaker.smk"
+include: "workflow/rules/eeg.smk"
 include: "workflow/rules/report.smk"
 
 

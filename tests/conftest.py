@@ -31,6 +31,20 @@ TINY_PARAMS = {
         "triplet": {"channels": 16, "emb_dim": 16, "margin": 0.3, "lr": 0.002, "epochs": 1, "autoencoder_epochs": 1},
         "evaluate": {"batch_size": 8, "max_trials": 1000, "top_k": 5},
     },
+    "eeg": {
+        "source": "synthetic", "subjects": [1, 2, 3], "runs": [4], "local_dir": None, "exclude_known_bad": True,
+        "on_bad": "error", "synthetic": {"duration_s": 40, "effect": 0.5},
+        "features": {"l_freq": 7.0, "h_freq": 30.0, "tmin": -1.0, "tmax": 4.0, "chunk": 160, "overlap": 80},
+        "split": {"val_subjects": 1, "test_subjects": 1},
+        "train": {"runs": ["transformer", "linformer", "transformer_low", "simclr_low"], "threads": 1, "epochs": 1,
+                  "max_low_label_epochs": 1, "batch_size": 16, "lr": 0.001, "weight_decay": 0.01,
+                  "label_fraction": 0.5, "checkpoint_every": 0, "augment": True,
+                  "transformer": {"token_len": 16, "d_model": 16, "heads": 2, "layers": 1, "ff": 32, "dropout": 0.1, "spatial": 8},
+                  "linformer": {"k": 4, "proj_len": 8},
+                  "simclr": {"pretrain_epochs": 1, "tau": 0.1, "lr": 0.001, "finetune_lr": 0.001, "emb": 8,
+                             "proj_dim": 8, "hidden": 16, "channels_per_chunk": 2, "finetune_epochs": 1}},
+        "evaluate": {"threads": 1, "windows": [160, 320], "bench_tokens": [8, 32], "repeats": 1},
+    },
     "report": {"title": "repropipe test report"},
 }
 

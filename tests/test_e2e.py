@@ -37,6 +37,7 @@ def check_outputs(root: Path) -> None:
     assert all(r["grad_rel_diff"] < 1e-10 for r in rows.values())
     assert (root / "results/qr/plots/saved_bytes.csv").read_text().startswith("method,m,n,saved_bytes")
     check_speaker(root, html)
+    check_eeg_outputs(root, html)
 
 
 def check_speaker(root: Path, html: str) -> None:
@@ -55,6 +56,23 @@ def check_speaker(root: Path, html: str) -> None:
     assert section["synthetic"] and "0.93175" in section["tables"][0]["anchor"]
     assert (root / "results/speaker/figures/det.png").stat().st_size > 1000
     assert (root / "results/speaker/plots/training.csv").read_text().startswith("model,epoch,loss,val_accuracy")
+
+
+def check_eeg_outputs(root: Path, html: str) -> None:
+    assert "EEG motor imagery" in html and "82.43" in html
+    eeg = json.loads((root / "results/eeg/metrics.json").read_text())
+    assert eeg["provenance"]["data_source"] == "synthetic"
+    assert set(eeg["runs"]) == {"transformer", "linformer", "transformer_low", "simclr_low"}
+    for r in eeg["runs"].values():
+        assert 0.0 <= r["chunk"]["macro_f1"] <= 1.0 and sum(map(sum, r["chunk"]["confusion"])) == r["n_chunks"] > 0
+        assert set(r["per_subject_accuracy"]) == {str(s) for s in eeg["subjects_by_split"]["test"]}
+    assert set(eeg["benchmark"]["time_by_tokens"]) == {"transformer", "linformer"}
+    section = json.loads((root / "results/eeg/section.json").read_text())
+    assert section["synthetic"] is True and "82.43" in section["tables"][0]["anchor"]
+    for fig in ("loss_curves", "confusion", "benchmark"):
+        assert (root / f"results/eeg/figures/{fig}.png").stat().st_size > 1000
+    assert (root / "results/eeg/plots/loss_curves.csv").read_text().startswith("run,phase,epoch,loss,val_loss")
+    assert (root / "results/eeg/models/simclr_low/model.pt").exists()
 
 
 def test_dvc_repro_builds_everything_then_does_nothing(tmp_path):

@@ -6,6 +6,9 @@ rule report:
         "results/speaker/metrics.json",
         "results/speaker/section.json",
         "results/speaker/figures",
+        "results/eeg/metrics.json",
+        "results/eeg/section.json",
+        "results/eeg/figures",
         code("report"),
     output:
         "results/report.html",

@@ -1,0 +1,209 @@
+"""EEG branch: EDF+ round trip, bad input, preprocessing, splits, NT-Xent, augmentations, low-label subsets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from repropipe.eeg import data, features
+from repropipe.io import DataError
+
+FP = {"l_freq": 7.0, "h_freq": 30.0, "tmin": -1.0, "tmax": 4.0, "chunk": 160, "overlap": 80}
+
+
+@pytest.fixture(scope="module")
+def raw_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    data.synthesize(root, [1, 2, 3], [4], seed=0, duration_s=40, effect=0.7)
+    return root
+
+
+def test_synthetic_edf_round_trips_with_physionet_layout_and_annotations(raw_root):
+    path = raw_root / "S001" / "S001R04.edf"
+    assert path.exists()
+    _, events = data.synth_run(0, 1, 4, 40, 0.7)
+    raw = data.read_run(path)
+    assert raw.ch_names == list(data.PHYSIONET_CHANNELS) and raw.info["sfreq"] == 160.0
+    assert raw.n_times == 40 * 160
+    got = [(round(float(o), 2), round(float(d), 2), str(s)) for o, d, s in
+           zip(raw.annotations.onset, raw.annotations.duration, raw.annotations.description)]
+    assert got == [(round(o, 2), round(d, 2), s) for o, d, s in events]
+    assert {s for *_, s in got} == {"T0", "T1", "T2"}
+    assert all(abs(d - 4.1) < 1e-6 for _, d, s in events if s != "T0")
+
+
+def test_edf_without_annotations_is_named(tmp_path):
+    d, _ = data.synth_run(0, 1, 4, 30, 0.5)
+    path = data.write_edf(tmp_path / "S001R04.edf", d, [])
+    with pytest.raises(DataError, match=r"S001R04\.edf: no T1/T2 annotations"):
+        data.read_run(path)
+
+
+def test_wrong_sampling_rate_and_channel_count_are_named(tmp_path):
+    d, ev = data.synth_run(0, 1, 4, 30, 0.5)
+    p128 = data.write_edf(tmp_path / "a.edf", d[:, : 30 * 128], ev, sfreq=128.0)
+    with pytest.raises(DataError, match=r"a\.edf: sampling rate 128 Hz, expected 160 Hz"):
+        data.read_run(p128)
+    p10 = data.write_edf(tmp_path / "b.edf", d[:10], ev, ch_names=data.PHYSIONET_CHANNELS[:10])
+    with pytest.raises(DataError, match=r"b\.edf: 10 channels, expected 64"):
+        data.read_run(p10)
+
+
+def test_truncated_edf_is_named(tmp_path, raw_root):
+    src = (raw_root / "S002" / "S002R04.edf").read_bytes()
+    bad = tmp_path / "S002R04.edf"
+    bad.write_bytes(src[: len(src) // 2])
+    with pytest.raises(DataError, match=r"S002R04\.edf: truncated EDF"):
+        data.read_run(bad)
+
+
+def test_bad_recording_is_skipped_and_counted_when_params_say_so(tmp_path, raw_root):
+    import shutil
+
+    root = tmp_path / "raw"
+    shutil.copytree(raw_root, root)
+    bad = root / "S003" / "S003R04.edf"
+    bad.write_bytes(bad.read_bytes()[:5000])
+    with pytest.raises(DataError, match="S003R04.edf"):
+        features.build(root, [1, 2, 3], [4], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error")
+    x, index, _, skipped = features.build(root, [1, 2, 3], [4], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "skip")
+    assert len(skipped) == 1 and skipped[0]["file"].endswith("S003R04.edf")
+    assert set(index.subject) == {1, 2}
+
+
+def test_preprocessing_shapes_labels_and_normalisation(raw_root):
+    x, index, ch, skipped = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 1, "test_subjects": 1}, 0, "error")
+    assert not skipped and ch[:3] == ["FC5", "FC3", "FC1"] and "Cz" in ch and len(ch) == 64
+    assert x.dtype == np.float16 and x.shape[1:] == (64, 160)
+    # epochs -1..4 s = 801 samples -> 9 chunks of 160 with overlap 80
+    assert (index.groupby(["subject", "run", "trial"]).size() == 9).all()
+    assert set(index.label) == {0, 1} and list(index.columns[:4]) == ["subject", "run", "trial", "label"]
+    _, events = data.synth_run(0, 1, 4, 40, 0.7)
+    expect = [0 if s == "T1" else 1 for o, _, s in events if s != "T0" and o + 4.0 <= 40 - 1 / 160]
+    got = index[(index.subject == 1) & (index.chunk == 0)].label.tolist()
+    assert got == expect
+    # per-run channel normalisation keeps values O(1)
+    assert 0.3 < float(np.abs(x.astype(np.float32)).mean()) < 2.0
+    xw, iw, _, _ = features.build(raw_root, [1, 2], [4], dict(FP, chunk=0), {"val_subjects": 0, "test_subjects": 1},
+                                  0, "error")
+    assert xw.shape[1:] == (64, 801) and (iw.chunk == 0).all()
+
+
+def test_whole_epochs_and_chunk_starts():
+    assert features.chunk_starts(801, 160, 80) == [80 * i for i in range(9)]
+    assert features.chunk_starts(801, 0, 0) == [0]
+    with pytest.raises(ValueError, match="overlap"):
+        features.chunk_starts(801, 160, 160)
+
+
+def test_planted_signal_is_lateralised(raw_root):
+    """Left imagery (0) weakens the rhythm over C4 relative to C3, right imagery (1) the reverse."""
+    x, index, ch, _ = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 1, "test_subjects": 1}, 0, "error")
+    post = (index.chunk >= 3).to_numpy()
+    p = np.log(x.astype(np.float32).var(axis=2))
+    lat = p[:, ch.index("C4")] - p[:, ch.index("C3")]
+    assert lat[post & (index.label == 1).to_numpy()].mean() > lat[post & (index.label == 0).to_numpy()].mean() + 0.2
+
+
+def test_split_is_by_subject_and_no_trial_crosses():
+    sp = features.split_subjects(list(range(1, 11)), seed=0, n_val=2, n_test=2)
+    assert sorted(sp) == list(range(1, 11))
+    assert [list(sp.values()).count(k) for k in ("train", "val", "test")] == [6, 2, 2]
+    assert sp == features.split_subjects(list(range(10, 0, -1)), seed=0, n_val=2, n_test=2)
+    with pytest.raises(ValueError, match="training subject"):
+        features.split_subjects([1, 2], seed=0, n_val=1, n_test=1)
+
+
+def test_features_index_keeps_trials_within_one_split(raw_root):
+    _, index, _, _ = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 1, "test_subjects": 1}, 0, "error")
+    assert (index.groupby("subject").split.nunique() == 1).all()
+    assert (index.groupby(["subject", "run", "trial"]).split.nunique() == 1).all()
+    assert set(index.split) == {"train", "val", "test"}
+
+
+def test_nt_xent_matches_a_hand_computed_case():
+    from repropipe.eeg.models import nt_xent
+
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+    tau = 0.5
+    # anchors: a=z1[0], b=z1[1], c=z2[0], d=z2[1]; cosines a.c=1, a.b=0, a.d=0; b.d=-1, b.a=0, b.c=0; c.d=0
+    e = math.exp
+    la = -math.log(e(1 / tau) / (e(0) + e(1 / tau) + e(0)))
+    lb = -math.log(e(-1 / tau) / (e(0) + e(0) + e(-1 / tau)))
+    lc = -math.log(e(1 / tau) / (e(1 / tau) + e(0) + e(0)))
+    ld = -math.log(e(-1 / tau) / (e(0) + e(-1 / tau) + e(0)))
+    assert float(nt_xent(z1, z2, tau)) == pytest.approx((la + lb + lc + ld) / 4, rel=1e-6)
+    # scale-invariant (cosine similarity)
+    assert float(nt_xent(3 * z1, z2, tau)) == pytest.approx(float(nt_xent(z1, z2, tau)), rel=1e-6)
+
+
+def test_augmentations_keep_shape_and_are_seeded():
+    from repropipe.eeg.augment import AUGMENTATIONS, random_view
+
+    x = torch.randn(4, 160)
+    for aug in AUGMENTATIONS:
+        y = aug(x, torch.Generator().manual_seed(0))
+        assert y.shape == x.shape and torch.isfinite(y).all() and not torch.equal(y, x)
+    a = random_view(x, torch.Generator().manual_seed(1))
+    b = random_view(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_supervised_batch_augmentation_keeps_the_c3_c4_power_ratio():
+    from repropipe.eeg.augment import augment_batch
+
+    x = torch.randn(8, 4, 160)
+    x[:, 1] *= 3.0  # "C4" three times the amplitude of "C3"
+    y = augment_batch(x, torch.Generator().manual_seed(0), noise=0.0)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    ratio = y[:, 1].pow(2).mean(1) / y[:, 0].pow(2).mean(1)
+    assert torch.allclose(ratio, x[:, 1].pow(2).mean(1) / x[:, 0].pow(2).mean(1), rtol=1e-4)
+    assert torch.equal(augment_batch(x, torch.Generator().manual_seed(3)), augment_batch(x, torch.Generator().manual_seed(3)))
+
+
+def test_channel_recombination_appends_neighbour_differences():
+    from repropipe.eeg.models import ChannelRecombination, default_channels, neighbour_pairs
+
+    ch = default_channels()
+    pairs = neighbour_pairs(ch)
+    names = {(ch[i], ch[j]) for i, j in pairs}
+    assert ("C3", "C5") in names or ("C1", "C3") in names or ("C3", "CP3") in names or ("C3", "FC3") in names
+    x = torch.randn(2, 64, 10)
+    y = ChannelRecombination(pairs)(x)
+    i, j = pairs[0]
+    assert y.shape == (2, 64 + len(pairs), 10) and torch.allclose(y[:, 64], x[:, i] - x[:, j])
+
+
+def test_linformer_runs_at_lengths_other_than_its_base():
+    from repropipe.models import build_model
+
+    m = build_model("eeg_linformer", proj_len=8).eval()
+    for t in (64, 160, 640):
+        assert m(torch.randn(2, 64, t)).shape == (2, 2)
+
+
+def test_label_subset_takes_whole_training_trials():
+    from repropipe.eeg.train import label_subset
+
+    rows = [{"subject": s, "run": 4, "trial": t, "label": t % 2, "chunk": c, "split": "test" if s == 3 else "train"}
+            for s in (1, 2, 3) for t in range(10) for c in range(3)]
+    index = pd.DataFrame(rows)
+    m = label_subset(index, 0.2, seed=0)
+    chosen = index[m]
+    assert (chosen.split == "train").all() and chosen.groupby(["subject", "trial"]).size().eq(3).all()
+    assert chosen.groupby(["subject", "trial"]).ngroups == 4 and set(chosen.label) == {0, 1}
+    assert (m == label_subset(index, 0.2, seed=0)).all()
+
+
+def test_real_source_from_a_local_folder_copies_the_physionet_layout(tmp_path, raw_root):
+    """source: real with eeg.local_dir never touches the network; a missing run is named."""
+    files = data.download_real(tmp_path / "out", [1, 2], [4], str(raw_root))
+    assert [f.relative_to(tmp_path / "out").as_posix() for f in files] == ["S001/S001R04.edf", "S002/S002R04.edf"]
+    assert files[0].read_bytes() == (raw_root / "S001" / "S001R04.edf").read_bytes()
+    with pytest.raises(DataError, match=r"S001R08\.edf: eeg.local_dir has no file for subject 1 run 8"):
+        data.download_real(tmp_path / "out2", [1], [8], str(raw_root))
