@@ -3,6 +3,9 @@ rule report:
         "results/qr/metrics.json",
         "results/qr/section.json",
         "results/qr/figures",
+        "results/gan/metrics.json",
+        "results/gan/section.json",
+        "results/gan/figures",
         code("report"),
     output:
         "results/report.html",
