@@ -36,6 +36,13 @@ def check_outputs(root: Path) -> None:
     assert rows[("memory_efficient", 64, 8)]["saved_bytes"] == (64 * 8 + 8 * 8) * 8
     assert all(r["grad_rel_diff"] < 1e-10 for r in rows.values())
     assert (root / "results/qr/plots/saved_bytes.csv").read_text().startswith("method,m,n,saved_bytes")
+    assert "WGAN-GP 64x64 with I-SIR" in html and "NOT comparable to published" in html
+    gan = json.loads((root / "results/gan/metrics.json").read_text())
+    assert gan["provenance"]["data_source"] == "synthetic" and gan["comparable_to_published"] is False
+    assert gan["fid/trained"] > 0 and gan["fid/untrained"] > 0 and len(gan["isir_changed_fraction"]) == 2
+    assert (root / "results/gan/real_stats/meta.json").exists()
+    assert (root / "results/gan/plots/train_curves.csv").read_text().startswith("step,loss_D,loss_G,loss_GP")
+    assert len(list((root / "results/gan/figures").glob("*.png"))) == 5
 
 
 def test_dvc_repro_builds_everything_then_does_nothing(tmp_path):
