@@ -45,6 +45,17 @@ TINY_PARAMS = {
                              "proj_dim": 8, "hidden": 16, "channels_per_chunk": 2, "finetune_epochs": 1}},
         "evaluate": {"threads": 1, "windows": [160, 320], "bench_tokens": [8, 32], "repeats": 1},
     },
+    "gan": {
+        "source": "synthetic",
+        "data": {"num_images": 40, "archive": None, "partition": None},
+        "features": {"crop": 178, "size": 64, "shard_size": 16, "on_bad_image": "error"},
+        "model": {"generator": "wgan_gp_64_generator", "critic": "wgan_gp_64_critic", "nz": 128, "ngf": 16, "ndf": 16},
+        "train": {"epochs": 1, "batch_size": 4, "n_dis": 2, "lr": 0.0002, "beta1": 0.0, "beta2": 0.9,
+                  "gp_scale": 10.0, "checkpoint_every": 2, "sample_every": 2},
+        "fidelity": {"feature_extractor_weights_path": None, "real_split": "train", "num_real": 32},
+        "evaluate": {"num_samples": 24, "kid_subset_size": 12,
+                     "isir": {"iterations": 2, "particles": 3, "batch_size": 32}},
+    },
     "report": {"title": "repropipe test report"},
 }
 

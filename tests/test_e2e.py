@@ -38,6 +38,7 @@ def check_outputs(root: Path) -> None:
     assert (root / "results/qr/plots/saved_bytes.csv").read_text().startswith("method,m,n,saved_bytes")
     check_speaker(root, html)
     check_eeg_outputs(root, html)
+    check_gan_outputs(root, html)
 
 
 def check_speaker(root: Path, html: str) -> None:
@@ -73,6 +74,16 @@ def check_eeg_outputs(root: Path, html: str) -> None:
         assert (root / f"results/eeg/figures/{fig}.png").stat().st_size > 1000
     assert (root / "results/eeg/plots/loss_curves.csv").read_text().startswith("run,phase,epoch,loss,val_loss")
     assert (root / "results/eeg/models/simclr_low/model.pt").exists()
+
+
+def check_gan_outputs(root: Path, html: str) -> None:
+    assert "WGAN-GP 64x64 with I-SIR" in html and "NOT comparable to published" in html
+    gan = json.loads((root / "results/gan/metrics.json").read_text())
+    assert gan["provenance"]["data_source"] == "synthetic" and gan["comparable_to_published"] is False
+    assert gan["fid/trained"] > 0 and gan["fid/untrained"] > 0 and len(gan["isir_changed_fraction"]) == 2
+    assert (root / "results/gan/real_stats/meta.json").exists()
+    assert (root / "results/gan/plots/train_curves.csv").read_text().startswith("step,loss_D,loss_G,loss_GP")
+    assert len(list((root / "results/gan/figures").glob("*.png"))) == 5
 
 
 def test_dvc_repro_builds_everything_then_does_nothing(tmp_path):

@@ -9,6 +9,9 @@ rule report:
         "results/eeg/metrics.json",
         "results/eeg/section.json",
         "results/eeg/figures",
+        "results/gan/metrics.json",
+        "results/gan/section.json",
+        "results/gan/figures",
         code("report"),
     output:
         "results/report.html",

@@ -1,0 +1,182 @@
+"""The gan_evaluate stage body: metrics.json, section.json, plot CSVs and figures."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+
+import torch
+
+from repropipe import io
+from repropipe.plotting import save_figure
+from repropipe.report.section import Figure, Section, Table
+from repropipe.stages import StageContext
+
+log = logging.getLogger("repropipe.gan")
+
+CURVES = ("loss_D", "loss_G", "loss_GP", "wasserstein")
+ANCHOR = ("Anchors: torch-mimicry SNGAN on CelebA 64x64, FID 5.71 at 100k steps (Inception-v3, 50k samples); "
+          "i-SIR on a CIFAR-10 DCGAN improved FID from 28.4 to 22.7 (Ex2MCMC, Samsonov et al. 2022).")
+
+
+def _grid_figure(images: torch.Tensor, title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images[:64], nrow=8, padding=2).permute(1, 2, 0).numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(grid)
+    ax.set_axis_off()
+    ax.set_title(title)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def _curves_figure(curves: dict[str, list[tuple[int, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name in ("loss_D", "loss_G", "wasserstein"):
+        if name in curves:
+            s, v = zip(*curves[name])
+            axes[0].plot(s, v, label=name, lw=0.8)
+    axes[0].set_xlabel("step")
+    axes[0].set_title("WGAN-GP losses")
+    axes[0].legend(fontsize=8)
+    if "loss_GP" in curves:
+        s, v = zip(*curves["loss_GP"])
+        axes[1].plot(s, v, color="tab:red", lw=0.8)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("step")
+    axes[1].set_title("gradient penalty")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def _isir_figure(changed: list[float], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(range(1, len(changed) + 1), changed, marker="o")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("I-SIR iteration")
+    ax.set_ylabel("fraction of rows that moved")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str) -> None:
+    from repropipe.gan import fidelity
+    from repropipe.gan.evaluate import evaluate_generator, read_dvclive_curves
+    from repropipe.gan.train import build_models, load_trained
+    from repropipe.training import select_device, seed_everything
+
+    torch.set_num_threads(1)
+    g = ctx.params["gan"]
+    p, mp = g["evaluate"], g["model"]
+    device = select_device(ctx.params["device"])
+    meta = fidelity.read_meta(real_stats)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: no trained checkpoint; run gan_train first")
+    nz, n = int(mp["nz"]), int(p["num_samples"])
+    common = dict(nz=nz, num_samples=n, isir=p["isir"], cache_dir=real_stats,
+                  kid_subset_size=int(p["kid_subset_size"]), seed=ctx.seed, device=device)
+
+    G, D = load_trained(ckpt, mp, device)
+    trained = evaluate_generator(G, D, **common)
+    seed_everything(ctx.seed)
+    G0, _ = build_models(mp)  # same architecture, never trained, scored by the same extractor
+    untrained = evaluate_generator(G0.to(device), D, **{**common, "isir": {**p["isir"], "iterations": 0}})
+
+    source = meta.get("data_source", "unknown")
+    synthetic = source == "synthetic"
+    comparable = bool(meta["comparable_to_published"])
+    extractor = meta["feature_extractor"]
+    caveat = ("" if comparable else
+              f"Features from the fallback extractor '{extractor}' (fixed random conv net; no Inception weights "
+              "offline): numbers rank generators but are NOT comparable to published FID/KID.")
+    curves = read_dvclive_curves(run_dir, CURVES)
+    steps = max((s for c in curves.values() for s, _ in c), default=0)
+    changed = trained["isir_changed_fraction"]
+
+    metrics = {
+        "fid/trained": trained["plain"]["fid"], "kid/trained": trained["plain"]["kid_mean"],
+        "kid_std/trained": trained["plain"]["kid_std"],
+        "fid/trained_isir": trained["isir"]["fid"], "kid/trained_isir": trained["isir"]["kid_mean"],
+        "kid_std/trained_isir": trained["isir"]["kid_std"],
+        "fid/untrained": untrained["plain"]["fid"], "kid/untrained": untrained["plain"]["kid_mean"],
+        "fid_change_from_isir": trained["isir"]["fid"] - trained["plain"]["fid"],
+        "isir_changed_fraction": changed,
+        "isir": {k: int(v) for k, v in p["isir"].items()},
+        "num_samples": n, "num_real": meta["num_real"], "real_split": meta["real_split"],
+        "kid_subset_size": trained["plain"]["kid_subset_size"], "train_steps": steps,
+        "feature_extractor": extractor, "comparable_to_published": comparable,
+        "fidelity_note": caveat or "Inception-v3 (torch-fidelity inception-v3-compat) from the given weights.",
+    }
+    ctx.write_metrics(f"{out}/metrics.json", metrics, data_source=source, device=device.type)
+
+    by_step: dict[int, dict[str, float]] = {}
+    for name, pts in curves.items():
+        for s, v in pts:
+            by_step.setdefault(s, {})[name] = v
+    lines = ["step," + ",".join(CURVES)] + [
+        f"{s}," + ",".join(str(by_step[s].get(c, "")) for c in CURVES) for s in sorted(by_step)]
+    io.atomic_write_text(f"{out}/plots/train_curves.csv", "\n".join(lines) + "\n")
+    io.atomic_write_text(f"{out}/plots/isir_changed.csv",
+                         "iteration,changed_fraction\n" + "".join(f"{i + 1},{c}\n" for i, c in enumerate(changed)))
+
+    _grid_figure(trained["images"]["plain"], "trained G, z ~ N(0, I)", f"{out}/figures/samples_plain.png")
+    _grid_figure(trained["images"]["isir"], f"trained G, I-SIR ({p['isir']['iterations']} it., "
+                 f"{p['isir']['particles']} particles)", f"{out}/figures/samples_isir.png")
+    _grid_figure(untrained["images"]["plain"], "untrained G (baseline)", f"{out}/figures/samples_untrained.png")
+    _curves_figure(curves, f"{out}/figures/train_curves.png")
+    _isir_figure(changed, f"{out}/figures/isir_changed.png")
+
+    fid_note = "" if comparable else " (fallback extractor, not comparable to published)"
+    table = Table(
+        title=f"FID / KID on {n} samples vs {meta['num_real']} real {meta['real_split']} images{fid_note}",
+        columns=["generator", "sampling", "FID", "KID (mean)", "KID (std)"],
+        rows=[["untrained", "z ~ N(0, I)", untrained["plain"]["fid"], untrained["plain"]["kid_mean"],
+               untrained["plain"]["kid_std"]],
+              [f"trained ({steps} steps)", "z ~ N(0, I)", trained["plain"]["fid"], trained["plain"]["kid_mean"],
+               trained["plain"]["kid_std"]],
+              [f"trained ({steps} steps)", "I-SIR", trained["isir"]["fid"], trained["isir"]["kid_mean"],
+               trained["isir"]["kid_std"]]],
+        anchor=ANCHOR,
+    )
+    isir_table = Table(title="I-SIR: fraction of rows whose particle changed, per iteration",
+                       columns=["iteration", "changed fraction"],
+                       rows=[[i + 1, c] for i, c in enumerate(changed)])
+    notes = [caveat] if caveat else []
+    delta = trained["isir"]["fid"] - trained["plain"]["fid"]
+    notes.append(f"I-SIR {'lowered' if delta < 0 else 'raised'} FID by {abs(delta):.4g} on this run "
+                 "(same generator, same sample count); reported whatever its sign.")
+    Section(
+        branch="gan", title="WGAN-GP 64x64 with I-SIR latent sampling (CelebA)",
+        summary=(f"ResNet WGAN-GP (torch-mimicry wgan_gp_64 design, ngf={mp['ngf']}, ndf={mp['ndf']}, nz={nz}) trained "
+                 f"{steps} generator steps; FID/KID via torch-fidelity with '{extractor}'. I-SIR draws latents from "
+                 "p(z) exp(D(G(z))) without retraining."),
+        data_source=source, synthetic=synthetic, tables=[table, isir_table],
+        figures=[Figure("figures/samples_plain.png", "Trained generator, plain latent sampling."),
+                 Figure("figures/samples_isir.png", "Trained generator, latents from I-SIR."),
+                 Figure("figures/samples_untrained.png", "Untrained generator (the FID baseline)."),
+                 Figure("figures/train_curves.png", "Critic/generator losses, Wasserstein estimate and gradient "
+                        "penalty per step."),
+                 Figure("figures/isir_changed.png", "Fraction of chains whose particle changed per I-SIR iteration.")],
+        notes=notes,
+    ).write(f"{out}/section.json")
+    log.info("stage=gan_evaluate fid_trained=%.4g fid_isir=%.4g fid_untrained=%.4g extractor=%s",
+             trained["plain"]["fid"], trained["isir"]["fid"], untrained["plain"]["fid"], extractor)

@@ -1,0 +1,155 @@
+"""The gan stages: download, features, train, real statistics, evaluate.
+
+Heavy imports (torch, torch-fidelity, PIL, matplotlib) happen inside the stages so that the CLI
+and the stage registry stay instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from repropipe.stages import StageContext, stage
+
+log = logging.getLogger("repropipe.gan")
+
+RAW = "data/raw/gan"
+FEATURES = "data/features/gan"
+OUT = "results/gan"
+MODELS = f"{OUT}/models"
+REAL_STATS = f"{OUT}/real_stats"
+SRC = "src/repropipe/gan"
+
+
+def _run_dir(model: dict[str, Any]) -> Path:
+    return Path(MODELS) / model["generator"]
+
+
+def _fresh_dir(path: str) -> None:
+    """A directory output is rebuilt whole: nothing stale from an earlier run survives in it."""
+    shutil.rmtree(path, ignore_errors=True)
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _keep_checkpoint_only_if_same_run(run_dir: Path, ctx: StageContext) -> None:
+    """The train output persists (DVC ``persist``) so a killed run resumes from its checkpoint.
+
+    A checkpoint from different params or data must not be resumed: the run dir remembers the
+    params hash and data fingerprint it was started with and is wiped when they differ.
+    """
+    from repropipe import io
+
+    key = {"params": io.params_hash(ctx.params), "data": io.fingerprint([FEATURES])}
+    marker = run_dir / "run_key.json"
+    if marker.exists() and json.loads(marker.read_text()) == key:
+        log.info("stage=gan_train event=same_run resume_if_checkpoint=%s", (run_dir / "checkpoints").exists())
+        return
+    shutil.rmtree(MODELS, ignore_errors=True)
+    io.atomic_write_json(marker, key)
+
+
+@stage(
+    "gan_download", branch="gan", step="download",
+    help="Fetch and verify CelebA (img_align_celeba + list_eval_partition.txt), or write synthetic faces.",
+    params=("seed", "gan.source", "gan.data"),
+    deps=(SRC,),
+    outs=(RAW,),
+)
+def download(ctx: StageContext) -> None:
+    from repropipe.gan import data
+
+    g = ctx.params["gan"]
+    tmp = Path(RAW + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if g["source"] == "synthetic":
+        data.synthesize(tmp, int(g["data"]["num_images"]), ctx.seed)
+    else:
+        data.download_real(tmp, g["data"].get("archive"), g["data"].get("partition"))
+    shutil.rmtree(RAW, ignore_errors=True)
+    tmp.rename(RAW)  # the whole folder appears at once
+
+
+@stage(
+    "gan_features", branch="gan", step="features",
+    help="Center crop 178, resize to 64, write uint8 tensor shards per split.",
+    params=("gan.features",),
+    deps=(RAW, SRC),
+    outs=(FEATURES,),
+)
+def features(ctx: StageContext) -> None:
+    import torch
+
+    from repropipe.gan.features import build_shards
+
+    torch.set_num_threads(1)
+    p = ctx.params["gan"]["features"]
+    tmp = FEATURES + ".tmp"
+    _fresh_dir(tmp)
+    build_shards(RAW, tmp, int(p["crop"]), int(p["size"]), int(p["shard_size"]), p["on_bad_image"])
+    shutil.rmtree(FEATURES, ignore_errors=True)
+    Path(tmp).rename(FEATURES)
+
+
+@stage(
+    "gan_train", branch="gan", step="train",
+    help="Train the WGAN-GP 64 generator and critic (checkpoints, resume, sample grids).",
+    params=("seed", "device", "gan.model", "gan.train"),
+    deps=(FEATURES, SRC),
+    outs=(MODELS,),
+)
+def train(ctx: StageContext) -> None:
+    import torch
+
+    from repropipe.gan import features as feats, train as tr
+    from repropipe.training import select_device
+
+    torch.set_num_threads(1)
+    g = ctx.params["gan"]
+    device = select_device(ctx.params["device"])
+    images = feats.load_split(FEATURES, "train")
+    _keep_checkpoint_only_if_same_run(_run_dir(g["model"]), ctx)
+    res = tr.train(images, _run_dir(g["model"]), g["model"], g["train"], ctx.seed, device)
+    log.info("stage=gan_train event=done steps=%d resumed_from=%s", res["global_step"], res["resumed_from_step"])
+
+
+@stage(
+    "gan_real_stats", branch="gan", step="real-stats",
+    help="Compute torch-fidelity features and FID statistics of the real images once (cached for evaluate).",
+    params=("device", "gan.fidelity"),
+    deps=(FEATURES, SRC),
+    outs=(REAL_STATS,),
+)
+def real_stats(ctx: StageContext) -> None:
+    import torch
+
+    from repropipe.gan import features as feats, fidelity
+    from repropipe.training import select_device
+
+    torch.set_num_threads(1)
+    p = ctx.params["gan"]["fidelity"]
+    device = select_device(ctx.params["device"])
+    settings = fidelity.extractor_settings(p.get("feature_extractor_weights_path"))
+    images = feats.load_split(FEATURES, p["real_split"], int(p["num_real"]))
+    source = feats.read_index(FEATURES)["source"]
+    tmp = REAL_STATS + ".tmp"
+    _fresh_dir(tmp)
+    fidelity.cache_real_statistics(images, tmp, settings, device.type == "cuda",
+                                   {"real_split": p["real_split"], "data_source": source.get("source", "unknown")})
+    shutil.rmtree(REAL_STATS, ignore_errors=True)
+    Path(tmp).rename(REAL_STATS)
+
+
+@stage(
+    "gan_evaluate", branch="gan", step="evaluate",
+    help="FID/KID of the trained (and an untrained) generator, with and without I-SIR; grids, curves, report section.",
+    params=("seed", "device", "gan.model", "gan.evaluate"),
+    deps=(MODELS, REAL_STATS, SRC),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+)
+def evaluate(ctx: StageContext) -> None:
+    from repropipe.gan.report import run_evaluation
+
+    run_evaluation(ctx, _run_dir(ctx.params["gan"]["model"]), REAL_STATS, OUT)

@@ -1,0 +1,137 @@
+"""WGAN-GP training through the shared loop: n_dis critic steps and one generator step per loop step.
+
+Each loop batch holds ``n_dis * batch_size`` real images; the critic takes one step on each of
+its ``n_dis`` slices (loss_D + gp_scale * loss_GP), then the generator takes one step. The loop
+checkpoints G, D, both optimisers, the RNG states and the position in the data, so a killed run
+resumes where it stopped. Sample grids from a fixed latent batch are written every
+``sample_every`` steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repropipe.gan.losses import loss_D, loss_G, loss_GP
+
+log = logging.getLogger("repropipe.gan")
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1] (the generator's tanh range)."""
+    return x.float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def build_models(model_params: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from repropipe.models import build_model
+
+    G = build_model(model_params["generator"], nz=int(model_params["nz"]), ngf=int(model_params["ngf"]))
+    D = build_model(model_params["critic"], ndf=int(model_params["ndf"]))
+    return G, D
+
+
+def make_step(G: torch.nn.Module, D: torch.nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
+              *, nz: int, n_dis: int, gp_scale: float, device: torch.device) -> Callable[[torch.Tensor], dict[str, float]]:
+    """The step_fn for :func:`repropipe.training.fit`."""
+
+    def step(batch: torch.Tensor) -> dict[str, float]:
+        G.train(), D.train()
+        real = to_float(batch.to(device))
+        sums = {"loss_D": 0.0, "loss_GP": 0.0, "wasserstein": 0.0}
+        chunks = real.chunk(n_dis)
+        for x_real in chunks:
+            z = torch.randn(x_real.shape[0], nz, device=device)
+            with torch.no_grad():
+                x_fake = G(z)
+            d_real, d_fake = D(x_real), D(x_fake)
+            ld = loss_D(d_fake, d_real)
+            gp = loss_GP(x_fake, x_real, D)
+            opt_D.zero_grad(set_to_none=True)
+            (ld + gp_scale * gp).backward()
+            opt_D.step()
+            sums["loss_D"] += float(ld.detach())
+            sums["loss_GP"] += float(gp.detach())
+            sums["wasserstein"] += float(-ld.detach())
+        z = torch.randn(chunks[0].shape[0], nz, device=device)
+        lg = loss_G(D(G(z)))
+        opt_G.zero_grad(set_to_none=True)
+        lg.backward()
+        opt_G.step()
+        out = {k: v / len(chunks) for k, v in sums.items()}
+        out["loss_G"] = float(lg.detach())
+        return out
+
+    return step
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int = 8) -> Path:
+    """uint8 or [-1, 1] float images [n, 3, H, W] as one PNG grid, written atomically."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from repropipe.io import atomic_path
+
+    if images.dtype != torch.uint8:
+        images = to_uint8(images)
+    grid = make_grid(images.cpu(), nrow=nrow, padding=2).permute(1, 2, 0).numpy()
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    return Path(path)
+
+
+def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model_params: dict[str, Any],
+          train_params: dict[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
+    """Train G and D on uint8 images [n, 3, 64, 64]; returns the fit history and paths."""
+    from repropipe.gan.features import Uint8Images
+    from repropipe.training import LoopConfig, fit, seed_everything
+
+    run_dir = Path(run_dir)
+    seed_everything(seed)
+    G, D = build_models(model_params)
+    G, D = G.to(device), D.to(device)
+    betas = (float(train_params["beta1"]), float(train_params["beta2"]))
+    opt_G = torch.optim.Adam(G.parameters(), lr=float(train_params["lr"]), betas=betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=float(train_params["lr"]), betas=betas)
+    n_dis, bs = int(train_params["n_dis"]), int(train_params["batch_size"])
+    nz = int(model_params["nz"])
+    step = make_step(G, D, opt_G, opt_D, nz=nz, n_dis=n_dis, gp_scale=float(train_params["gp_scale"]), device=device)
+    fixed_z = torch.randn(64, nz, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    sample_every = int(train_params["sample_every"])
+
+    def grids(global_step: int, _metrics: dict[str, float]) -> None:
+        if sample_every and global_step % sample_every == 0:
+            G.eval()
+            with torch.no_grad():
+                save_grid(G(fixed_z), run_dir / "samples" / f"step_{global_step:06d}.png")
+            G.train()
+
+    cfg = LoopConfig(epochs=int(train_params["epochs"]), batch_size=bs * n_dis, seed=seed,
+                     checkpoint_every=int(train_params["checkpoint_every"]), drop_last=True)
+    if len(images) < bs * n_dis:
+        raise ValueError(f"gan.train: {len(images)} training images < batch_size * n_dis = {bs * n_dis}")
+    res = fit(step, Uint8Images(images), {"G": G, "D": D, "opt_G": opt_G, "opt_D": opt_D}, cfg, run_dir,
+              callbacks=[grids], device=device)
+    G.eval()
+    with torch.no_grad():
+        save_grid(G(fixed_z), run_dir / "samples" / "final.png")
+    return {"history": res.history, "global_step": res.global_step, "checkpoint": str(res.checkpoint),
+            "resumed_from_step": res.resumed_from_step}
+
+
+def load_trained(checkpoint: str | os.PathLike[str], model_params: dict[str, Any],
+                 device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """G and D from a training checkpoint, in eval mode."""
+    G, D = build_models(model_params)
+    payload = torch.load(checkpoint, map_location=device, weights_only=False)
+    G.load_state_dict(payload["state"]["G"])
+    D.load_state_dict(payload["state"]["D"])
+    return G.to(device).eval(), D.to(device).eval()
