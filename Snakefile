@@ -4,6 +4,7 @@ configfile: "params.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/qr.smk"
+include: "workflow/rules/asvspoof.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -3,6 +3,9 @@ rule report:
         "results/qr/metrics.json",
         "results/qr/section.json",
         "results/qr/figures",
+        "results/asvspoof/metrics.json",
+        "results/asvspoof/section.json",
+        "results/asvspoof/figures",
         code("report"),
     output:
         "results/report.html",
