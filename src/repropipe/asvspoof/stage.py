@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repropipe import io
+from repropipe.asvspoof import bench as _bench  # noqa: F401  (registers `asvspoof bench-features`)
 from repropipe.stages import StageContext, stage
 
 log = logging.getLogger("repropipe.asvspoof")
