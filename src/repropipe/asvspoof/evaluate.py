@@ -74,8 +74,8 @@ def read_asv_scores(path: Path) -> dict[str, np.ndarray]:
 def min_tdcf(bona_cm: np.ndarray, spoof_cm: np.ndarray, asv: dict[str, np.ndarray]) -> float:
     """Normalised minimum tandem DCF with the ASVspoof 2019 cost model (Kinnunen et al. 2018/2020).
 
-    ASV operates at its own EER threshold; P_tar=0.9405, P_non=0.0095, P_spoof=0.05, all costs 1
-    except C_miss_asv=C_fa_asv=C_miss_cm=C_fa_cm=1, C_fa_asv(spoof)=10 as in the evaluation plan.
+    ASV operates at its own EER threshold; priors P_tar=0.9405, P_non=0.0095, P_spoof=0.05 and costs
+    C_miss_asv=1, C_fa_asv=10, C_miss_cm=1, C_fa_cm=10, as in the ASVspoof 2019 evaluation plan.
     """
     p_tar, p_non, p_spoof = 0.9405, 0.0095, 0.05
     c_miss_asv, c_fa_asv, c_miss_cm, c_fa_cm = 1.0, 10.0, 1.0, 10.0
