@@ -7,6 +7,7 @@ include: "workflow/rules/qr.smk"
 include: "workflow/rules/speaker.smk"
 include: "workflow/rules/eeg.smk"
 include: "workflow/rules/gan.smk"
+include: "workflow/rules/asvspoof.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -57,6 +57,19 @@ TINY_PARAMS = {
                      "isir": {"iterations": 2, "particles": 3, "batch_size": 32}},
     },
     "report": {"title": "repropipe test report"},
+    "asvspoof": {
+        "source": "synthetic", "on_bad_file": "error",
+        "real": {"url": "https://datashare.ed.ac.uk/bitstream/handle/10283/3336/LA.zip", "md5": None,
+                 "cache_dir": "data/cache/asvspoof", "archive": None, "root": None},
+        "synthetic": {"utterances": {"train": 30, "dev": 12, "eval": 16}, "speakers": {"train": 3, "dev": 2, "eval": 3},
+                      "bonafide_fraction": 0.2, "seconds": [0.4, 0.6]},
+        "features": {"kinds": ["lfcc", "mel"], "seconds": 0.5, "n_lfcc": 20, "n_mels": 80, "n_fft": 512,
+                     "shard_size": 16, "max_per_class": None},
+        "train": {"models": ["lfcc_lcnn", "lfcc_lcnn_ocsoftmax", "mel_resnet18"], "seeds": [0], "epochs": 1,
+                  "batch_size": 16, "lr": 0.001, "weight_decay": 0.0001, "imbalance": "weighted_loss",
+                  "select_on_dev": True, "checkpoint_every": 50,
+                  "augment": {"gain_db": 0, "noise_std": 0, "spec_freq_mask": 0, "spec_time_mask": 0}},
+    },
 }
 
 

@@ -39,6 +39,7 @@ def check_outputs(root: Path) -> None:
     check_speaker(root, html)
     check_eeg_outputs(root, html)
     check_gan_outputs(root, html)
+    check_asvspoof(root, html)
 
 
 def check_speaker(root: Path, html: str) -> None:
@@ -84,6 +85,27 @@ def check_gan_outputs(root: Path, html: str) -> None:
     assert (root / "results/gan/real_stats/meta.json").exists()
     assert (root / "results/gan/plots/train_curves.csv").read_text().startswith("step,loss_D,loss_G,loss_GP")
     assert len(list((root / "results/gan/figures").glob("*.png"))) == 5
+
+
+def check_asvspoof(root: Path, html: str) -> None:
+    assert "Voice anti-spoofing: ASVspoof 2019 LA" in html and "1.92 %" in html and "SYNTHETIC DATA" in html
+    metrics = json.loads((root / "results/asvspoof/metrics.json").read_text())
+    assert metrics["provenance"]["data_source"] == "synthetic"
+    tiny = TINY_PARAMS["asvspoof"]
+    assert set(metrics["models"]) == set(tiny["train"]["models"])
+    for name, m in metrics["models"].items():
+        assert 0.0 <= m["eval_eer_mean"] <= 1.0
+        assert set(m["per_attack_eer_mean"]) == {f"A{i:02d}" for i in range(7, 20)}
+        for split in ("dev", "eval"):
+            lines = (root / f"results/asvspoof/scores/{name}_seed0.{split}.txt").read_text().splitlines()
+            assert len(lines) == tiny["synthetic"]["utterances"][split]
+            utt, system, key, score = lines[0].split()
+            assert key in ("bonafide", "spoof") and float(score) == float(score)
+    assert metrics["counts"] == tiny["synthetic"]["utterances"] and metrics["skipped"] == 0
+    assert (root / "results/asvspoof/plots/per_attack_eer.csv").read_text().startswith("model,attack,eer")
+    assert len(list((root / "results/asvspoof/figures").glob("*.png"))) == 5
+    shards = sorted(p.name for p in (root / "data/features/asvspoof/lfcc").iterdir())
+    assert shards == ["dev-000.pt", "eval-000.pt", "train-000.pt", "train-001.pt"]
 
 
 def test_dvc_repro_builds_everything_then_does_nothing(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 from repropipe import params as params_mod
 from repropipe.download import DownloadError
-from repropipe.stages import load_all, run_stage
+from repropipe.stages import TOOLS, load_all, run_stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +26,13 @@ def _parser() -> argparse.ArgumentParser:
         sp = by_branch[st.branch].add_parser(st.step, help=st.help, description=st.help)
         sp.add_argument("--params", default=params_mod.DEFAULT_PARAMS, help="parameter file (default: params.yaml)")
         sp.set_defaults(stage=st)
+    for t in TOOLS.values():
+        if t.branch not in by_branch:
+            bp = branches.add_parser(t.branch, help=f"stages of the {t.branch} branch")
+            by_branch[t.branch] = bp.add_subparsers(dest="step", required=True, metavar="<step>")
+        tp = by_branch[t.branch].add_parser(t.step, help=t.help, description=t.help)
+        t.arguments(tp)
+        tp.set_defaults(tool=t)
 
     tools = branches.add_parser("pipeline", help="inspect the pipeline itself")
     tsub = tools.add_subparsers(dest="step", required=True, metavar="<step>")
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         elif getattr(args, "action", None) == "validate":
             params_mod.load_params(args.params)
             print(f"{args.params}: valid")
+        elif getattr(args, "tool", None) is not None:
+            return int(args.tool.run(args) or 0)
         else:
             run_stage(args.stage, args.params)
     except (params_mod.ParamsError, ValueError, FileNotFoundError, DownloadError) as exc:

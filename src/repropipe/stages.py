@@ -92,6 +92,28 @@ def stage(name: str, *, branch: str, step: str, help: str, params: tuple[str, ..
     return deco
 
 
+@dataclass(frozen=True)
+class Tool:
+    """A command that is not a pipeline stage (a benchmark, a checker): `python -m repropipe <branch> <step>`."""
+
+    branch: str
+    step: str
+    help: str
+    arguments: Callable[[Any], None]  # adds options to its argparse parser
+    run: Callable[[Any], int | None]  # gets the parsed arguments; returns an exit status
+
+
+TOOLS: dict[str, Tool] = {}
+
+
+def tool(branch: str, step: str, *, help: str,
+         arguments: Callable[[Any], None] = lambda parser: None) -> Callable[[Callable[[Any], int | None]], Callable[[Any], int | None]]:
+    def deco(fn: Callable[[Any], int | None]) -> Callable[[Any], int | None]:
+        TOOLS[f"{branch} {step}"] = Tool(branch, step, help, arguments, fn)
+        return fn
+    return deco
+
+
 def load_all() -> dict[str, Stage]:
     """Import every branch's ``stage`` module (``repropipe/<branch>/stage.py``) so the registry is complete.
 

@@ -12,6 +12,9 @@ rule report:
         "results/gan/metrics.json",
         "results/gan/section.json",
         "results/gan/figures",
+        "results/asvspoof/metrics.json",
+        "results/asvspoof/section.json",
+        "results/asvspoof/figures",
         code("report"),
     output:
         "results/report.html",

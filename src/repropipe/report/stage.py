@@ -5,7 +5,7 @@ from __future__ import annotations
 from repropipe.report.build import build_report
 from repropipe.stages import StageContext, stage
 
-BRANCH_DIRS = ("results/speaker", "results/gan", "results/eeg", "results/qr")
+BRANCH_DIRS = ("results/asvspoof", "results/speaker", "results/gan", "results/eeg", "results/qr")
 
 
 @stage(

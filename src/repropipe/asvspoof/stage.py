@@ -1,0 +1,156 @@
+"""The ASVspoof 2019 LA stages: download -> features -> train -> evaluate.
+
+Heavy imports stay inside the stage functions so the CLI and the stage registry stay instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from repropipe import io
+from repropipe.asvspoof import bench as _bench  # noqa: F401  (registers `asvspoof bench-features`)
+from repropipe.stages import StageContext, stage
+
+log = logging.getLogger("repropipe.asvspoof")
+
+RAW = "data/raw/asvspoof"
+FEAT = "data/features/asvspoof"
+OUT = "results/asvspoof"
+MODELS = f"{OUT}/models"
+CODE = "src/repropipe/asvspoof"
+
+
+def _fresh_dir(path: str) -> Path:
+    """An empty output directory: a re-run never mixes old and new files."""
+    p = Path(path)
+    if p.exists():
+        shutil.rmtree(p)
+    p.mkdir(parents=True)
+    return p
+
+
+@stage(
+    "asvspoof_download", branch="asvspoof", step="download",
+    help="Download ASVspoof 2019 LA (source: real) or write the synthetic stand-in in the real layout.",
+    params=("seed", "asvspoof.source", "asvspoof.real", "asvspoof.synthetic"),
+    deps=(f"{CODE}/data.py", f"{CODE}/synth.py"),  # not the whole package: a model change must not re-download
+    outs=(RAW,),
+)
+def download(ctx: StageContext) -> None:
+    from repropipe.asvspoof import data
+
+    p = ctx.params["asvspoof"]
+    out = Path(RAW)
+    if p["source"] == "real":
+        # LA.zip lives in real.cache_dir (not a tracked output: DVC would copy 7 GB into its cache and
+        # delete it before every re-run); the output is a small source.json pointing at it
+        tmp = _fresh_dir(RAW + ".tmp")
+        data.download_real(p["real"], tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    else:
+        import torch
+
+        from repropipe.asvspoof.synth import write_synthetic
+
+        torch.set_num_threads(1)
+        tmp = _fresh_dir(RAW + ".tmp")
+        write_synthetic(tmp, p["synthetic"], ctx.seed)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)  # the directory appears complete or not at all
+
+
+@stage(
+    "asvspoof_features", branch="asvspoof", step="features",
+    help="Extract LFCC and log-mel features from every listed FLAC into a few shards per split.",
+    params=("seed", "asvspoof.features", "asvspoof.on_bad_file"),
+    deps=(RAW, CODE),
+    outs=(FEAT,),
+)
+def features(ctx: StageContext) -> None:
+    import torch
+
+    from repropipe.asvspoof import data
+    from repropipe.asvspoof.features import FeatureConfig, extract_split
+
+    torch.set_num_threads(1)
+    p = ctx.params["asvspoof"]
+    fp = p["features"]
+    on_bad = p["on_bad_file"]
+    source = data.open_source(RAW)
+    cfg = FeatureConfig.from_params(fp)
+    kinds = tuple(fp["kinds"])
+    tmp = _fresh_dir(FEAT + ".tmp")
+    bad: list[data.BadItem] = []
+    frames = []
+    for split in data.SPLITS:
+        df = data.read_protocol(source, split, on_bad=on_bad, bad=bad)
+        if split != "train":
+            df = data.balanced_subset(df, fp.get("max_per_class"), ctx.seed).reset_index(drop=True)
+        frames.append(extract_split(source, df, split, tmp, cfg, kinds, shard_size=int(fp["shard_size"]),
+                                    on_bad=on_bad, bad=bad))
+        log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
+    import pandas as pd
+
+    index = pd.concat(frames, ignore_index=True)
+    with io.atomic_path(tmp / "index.parquet") as t:
+        index.to_parquet(t, index=False)
+    for split, rel in data.ASV_SCORES.items():
+        if source.exists(rel):
+            io.atomic_write_bytes(tmp / f"asv_scores.{split}.txt", source.read_bytes(rel))
+    io.atomic_write_json(tmp / "manifest.json", {
+        "data_source": data.data_source_of(RAW), "source": source.description, "config": fp,
+        "counts": {s: int((index.split == s).sum()) for s in data.SPLITS},
+        "skipped": [b.as_dict() for b in bad],
+    })
+    out = Path(FEAT)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+@stage(
+    "asvspoof_train", branch="asvspoof", step="train",
+    help="Train every countermeasure listed in asvspoof.train.models, once per seed, with the shared loop.",
+    params=("device", "asvspoof.train"),
+    deps=(FEAT, CODE),
+    outs=(MODELS,),
+)
+def train(ctx: StageContext) -> None:
+    import torch
+
+    from repropipe.asvspoof.train import run_dir_of, train_one
+    from repropipe.training import select_device
+
+    torch.set_num_threads(1)
+    p = ctx.params["asvspoof"]["train"]
+    device = select_device(ctx.params["device"])
+    cache: dict[str, Any] = {}
+    runs = []
+    for name in p["models"]:
+        for seed in p["seeds"]:
+            s = train_one(name, int(seed), p, Path(FEAT), run_dir_of(Path(MODELS), name, int(seed)), device, cache)
+            runs.append({"model": name, "seed": int(seed), "dir": str(run_dir_of(Path(MODELS), name, int(seed))),
+                         "selected_dev_eer": s["selected_dev_eer"]})
+    io.atomic_write_json(f"{MODELS}/manifest.json", {"runs": runs, "device": str(device)})
+
+
+@stage(
+    "asvspoof_evaluate", branch="asvspoof", step="evaluate",
+    help="Score dev and eval with every trained model; EER overall and per attack, DET, histograms, report section.",
+    params=("device",),
+    deps=(FEAT, MODELS, CODE),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures", f"{OUT}/scores"),
+)
+def evaluate(ctx: StageContext) -> None:
+    import torch
+
+    from repropipe.asvspoof.section import evaluate_all
+
+    torch.set_num_threads(1)
+    evaluate_all(ctx, FEAT, MODELS, OUT)

@@ -1,0 +1,175 @@
+"""Training countermeasures through the shared loop (:func:`repropipe.training.fit`).
+
+One run per (model, seed) under ``results/asvspoof/models/<model>/seed<k>/``: the loop's
+checkpoints (resume after a kill), dvclive curves, ``model.pt`` (the weights chosen on dev EER,
+or the last ones), ``norm.pt`` (per-dimension feature mean and std of the training set) and
+``summary.json`` (history, dev EER per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from repropipe.asvspoof.features import load_features
+from repropipe.asvspoof.models import FEATURE_OF, HEAD_OF
+from repropipe.io import atomic_path, atomic_write_json
+from repropipe.metrics import compute_eer
+from repropipe.models import build_model
+from repropipe.training import LoopConfig, fit
+
+log = logging.getLogger("repropipe.asvspoof.train")
+
+
+class FeatureDataset(Dataset):
+    """(features (1, F, T) float32, label) pairs over a float16 tensor held in memory."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, indices: np.ndarray | None = None) -> None:
+        self.x, self.y = x, y
+        self.indices = np.arange(len(x)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        j = int(self.indices[i])
+        return self.x[j].float()[None], self.y[j]
+
+
+def balanced_indices(labels: np.ndarray, seed: int) -> np.ndarray:
+    """``weighted_sampler``: len(labels) draws with replacement, each class drawn equally often."""
+    counts = np.bincount(labels, minlength=2).astype(float)
+    w = 1.0 / counts[labels]
+    g = torch.Generator().manual_seed(seed)
+    return torch.multinomial(torch.as_tensor(w / w.sum()), len(labels), replacement=True, generator=g).numpy()
+
+
+def normalizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature-dimension mean and std over utterances and frames (training set only)."""
+    xf = x.float()
+    return xf.mean(dim=(0, 2)), xf.std(dim=(0, 2)).clamp_min(1e-3)
+
+
+def normalize(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    mean, std = norm
+    return (x - mean.to(x.device)[None, None, :, None]) / std.to(x.device)[None, None, :, None]
+
+
+def augment(x: torch.Tensor, aug: dict[str, Any]) -> torch.Tensor:
+    """Feature-domain augmentation (features are precomputed), drawn from the global RNG the loop restores.
+
+    ``gain_db``: a per-utterance offset on the (normalised) level of every bin, standing in for a
+    gain change; ``noise_std``: additive Gaussian noise on the features; ``spec_freq_mask`` /
+    ``spec_time_mask``: SpecAugment masks of up to that many bins / frames. 0 turns each off.
+    """
+    b = x.shape[0]
+    if aug.get("gain_db", 0):
+        x = x + (torch.rand(b, 1, 1, 1) * 2 - 1).to(x.device) * float(aug["gain_db"]) / 10.0
+    if aug.get("noise_std", 0):
+        x = x + torch.randn(x.shape).to(x.device) * float(aug["noise_std"])
+    for axis, key in ((2, "spec_freq_mask"), (3, "spec_time_mask")):
+        width = int(aug.get(key, 0))
+        if width:
+            size = x.shape[axis]
+            w = torch.randint(0, width + 1, (b,))
+            start = (torch.rand(b) * (size - w).clamp_min(1)).long()
+            ar = torch.arange(size)
+            mask = (ar[None, :] >= start[:, None]) & (ar[None, :] < (start + w)[:, None])
+            shape = [b, 1, 1, 1]
+            shape[axis] = size
+            x = x.masked_fill(mask.view(shape).to(x.device), 0.0)
+    return x
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+          batch_size: int = 64) -> np.ndarray:
+    """Scores (higher = bona fide) for every utterance of ``x`` (N, F, T), in order."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = normalize(x[i:i + batch_size].float()[:, None].to(device), norm)
+        out.append(model(xb).double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def run_dir_of(models_dir: Path, name: str, seed: int) -> Path:
+    return models_dir / name / f"seed{seed}"
+
+
+def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: Path, device: torch.device,
+              cache: dict[str, Any]) -> dict[str, Any]:
+    """Train model ``name`` with ``seed``; returns its summary (also written to ``summary.json``)."""
+    kind = FEATURE_OF[name]
+    if kind not in cache:
+        xtr, itr = load_features(feat_dir, "train", kind)
+        xdv, idv = load_features(feat_dir, "dev", kind)
+        cache[kind] = (xtr, itr, xdv, idv, normalizer(xtr))
+    xtr, itr, xdv, idv, norm = cache[kind]
+    ytr = torch.as_tensor(itr.label.to_numpy(), dtype=torch.long)
+    labels = itr.label.to_numpy()
+    n_bona, n_spoof = int(labels.sum()), int(len(labels) - labels.sum())
+    imbalance = p["imbalance"]
+    indices = balanced_indices(labels, seed) if imbalance == "weighted_sampler" else None
+    pos_weight = n_spoof / max(n_bona, 1) if imbalance == "weighted_loss" else None
+    dataset = FeatureDataset(xtr, ytr, indices)
+
+    torch.manual_seed(seed)
+    model = build_model(name, n_features=xtr.shape[1]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
+    aug = p.get("augment", {})
+    thr = 0.0 if HEAD_OF[name] == "sigmoid" else 0.55
+
+    def step(batch: Any) -> dict[str, float]:
+        xb, yb = batch
+        xb, yb = normalize(xb.to(device), norm), yb.to(device)
+        if aug:
+            xb = augment(xb, aug)
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        s = model(xb)
+        loss = model.loss(s, yb, pos_weight)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach()), "accuracy": float(((s.detach() > thr).long() == yb).float().mean())}
+
+    best_file = run_dir / "best.json"
+
+    def epoch_end(epoch: int) -> dict[str, float]:
+        s = score(model, xdv, norm, device)
+        lab = idv.label.to_numpy()
+        eer, _ = compute_eer(s[lab == 1], s[lab == 0])
+        best = json.loads(best_file.read_text()) if best_file.exists() else {"dev_eer": float("inf")}
+        if not p["select_on_dev"] or eer <= best["dev_eer"]:
+            with atomic_path(run_dir / "model.pt") as tmp:
+                torch.save(model.state_dict(), tmp)
+            atomic_write_json(best_file, {"dev_eer": eer, "epoch": epoch})
+        return {"dev_eer": eer}
+
+    cfg = LoopConfig(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=seed,
+                     checkpoint_every=int(p["checkpoint_every"]), progress=True)
+    res = fit(step, dataset, {"model": model, "optimizer": opt}, cfg, run_dir, epoch_end=epoch_end, device=device)
+    with atomic_path(run_dir / "norm.pt") as tmp:
+        torch.save({"mean": norm[0], "std": norm[1]}, tmp)
+    best = json.loads(best_file.read_text())
+    summary = {"model": name, "seed": seed, "feature": kind, "n_features": int(xtr.shape[1]),
+               "train_bonafide": n_bona, "train_spoof": n_spoof, "imbalance": imbalance,
+               "selected_epoch": best["epoch"], "selected_dev_eer": best["dev_eer"],
+               "history": res.history, "params": sum(q.numel() for q in model.parameters())}
+    atomic_write_json(run_dir / "summary.json", summary)
+    log.info("event=trained model=%s seed=%d dev_eer=%.4f epoch=%d", name, seed, best["dev_eer"], best["epoch"])
+    return summary
+
+
+def load_trained(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor], dict]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    model = build_model(summary["model"], n_features=summary["n_features"]).to(device)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
+    norm = torch.load(run_dir / "norm.pt", weights_only=True)
+    return model, (norm["mean"], norm["std"]), summary
