@@ -15,7 +15,11 @@ command -v munged >/dev/null 2>&1 || missing+=(munge)
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: installing ${missing[*]} (Debian packages)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for pkg in "${missing[@]}"; do
+    # chromium with its recommends (fonts), as before; slurm without its ~100 MB of dev plugins
+    [ "$pkg" = chromium ] && flags=() || flags=(--no-install-recommends)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$pkg" >/dev/null
+  done
 else
   echo "system-deps: missing ${missing[*]} and cannot install here (needs root and apt-get);" \
        "the browser and SLURM tests will be skipped (they fail instead when CI=true)." >&2
