@@ -99,10 +99,18 @@ def _noop(root: Path, *cmd: str, expect: str, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+class _Rows(list):
+    """Rows that print as they are measured, so a long bench shows its numbers early."""
+
+    def append(self, row: tuple[str, float]) -> None:
+        print(f"bench-noop: step={row[0]!r} seconds={row[1]:.2f}", flush=True)
+        super().append(row)
+
+
 def bench(root: Path, scale: float = 1.0) -> list[tuple[str, float]]:
     counts = _counts(scale)
     write_project(root, counts)
-    rows: list[tuple[str, float]] = []
+    rows = _Rows()
     print(f"bench-noop: dir={root} files=" + ",".join(f"{k}:{v}" for k, v in counts.items()), flush=True)
     rows.append(("snakemake full run (writes every file)", _run(root, "snakemake", "--cores", "2", "all")[0]))
     rows.append(("snakemake -n (no-op)", _noop(root, "snakemake", "-n", "all", expect="Nothing to be done")))
