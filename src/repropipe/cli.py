@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     val = tsub.add_parser("validate", help="validate params.yaml against workflow/schemas/params.schema.yaml")
     val.add_argument("--params", default=params_mod.DEFAULT_PARAMS)
     val.set_defaults(action="validate")
+    res = tsub.add_parser("set-resources", help="print --set-resources RULE:ASSIGN for every stage (e.g. gpu=0 "
+                          "to run GPU rules on CPU nodes of a SLURM cluster)")
+    res.add_argument("assign", nargs="+", metavar="RESOURCE=VALUE")
+    res.set_defaults(action="set-resources")
+    bench = tsub.add_parser("bench-noop", help="time `dvc status` and `snakemake -n` on a no-op at the real "
+                            "datasets' file counts (slow: writes ~200k tiny files under a temp dir)")
+    bench.add_argument("--scale", type=float, default=1.0, help="fraction of the real file counts (default 1.0)")
+    bench.add_argument("--workdir", default=None, help="where to build the bench project (default: a temp dir)")
+    bench.add_argument("--keep", action="store_true", help="keep the bench project afterwards")
+    bench.set_defaults(action="bench-noop")
     return p
 
 
@@ -53,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             stages = load_all()
             print(json.dumps({n: {"cmd": s.cmd, "params": list(s.params), "deps": list(s.deps),
                                   "outs": list(s.outs)} for n, s in stages.items()}, indent=2))
+        elif getattr(args, "action", None) == "set-resources":
+            print(" ".join(["--set-resources"] + [f"{n}:{a}" for n in load_all() for a in args.assign]))
+        elif getattr(args, "action", None) == "bench-noop":
+            from repropipe import bench_noop
+
+            bench_noop.main(scale=args.scale, workdir=args.workdir, keep=args.keep)
         elif getattr(args, "action", None) == "validate":
             params_mod.load_params(args.params)
             print(f"{args.params}: valid")

@@ -1,0 +1,99 @@
+"""Versioning with DVC: the default remote, a fresh clone getting every output back, experiments, metrics, plots.
+
+One project is built once (`dvc repro`, dvc.lock committed) and shared by the tests below, in order.
+The default remote in .dvc/config is a directory beside the checkout, so the clone (a sibling of
+the project) pulls from it with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_project
+
+pytestmark = pytest.mark.e2e
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run(cwd: Path, *cmd: str) -> str:
+    res = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res.stdout + res.stderr
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run(cwd, "git", "-c", "user.email=t@t", "-c", "user.name=t", *args)
+
+
+def output_files(root: Path, outs: list[str]) -> dict[str, bytes]:
+    """Every file under every declared output, by path relative to the project."""
+    files = {}
+    for out in outs:
+        p = root / out
+        for f in ([p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []):
+            files[str(f.relative_to(root))] = f.read_bytes()
+    return files
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, list[str]]:
+    root = copy_project(tmp_path_factory.mktemp("dvc") / "proj")
+    run(root, "dvc", "repro")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "pipeline run")
+    stages = json.loads(subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "stages"], cwd=root, env=ENV,
+                                       capture_output=True, text=True, check=True).stdout)
+    outs = sorted({o for s in stages.values() for o in s["outs"]})
+    return root, outs
+
+
+def test_push_then_fresh_clone_pulls_every_output_byte_for_byte(built):
+    root, outs = built
+    built_files = output_files(root, outs)
+    assert "results/report.html" in built_files and len(built_files) >= len(outs)
+    run(root, "dvc", "push")
+    remote = root.parent / "repropipe-dvc-remote"
+    assert remote.is_dir() and any(remote.rglob("*")), "the default remote is the directory beside the checkout"
+
+    clone = root.parent / "clone"
+    run(root.parent, "git", "clone", "-q", str(root), str(clone))
+    assert not (clone / "results").exists()
+    run(clone, "dvc", "pull")
+    assert output_files(clone, outs) == built_files
+    assert "Data and pipelines are up to date" in run(clone, "dvc", "status")
+    assert "Data and pipelines are up to date" in run(root, "dvc", "status")
+
+
+def test_experiments_metrics_and_plots(built, tmp_path):
+    root, _ = built
+    for name, title in (("title-a", "alpha"), ("title-b", "beta")):
+        out = run(root, "dvc", "exp", "run", "-n", name, "-S", f"report.title={title}")
+        assert "Running stage 'report'" in out and "Running stage 'qr_benchmark'" not in out
+        assert f"<title>{title}</title>" in (root / "results/report.html").read_text()
+
+    shown = json.loads(run(root, "dvc", "exp", "show", "--json"))
+    exps = {rev["name"]: rev["data"] for base in shown for exp in (base.get("experiments") or [])
+            for rev in exp["revs"]}
+    assert {"title-a", "title-b"} <= set(exps)
+    for name, title in (("title-a", "alpha"), ("title-b", "beta")):
+        assert exps[name]["params"]["params.yaml"]["data"]["report"]["title"] == title
+        assert "time_ratio/fast" in exps[name]["metrics"]["results/qr/metrics.json"]["data"]
+
+    table = run(root, "dvc", "metrics", "show")
+    assert "results/qr/metrics.json" in table and "saved_bytes/memory_efficient" in table
+
+    plots = json.loads(run(root, "dvc", "plots", "show", "--json"))["data"]
+    assert {"qr saved bytes", "qr time ratio"} <= set(plots)
+    values = plots["qr saved bytes"][0]["content"]["data"]["values"]
+    assert any(v["method"] == "memory_efficient" and v["m"] == "64" and v["n"] == "8" for v in values)
+    run(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "qr saved bytes" in html and "qr time ratio" in html
