@@ -79,7 +79,8 @@ def test_every_stage_runs_as_a_slurm_job(tmp_path, slurm_cluster):
     root = copy_project(tmp_path / "proj")
     stages = json.loads(subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "stages"], cwd=root, env=ENV,
                                        capture_output=True, text=True, check=True).stdout)
-    cpu_only = subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "set-resources", "gpu=0"], cwd=root,
+    cpu_only = subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "set-resources", "gpu=0",
+                               "cpus_per_task=1", "mem_mb=1000"], cwd=root,
                               env=ENV, capture_output=True, text=True, check=True).stdout.split()
     known = set(_jobs())
     res = subprocess.run(["snakemake", "results/report.html", "--profile", "workflow/profiles/slurm",

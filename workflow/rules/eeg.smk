@@ -52,6 +52,7 @@ rule eeg_train:
         mem_mb=8000,
         runtime=240,
         cpus_per_task=2,
+        gpu=1,  # one GPU on a cluster; `pipeline set-resources gpu=0` runs it on CPU nodes
     shell:
         "python -m repropipe eeg train"
 

@@ -46,6 +46,7 @@ rule gan_train:
         mem_mb=16000,
         runtime=1440,
         cpus_per_task=4,
+        gpu=1,  # one GPU on a cluster; `pipeline set-resources gpu=0` runs it on CPU nodes
     shell:
         "python -m repropipe gan train"
 
@@ -63,6 +64,7 @@ rule gan_real_stats:
         mem_mb=16000,
         runtime=120,
         cpus_per_task=4,
+        gpu=1,  # one GPU on a cluster; `pipeline set-resources gpu=0` runs it on CPU nodes
     shell:
         "python -m repropipe gan real-stats"
 
@@ -86,5 +88,6 @@ rule gan_evaluate:
         mem_mb=16000,
         runtime=120,
         cpus_per_task=4,
+        gpu=1,  # one GPU on a cluster; `pipeline set-resources gpu=0` runs it on CPU nodes
     shell:
         "python -m repropipe gan evaluate"

@@ -50,6 +50,7 @@ rule speaker_train:
         mem_mb=16000,
         runtime=720,
         cpus_per_task=4,
+        gpu=1,  # one GPU on a cluster; `pipeline set-resources gpu=0` runs it on CPU nodes
     shell:
         "python -m repropipe speaker train"
 
