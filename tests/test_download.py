@@ -41,7 +41,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, *args) -> None:
-        pass
+        """Keep the test output clean: http.server logs every request to stderr."""
 
 
 @pytest.fixture

@@ -64,3 +64,19 @@ def test_data_error_names_file_and_line(tmp_path):
     err = io.DataError(tmp_path / "protocol.txt", "expected 5 columns, got 4", line=12)
     assert str(err) == f"{tmp_path / 'protocol.txt'}:12: expected 5 columns, got 4"
     assert err.line == 12 and isinstance(err, ValueError)
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    out = tmp_path / "features"
+    with io.atomic_dir(out) as d:
+        (d / "a.pt").write_text("v1")
+    assert [p.name for p in out.iterdir()] == ["a.pt"]
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(out) as d:
+            (d / "b.pt").write_text("half")
+            raise RuntimeError("killed mid-stage")
+    assert [p.name for p in out.iterdir()] == ["a.pt"] and (out / "a.pt").read_text() == "v1"
+    with io.atomic_dir(out) as d:
+        (d / "c.pt").write_text("v2")
+    assert [p.name for p in out.iterdir()] == ["c.pt"]  # no stale file from the previous run
+    assert [p.name for p in tmp_path.iterdir()] == ["features"]  # no temporary or old directory left

@@ -264,12 +264,20 @@ def fit(
 
 def supervised_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
-                    scheduler: Any | None = None) -> Callable[[Any], dict[str, float]]:
-    """The common ``step_fn``: (inputs, targets) batch, one loss, one optimiser step."""
+                    scheduler: Any | None = None,
+                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable[[Any], dict[str, float]]:
+    """The common ``step_fn``: (inputs, targets) batch, one loss, one optimiser step.
+
+    ``transform`` (label-preserving augmentation) is applied to the inputs on the device, before
+    the forward pass; it must draw its randomness from a generator kept in the loop's ``state``
+    so that a resumed run augments exactly as an uninterrupted one.
+    """
 
     def step(batch: Any) -> dict[str, float]:
         x, y = batch
         x, y = x.to(device), y.to(device)
+        if transform is not None:
+            x = transform(x)
         model.train()
         optimizer.zero_grad(set_to_none=True)
         out = model(x)

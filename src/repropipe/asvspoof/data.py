@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import zipfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,20 +53,24 @@ def audio_path(split: str, utt_id: str) -> str:
 # --------------------------------------------------------------------------- sources
 
 
-class LASource:
-    """Read access to an LA tree by relative path (``LA/...``), wherever it lives."""
+class LASource(ABC):
+    """Read access to an LA tree by relative path (``LA/...``), wherever it lives.
+
+    Two implementations: an extracted directory and LA.zip read in place (so 121,461 FLACs need
+    not be extracted, hashed by DVC or stat-ed by Snakemake).
+    """
 
     description = ""
 
-    def exists(self, rel: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def exists(self, rel: str) -> bool: ...
 
-    def read_bytes(self, rel: str) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def read_bytes(self, rel: str) -> bytes: ...
 
+    @abstractmethod
     def where(self, rel: str) -> str:
         """A path a human can find the file at, for error messages."""
-        raise NotImplementedError
 
 
 class DirSource(LASource):

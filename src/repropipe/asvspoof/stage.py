@@ -23,15 +23,6 @@ MODELS = f"{OUT}/models"
 CODE = "src/repropipe/asvspoof"
 
 
-def _fresh_dir(path: str) -> Path:
-    """An empty output directory: a re-run never mixes old and new files."""
-    p = Path(path)
-    if p.exists():
-        shutil.rmtree(p)
-    p.mkdir(parents=True)
-    return p
-
-
 @stage(
     "asvspoof_download", branch="asvspoof", step="download",
     help="Download ASVspoof 2019 LA (source: real) or write the synthetic stand-in in the real layout.",
@@ -43,26 +34,18 @@ def download(ctx: StageContext) -> None:
     from repropipe.asvspoof import data
 
     p = ctx.params["asvspoof"]
-    out = Path(RAW)
-    if p["source"] == "real":
-        # LA.zip lives in real.cache_dir (not a tracked output: DVC would copy 7 GB into its cache and
-        # delete it before every re-run); the output is a small source.json pointing at it
-        tmp = _fresh_dir(RAW + ".tmp")
-        data.download_real(p["real"], tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    else:
-        import torch
+    with io.atomic_dir(RAW) as tmp:  # the directory appears complete or not at all
+        if p["source"] == "real":
+            # LA.zip lives in real.cache_dir (not a tracked output: DVC would copy 7 GB into its cache and
+            # delete it before every re-run); the output is a small source.json pointing at it
+            data.download_real(p["real"], tmp)
+        else:
+            import torch
 
-        from repropipe.asvspoof.synth import write_synthetic
+            from repropipe.asvspoof.synth import write_synthetic
 
-        torch.set_num_threads(1)
-        tmp = _fresh_dir(RAW + ".tmp")
-        write_synthetic(tmp, p["synthetic"], ctx.seed)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)  # the directory appears complete or not at all
+            torch.set_num_threads(1)
+            write_synthetic(tmp, p["synthetic"], ctx.seed)
 
 
 @stage(
@@ -85,33 +68,29 @@ def features(ctx: StageContext) -> None:
     source = data.open_source(RAW)
     cfg = FeatureConfig.from_params(fp)
     kinds = tuple(fp["kinds"])
-    tmp = _fresh_dir(FEAT + ".tmp")
-    bad: list[data.BadItem] = []
-    frames = []
-    for split in data.SPLITS:
-        df = data.read_protocol(source, split, on_bad=on_bad, bad=bad)
-        if split != "train":
-            df = data.balanced_subset(df, fp.get("max_per_class"), ctx.seed).reset_index(drop=True)
-        frames.append(extract_split(source, df, split, tmp, cfg, kinds, shard_size=int(fp["shard_size"]),
-                                    on_bad=on_bad, bad=bad))
-        log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
-    import pandas as pd
+    with io.atomic_dir(FEAT) as tmp:
+        bad: list[data.BadItem] = []
+        frames = []
+        for split in data.SPLITS:
+            df = data.read_protocol(source, split, on_bad=on_bad, bad=bad)
+            if split != "train":
+                df = data.balanced_subset(df, fp.get("max_per_class"), ctx.seed).reset_index(drop=True)
+            frames.append(extract_split(source, df, split, tmp, cfg, kinds, shard_size=int(fp["shard_size"]),
+                                        on_bad=on_bad, bad=bad))
+            log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
+        import pandas as pd
 
-    index = pd.concat(frames, ignore_index=True)
-    with io.atomic_path(tmp / "index.parquet") as t:
-        index.to_parquet(t, index=False)
-    for split, rel in data.ASV_SCORES.items():
-        if source.exists(rel):
-            io.atomic_write_bytes(tmp / f"asv_scores.{split}.txt", source.read_bytes(rel))
-    io.atomic_write_json(tmp / "manifest.json", {
-        "data_source": data.data_source_of(RAW), "source": source.description, "config": fp,
-        "counts": {s: int((index.split == s).sum()) for s in data.SPLITS},
-        "skipped": [b.as_dict() for b in bad],
-    })
-    out = Path(FEAT)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        index = pd.concat(frames, ignore_index=True)
+        with io.atomic_path(tmp / "index.parquet") as t:
+            index.to_parquet(t, index=False)
+        for split, rel in data.ASV_SCORES.items():
+            if source.exists(rel):
+                io.atomic_write_bytes(tmp / f"asv_scores.{split}.txt", source.read_bytes(rel))
+        io.atomic_write_json(tmp / "manifest.json", {
+            "data_source": data.data_source_of(RAW), "source": source.description, "config": fp,
+            "counts": {s: int((index.split == s).sum()) for s in data.SPLITS},
+            "skipped": [b.as_dict() for b in bad],
+        })
 
 
 @stage(

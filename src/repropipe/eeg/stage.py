@@ -31,25 +31,24 @@ ANCHOR = ("Anchor: EEGNet, cross-subject, two classes (left/right imagined fist)
     outs=(RAW,),
 )
 def download(ctx: StageContext) -> None:
-    import shutil
-
+    from repropipe import io
     from repropipe.eeg import data
 
     p = ctx.params["eeg"]
     subjects = [int(s) for s in p["subjects"]]
-    if Path(RAW).exists():
-        shutil.rmtree(RAW)  # a stage owns its output: start clean so no stale recording survives
-    if p["source"] == "real":
-        if p["exclude_known_bad"]:
-            dropped = sorted(set(subjects) & set(data.KNOWN_BAD_SUBJECTS))
-            subjects = [s for s in subjects if s not in data.KNOWN_BAD_SUBJECTS]
-            if dropped:
-                log.info("eeg_download event=exclude subjects=%s reason=known_bad_recordings", dropped)
-        files = data.download_real(RAW, subjects, list(p["runs"]), p["local_dir"])
-    else:
-        sp = p["synthetic"]
-        files = data.synthesize(RAW, subjects, list(p["runs"]), ctx.seed, float(sp["duration_s"]), float(sp["effect"]))
-    data.write_manifest(RAW, files, p["source"])
+    if p["source"] == "real" and p["exclude_known_bad"]:
+        dropped = sorted(set(subjects) & set(data.KNOWN_BAD_SUBJECTS))
+        subjects = [s for s in subjects if s not in data.KNOWN_BAD_SUBJECTS]
+        if dropped:
+            log.info("eeg_download event=exclude subjects=%s reason=known_bad_recordings", dropped)
+    with io.atomic_dir(RAW) as tmp:  # built whole, so no stale recording survives and a failure keeps the old one
+        if p["source"] == "real":
+            files = data.download_real(tmp, subjects, list(p["runs"]), p["local_dir"])
+        else:
+            sp = p["synthetic"]
+            files = data.synthesize(tmp, subjects, list(p["runs"]), ctx.seed, float(sp["duration_s"]),
+                                    float(sp["effect"]))
+        data.write_manifest(tmp, files, p["source"])
     log.info("eeg_download event=done source=%s files=%d", p["source"], len(files))
 
 

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from repropipe.io import DataError, atomic_path
 from repropipe.models import build_model
-from repropipe.training import LoopConfig, fit, seed_everything
+from repropipe.training import LoopConfig, fit, seed_everything, supervised_step
 
 log = logging.getLogger("repropipe.eeg")
 
@@ -136,17 +136,8 @@ def _supervised(run: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     loss_fn = F.nll_loss if log_probs else F.cross_entropy
     g = torch.Generator().manual_seed(seed + 202)
 
-    def step(batch: Any) -> dict[str, float]:
-        xb, yb = batch[0].to(device), batch[1].to(device)
-        if tp["augment"]:
-            xb = augment_batch(xb, g)
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        out = model(xb)
-        loss = loss_fn(out, yb)
-        loss.backward()
-        opt.step()
-        return {"loss": float(loss.detach()), "accuracy": float((out.argmax(1) == yb).float().mean())}
+    step = supervised_step(model, opt, loss_fn, device,
+                           transform=(lambda xb: augment_batch(xb, g)) if tp["augment"] else None)
 
     def epoch_end(epoch: int) -> dict[str, float]:
         m = _val_metrics(model, val[0], val[1], device, log_probs)

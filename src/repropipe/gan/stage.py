@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from repropipe import io
 from repropipe.stages import StageContext, stage
 
 log = logging.getLogger("repropipe.gan")
@@ -28,20 +29,12 @@ def _run_dir(model: dict[str, Any]) -> Path:
     return Path(MODELS) / model["generator"]
 
 
-def _fresh_dir(path: str) -> None:
-    """A directory output is rebuilt whole: nothing stale from an earlier run survives in it."""
-    shutil.rmtree(path, ignore_errors=True)
-    Path(path).mkdir(parents=True, exist_ok=True)
-
-
 def _keep_checkpoint_only_if_same_run(run_dir: Path, ctx: StageContext) -> None:
     """The train output persists (DVC ``persist``) so a killed run resumes from its checkpoint.
 
     A checkpoint from different params or data must not be resumed: the run dir remembers the
     params hash and data fingerprint it was started with and is wiped when they differ.
     """
-    from repropipe import io
-
     key = {"params": io.params_hash(ctx.params), "data": io.fingerprint([FEATURES])}
     marker = run_dir / "run_key.json"
     if marker.exists() and json.loads(marker.read_text()) == key:
@@ -62,14 +55,11 @@ def download(ctx: StageContext) -> None:
     from repropipe.gan import data
 
     g = ctx.params["gan"]
-    tmp = Path(RAW + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if g["source"] == "synthetic":
-        data.synthesize(tmp, int(g["data"]["num_images"]), ctx.seed)
-    else:
-        data.download_real(tmp, g["data"].get("archive"), g["data"].get("partition"))
-    shutil.rmtree(RAW, ignore_errors=True)
-    tmp.rename(RAW)  # the whole folder appears at once
+    with io.atomic_dir(RAW) as tmp:  # the whole folder appears at once
+        if g["source"] == "synthetic":
+            data.synthesize(tmp, int(g["data"]["num_images"]), ctx.seed)
+        else:
+            data.download_real(tmp, g["data"].get("archive"), g["data"].get("partition"))
 
 
 @stage(
@@ -86,11 +76,8 @@ def features(ctx: StageContext) -> None:
 
     torch.set_num_threads(1)
     p = ctx.params["gan"]["features"]
-    tmp = FEATURES + ".tmp"
-    _fresh_dir(tmp)
-    build_shards(RAW, tmp, int(p["crop"]), int(p["size"]), int(p["shard_size"]), p["on_bad_image"])
-    shutil.rmtree(FEATURES, ignore_errors=True)
-    Path(tmp).rename(FEATURES)
+    with io.atomic_dir(FEATURES) as tmp:
+        build_shards(RAW, tmp, int(p["crop"]), int(p["size"]), int(p["shard_size"]), p["on_bad_image"])
 
 
 @stage(
@@ -134,12 +121,9 @@ def real_stats(ctx: StageContext) -> None:
     settings = fidelity.extractor_settings(p.get("feature_extractor_weights_path"))
     images = feats.load_split(FEATURES, p["real_split"], int(p["num_real"]))
     source = feats.read_index(FEATURES)["source"]
-    tmp = REAL_STATS + ".tmp"
-    _fresh_dir(tmp)
-    fidelity.cache_real_statistics(images, tmp, settings, device.type == "cuda",
-                                   {"real_split": p["real_split"], "data_source": source.get("source", "unknown")})
-    shutil.rmtree(REAL_STATS, ignore_errors=True)
-    Path(tmp).rename(REAL_STATS)
+    with io.atomic_dir(REAL_STATS) as tmp:
+        fidelity.cache_real_statistics(images, tmp, settings, device.type == "cuda",
+                                       {"real_split": p["real_split"], "data_source": source.get("source", "unknown")})
 
 
 @stage(

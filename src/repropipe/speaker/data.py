@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from repropipe.download import DownloadError
-from repropipe.io import DataError, atomic_path, atomic_write_json
+from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -358,19 +358,10 @@ def convert_wav_tree(src: str | os.PathLike[str], dest: str | os.PathLike[str], 
 
 def obtain(dest: str | os.PathLike[str], p: dict[str, Any], seed: int) -> str:
     """Fill ``dest`` from the configured source; returns a data_source description."""
-    dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(dest) as tmp:  # nothing half-written survives a failure
         desc = _fill(tmp, p, seed)
         read_dataset(tmp)  # never install a layout we cannot read
         atomic_write_json(tmp / SOURCE_FILE, {"data_source": desc, "synthetic": p["source"] == "synthetic"})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written survives a failure
-        raise
-    tmp.rename(dest)
     return desc
 
 

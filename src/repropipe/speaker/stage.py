@@ -69,21 +69,12 @@ def download(ctx: StageContext) -> None:
     outs=(FEATURES,),
 )
 def features(ctx: StageContext) -> None:
-    import shutil
-
+    from repropipe import io
     from repropipe.speaker.features import build
 
     p = ctx.params["speaker"]["features"]
-    out = Path(FEATURES)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with io.atomic_dir(FEATURES) as tmp:  # nothing half-written survives a failure
         manifest = build(RAW, tmp, p["verify_speakers"], p["val_fraction"], ctx.seed)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written survives a failure
-        raise
-    tmp.rename(out)
     log.info("stage=speaker_features event=done counts=%s", manifest["counts"])
 
 
