@@ -199,7 +199,7 @@ def test_missing_inception_weights_path_is_a_clear_error(tmp_path: Path):
 
 # ---------------------------------------------------------------- tiny end to end
 
-def test_tiny_pipeline_trains_resumes_and_reports(project: Path, monkeypatch):
+def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
     from repropipe.stages import load_all, run_stage
 
     monkeypatch.chdir(project)
@@ -218,7 +218,3 @@ def test_tiny_pipeline_trains_resumes_and_reports(project: Path, monkeypatch):
     assert (run / "samples/step_000002.png").exists()
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is True and "NOT comparable" in " ".join(section["notes"])
-    # same params and data: the next train run finds its checkpoint and does not start over
-    before = (run / "checkpoints/last.pt").read_bytes()
-    run_stage(stages["gan_train"], project / "params.yaml")
-    assert (run / "checkpoints/last.pt").read_bytes() == before

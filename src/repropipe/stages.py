@@ -8,9 +8,12 @@ params keys it declares, so the params hash in its provenance covers everything 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,9 @@ from typing import Any
 from repropipe import io, params as params_mod, provenance
 
 log = logging.getLogger("repropipe")
+
+# Training work in progress lives here, outside every declared output (git-ignored, not a DVC out).
+RESUME_ROOT = Path(".repropipe/resume")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,32 @@ class StageContext:
             "data_source": data_source,
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         }
+
+    @contextmanager
+    def resumable(self, out: str | os.PathLike[str]) -> Iterator[Path]:
+        """Build the directory output ``out`` in a work directory that survives a killed run.
+
+        Both dvc and snakemake delete a stage's outputs before running it again, so checkpoints
+        kept inside an output are gone exactly when a resume needs them. The stage writes into
+        the yielded directory instead (``.repropipe/resume/<stage>/<out>``), where ``fit`` finds
+        its checkpoints after a kill; when the block succeeds the directory is copied into place
+        atomically. The work directory is keyed by the params the stage reads and a fingerprint
+        of its inputs (code included): work left by other params, data or code is wiped, never
+        resumed. ``run_stage`` removes the stage's work once the stage has succeeded.
+        """
+        work = RESUME_ROOT / self.stage.name / Path(out)
+        key = {"params": io.params_hash(self.params), "inputs": io.fingerprint(self.stage.deps)}
+        marker = work / "resume_key.json"
+        if work.exists():
+            same = marker.exists() and json.loads(marker.read_text()) == key
+            log.info("stage=%s event=%s work=%s", self.stage.name, "resume_work" if same else "stale_work_wiped", work)
+            if not same:
+                shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_json(marker, key)
+        yield work
+        with io.atomic_dir(out) as tmp:
+            shutil.copytree(work, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(marker.name))
 
     def write_metrics(self, path: str | os.PathLike[str], metrics: dict[str, Any], *, data_source: str,
                       device: str, seed: int | None = None) -> Path:
@@ -147,4 +179,5 @@ def run_stage(st: Stage, params_file: str | os.PathLike[str] = params_mod.DEFAUL
     ctx = StageContext(st, _nested(params_mod.select(all_params, st.params)), Path(params_file))
     log.info("stage=%s event=start params=%s", st.name, ",".join(st.params))
     st.run(ctx)
+    shutil.rmtree(RESUME_ROOT / st.name, ignore_errors=True)  # finished: nothing left to resume
     log.info("stage=%s event=done outs=%s", st.name, ",".join(st.outs))

@@ -111,12 +111,13 @@ def train(ctx: StageContext) -> None:
     device = select_device(ctx.params["device"])
     cache: dict[str, Any] = {}
     runs = []
-    for name in p["models"]:
-        for seed in p["seeds"]:
-            s = train_one(name, int(seed), p, Path(FEAT), run_dir_of(Path(MODELS), name, int(seed)), device, cache)
-            runs.append({"model": name, "seed": int(seed), "dir": str(run_dir_of(Path(MODELS), name, int(seed))),
-                         "selected_dev_eer": s["selected_dev_eer"]})
-    io.atomic_write_json(f"{MODELS}/manifest.json", {"runs": runs, "device": str(device)})
+    with ctx.resumable(MODELS) as work:  # a killed run resumes from its checkpoints
+        for name in p["models"]:
+            for seed in p["seeds"]:
+                s = train_one(name, int(seed), p, Path(FEAT), run_dir_of(work, name, int(seed)), device, cache)
+                runs.append({"model": name, "seed": int(seed), "dir": str(run_dir_of(Path(MODELS), name, int(seed))),
+                             "selected_dev_eer": s["selected_dev_eer"]})
+        io.atomic_write_json(work / "manifest.json", {"runs": runs, "device": str(device)})
 
 
 @stage(

@@ -108,9 +108,10 @@ def train(ctx: StageContext) -> None:
     torch.set_num_threads(int(tp["threads"]))
     device = select_device(ctx.params["device"])
     x, index, ch_names = load_features()
-    for run in tp["runs"]:
-        path = train_run(run, x, index, ch_names, tp, ctx.seed, device, Path(f"{OUT}/models"))
-        log.info("eeg_train event=saved run=%s path=%s", run, path)
+    with ctx.resumable(f"{OUT}/models") as work:  # a killed run resumes from its checkpoints
+        for run in tp["runs"]:
+            path = train_run(run, x, index, ch_names, tp, ctx.seed, device, work)
+            log.info("eeg_train event=trained run=%s path=%s", run, path)
 
 
 @stage(

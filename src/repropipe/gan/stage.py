@@ -6,9 +6,7 @@ and the stage registry stay instant.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +23,8 @@ REAL_STATS = f"{OUT}/real_stats"
 SRC = "src/repropipe/gan"
 
 
-def _run_dir(model: dict[str, Any]) -> Path:
-    return Path(MODELS) / model["generator"]
-
-
-def _keep_checkpoint_only_if_same_run(run_dir: Path, ctx: StageContext) -> None:
-    """The train output persists (DVC ``persist``) so a killed run resumes from its checkpoint.
-
-    A checkpoint from different params or data must not be resumed: the run dir remembers the
-    params hash and data fingerprint it was started with and is wiped when they differ.
-    """
-    key = {"params": io.params_hash(ctx.params), "data": io.fingerprint([FEATURES])}
-    marker = run_dir / "run_key.json"
-    if marker.exists() and json.loads(marker.read_text()) == key:
-        log.info("stage=gan_train event=same_run resume_if_checkpoint=%s", (run_dir / "checkpoints").exists())
-        return
-    shutil.rmtree(MODELS, ignore_errors=True)
-    io.atomic_write_json(marker, key)
+def _run_dir(models: str | Path, model: dict[str, Any]) -> Path:
+    return Path(models) / model["generator"]
 
 
 @stage(
@@ -97,8 +80,8 @@ def train(ctx: StageContext) -> None:
     g = ctx.params["gan"]
     device = select_device(ctx.params["device"])
     images = feats.load_split(FEATURES, "train")
-    _keep_checkpoint_only_if_same_run(_run_dir(g["model"]), ctx)
-    res = tr.train(images, _run_dir(g["model"]), g["model"], g["train"], ctx.seed, device)
+    with ctx.resumable(MODELS) as work:  # a killed run resumes from its checkpoint
+        res = tr.train(images, _run_dir(work, g["model"]), g["model"], g["train"], ctx.seed, device)
     log.info("stage=gan_train event=done steps=%d resumed_from=%s", res["global_step"], res["resumed_from_step"])
 
 
@@ -136,4 +119,4 @@ def real_stats(ctx: StageContext) -> None:
 def evaluate(ctx: StageContext) -> None:
     from repropipe.gan.report import run_evaluation
 
-    run_evaluation(ctx, _run_dir(ctx.params["gan"]["model"]), REAL_STATS, OUT)
+    run_evaluation(ctx, _run_dir(MODELS, ctx.params["gan"]["model"]), REAL_STATS, OUT)

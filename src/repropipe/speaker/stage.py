@@ -90,7 +90,8 @@ def train(ctx: StageContext) -> None:
 
     device = _torch_setup(ctx)
     p = ctx.params["speaker"]
-    train_all(list(p["models"]), Path(FEATURES), Path(MODELS_DIR), p, ctx.seed, device)
+    with ctx.resumable(MODELS_DIR) as work:  # a killed run resumes from its checkpoints
+        train_all(list(p["models"]), Path(FEATURES), work, p, ctx.seed, device)
 
 
 def _det_figure(results: dict[str, Any]) -> None:
