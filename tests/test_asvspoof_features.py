@@ -1,0 +1,99 @@
+"""ASVspoof features: the fast extractor equals torchaudio's transforms, and the bench times the stage's code."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from repropipe.asvspoof import features
+from repropipe.asvspoof.features import Extractor, FeatureConfig, deltas3
+
+
+def _batch() -> torch.Tensor:
+    """A loud, a quiet (60 dB down) and a half-silent utterance: the 80 dB LFCC floor bites."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 8000, generator=g) * 0.1
+    w[0] *= torch.sin(torch.linspace(0, 40, 8000)) ** 2  # some structure over time
+    w[1] *= 1e-3
+    w[1:, 4000:] = 0.0  # digital silence: floored 80 dB below the utterance's (not the batch's) peak
+    return w
+
+
+def _reference(wav: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the stage promises: torchaudio's own transforms, run on one utterance at a time."""
+    import torchaudio.functional as F
+    import torchaudio.transforms as T
+
+    win, hop = int(16000 * cfg.win_ms / 1000), int(16000 * cfg.hop_ms / 1000)
+    lfcc = T.LFCC(16000, n_filter=cfg.n_lfcc, n_lfcc=cfg.n_lfcc,
+                  speckwargs={"n_fft": cfg.n_fft, "win_length": win, "hop_length": hop})
+    mel = T.MelSpectrogram(16000, n_fft=cfg.n_fft, win_length=win, hop_length=hop, n_mels=cfg.n_mels)
+    to_db = T.AmplitudeToDB("power", top_db=None)
+    c = lfcc(wav)
+    d = F.compute_deltas(c, win_length=3)
+    return torch.cat([c, d, F.compute_deltas(d, win_length=3)]), to_db(mel(wav))
+
+
+def test_extractor_equals_torchaudio_transforms_per_utterance():
+    cfg = FeatureConfig(seconds=0.5)
+    wav = _batch()
+    with torch.no_grad():
+        got = Extractor(cfg)(wav)
+        for i in range(len(wav)):
+            lfcc, mel = _reference(wav[i], cfg)
+            assert got["lfcc"][i].shape == lfcc.shape == (60, 51)
+            assert got["mel"][i].shape == mel.shape == (80, 51)
+            # dB-scale values up to a few hundred: float32 rounding differs, nothing else may
+            torch.testing.assert_close(got["lfcc"][i], lfcc, rtol=1e-5, atol=2e-3)
+            torch.testing.assert_close(got["mel"][i], mel, rtol=1e-5, atol=2e-3)
+
+
+def test_features_do_not_depend_on_batch_neighbours():
+    """torchaudio's LFCC on a (B, n, T) batch takes its 80 dB floor over the whole batch; ours is per utterance."""
+    cfg = FeatureConfig(seconds=0.5)
+    wav = _batch()
+    ex = Extractor(cfg)
+    with torch.no_grad():
+        together = ex(wav)["lfcc"][1]
+        alone = ex(wav[1:2])["lfcc"][0]
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-4)
+
+
+def test_single_kind_extractors_match_the_combined_one():
+    cfg = FeatureConfig(seconds=0.5)
+    wav = _batch()
+    with torch.no_grad():
+        both = Extractor(cfg)(wav)
+        torch.testing.assert_close(Extractor(cfg, ("lfcc",))(wav)["lfcc"], both["lfcc"], rtol=1e-5, atol=1e-4)
+        assert set(Extractor(cfg, ("mel",))(wav)) == {"mel"}
+    with pytest.raises(ValueError, match="unknown feature kinds"):
+        Extractor(cfg, ("mfcc",))
+
+
+@pytest.mark.parametrize("frames", [1, 2, 7])
+def test_deltas3_is_compute_deltas(frames):
+    import torchaudio.functional as F
+
+    c = torch.randn(2, 20, frames, generator=torch.Generator().manual_seed(frames)) * 50
+    assert torch.equal(deltas3(c), F.compute_deltas(c, win_length=3))
+
+
+def test_bench_times_the_stages_own_extract_split(monkeypatch, capsys):
+    from repropipe.asvspoof.bench import bench
+
+    calls = []
+    real = features.extract_split
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_split", spy)
+    args = argparse.Namespace(utterances=3, seconds=0.5, batch_size=None, kinds="lfcc,mel", repeats=1, zip=True)
+    assert bench(args) == 0
+    out = capsys.readouterr().out
+    assert len(calls) == 2 and "batch_size" not in calls[0]  # warm-up + 1 timed pass, the stage's default batch
+    for row in ("decode alone", "ceiling: decode + torchaudio LFCC", "end to end", "deflated LA.zip"):
+        assert row in out
