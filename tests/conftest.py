@@ -47,7 +47,8 @@ TINY_PARAMS = {
     },
     "gan": {
         "source": "synthetic",
-        "data": {"num_images": 40, "archive": None, "partition": None},
+        "data": {"num_images": 40, "archive": None, "partition": None, "root": None,
+                 "cache_dir": "data/cache/gan", "verify_md5": True},
         "features": {"crop": 178, "size": 64, "shard_size": 16, "on_bad_image": "error"},
         "model": {"generator": "wgan_gp_64_generator", "critic": "wgan_gp_64_critic", "nz": 128, "ngf": 16, "ndf": 16},
         "train": {"epochs": 1, "batch_size": 4, "n_dis": 2, "lr": 0.0002, "beta1": 0.0, "beta2": 0.9,
