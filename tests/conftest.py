@@ -19,7 +19,7 @@ TINY_PARAMS = {
         "source": "synthetic",
         "synthetic": {"n_speakers": 6, "utts_per_speaker": 6, "min_len": 24, "max_len": 48, "n_test": 4, "noise": 1.0},
         "real": {"from": "kaggle", "hw4_dir": None, "wav_dir": None, "wav_test_fraction": 0.05,
-                 "cache_dir": "data/raw/speaker_kaggle"},
+                 "cache_dir": "data/cache/speaker"},
         "features": {"verify_speakers": 2, "val_fraction": 0.2},
         "models": ["speaker_hw4_baseline", "speaker_conformer", "speaker_attn_pool", "speaker_am_softmax",
                    "speaker_conformer_sap_am", "speaker_triplet"],
