@@ -77,7 +77,7 @@ def test_experiments_sweep_a_learning_rate_and_show_metrics_and_plots(built, tmp
     only the stages that read `gan.train` and their descendants re-run, and `dvc exp show` lists both
     learning rates with their own metrics."""
     root, _ = built
-    lrs = {"lr-2e-4": 0.0002, "lr-2e-3": 0.002}
+    lrs = {"lr-5e-4": 0.0005, "lr-2e-3": 0.002}  # both differ from the test-scale 0.0002
     for name, lr in lrs.items():
         out = run(root, "dvc", "exp", "run", "-n", name, "-S", f"gan.train.lr={lr}")
         for stage in ("gan_train", "gan_evaluate", "report"):
