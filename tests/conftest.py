@@ -19,7 +19,7 @@ TINY_PARAMS = {
         "source": "synthetic",
         "synthetic": {"n_speakers": 6, "utts_per_speaker": 6, "min_len": 24, "max_len": 48, "n_test": 4, "noise": 1.0},
         "real": {"from": "kaggle", "hw4_dir": None, "wav_dir": None, "wav_test_fraction": 0.05,
-                 "cache_dir": "data/raw/speaker_kaggle"},
+                 "cache_dir": "data/cache/speaker"},
         "features": {"verify_speakers": 2, "val_fraction": 0.2},
         "models": ["speaker_hw4_baseline", "speaker_conformer", "speaker_attn_pool", "speaker_am_softmax",
                    "speaker_conformer_sap_am", "speaker_triplet"],
@@ -47,7 +47,8 @@ TINY_PARAMS = {
     },
     "gan": {
         "source": "synthetic",
-        "data": {"num_images": 40, "archive": None, "partition": None},
+        "data": {"num_images": 40, "archive": None, "partition": None, "root": None,
+                 "cache_dir": "data/cache/gan", "verify_md5": True},
         "features": {"crop": 178, "size": 64, "shard_size": 16, "on_bad_image": "error"},
         "model": {"generator": "wgan_gp_64_generator", "critic": "wgan_gp_64_critic", "nz": 128, "ngf": 16, "ndf": 16},
         "train": {"epochs": 1, "batch_size": 4, "n_dis": 2, "lr": 0.0002, "beta1": 0.0, "beta2": 0.9,

@@ -98,37 +98,56 @@ def raw(tmp_path: Path) -> Path:
     return data.synthesize(tmp_path / "raw", 10, seed=0)
 
 
-def test_synthetic_layout_matches_celeba(raw: Path):
+def _rewrite_zip(archive: Path, changes: dict[str, bytes | None]) -> None:
+    """Replace (bytes) or drop (None) members of a CelebA-layout zip, keyed by image name."""
+    with zipfile.ZipFile(archive) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    with zipfile.ZipFile(archive, "w") as zf:
+        for n, blob in members.items():
+            key = n.rsplit("/", 1)[-1]
+            if key in changes and changes[key] is None:
+                continue
+            zf.writestr(n, changes.get(key, blob))
+
+
+def test_synthetic_is_a_zip_in_celebas_layout_and_deterministic(raw: Path, tmp_path: Path):
     from PIL import Image
 
-    names = sorted(p.name for p in (raw / data.IMG_DIR).iterdir())
-    assert names[0] == "000001.jpg" and len(names) == 10
-    with Image.open(raw / data.IMG_DIR / names[0]) as im:
-        assert im.format == "JPEG" and im.size == (178, 218)
+    assert sorted(p.name for p in raw.iterdir()) == [data.ARCHIVE, data.PARTITION, data.SOURCE_FILE]
+    with zipfile.ZipFile(raw / data.ARCHIVE) as zf:
+        names = zf.namelist()
+        assert names[0] == "img_align_celeba/000001.jpg" and len(names) == 10
+        with Image.open(pyio.BytesIO(zf.read(names[0]))) as im:
+            assert im.format == "JPEG" and im.size == (178, 218)
     entries = data.read_partition(raw / data.PARTITION)
     assert [e.split for e in entries] == [0] * 8 + [1] + [2]
-    assert json.loads((raw / data.SOURCE_FILE).read_text())["source"] == "synthetic"
+    info = json.loads((raw / data.SOURCE_FILE).read_text())
+    assert info["source"] == "synthetic" and info["counts"] == {"train": 8, "valid": 1, "test": 1}
+    again = data.synthesize(tmp_path / "again", 10, seed=0)
+    assert md5_file(again / data.ARCHIVE) == md5_file(raw / data.ARCHIVE) == info["md5"]["archive"]
 
 
-def test_shards_hold_center_cropped_64px_uint8_images(raw: Path, tmp_path: Path):
+def test_shards_hold_center_cropped_64px_uint8_images_read_from_the_zip(raw: Path, tmp_path: Path):
     index = features.build_shards(raw, tmp_path / "f", 178, 64, 5, "error")
     assert index["splits"]["train"] == {"count": 8, "shards": ["train-000.pt", "train-001.pt"]}
+    assert index["source"]["source"] == "synthetic"
     x = features.load_split(tmp_path / "f", "train")
     assert x.dtype == torch.uint8 and x.shape == (8, 3, 64, 64)
-    assert torch.equal(x[0], torch.from_numpy(data.load_image(raw / data.IMG_DIR / "000001.jpg", 178, 64)))
+    with zipfile.ZipFile(raw / data.ARCHIVE) as zf:
+        first = data.decode_image(zf.read("img_align_celeba/000001.jpg"), "x", 178, 64)
+    assert torch.equal(x[0], torch.from_numpy(first))
 
 
 def test_corrupt_jpeg_is_named_or_skipped_and_counted(raw: Path, tmp_path: Path):
-    bad = raw / data.IMG_DIR / "000003.jpg"
-    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    with pytest.raises(DataError, match="000003.jpg: not a readable JPEG"):
+    _rewrite_zip(raw / data.ARCHIVE, {"000003.jpg": b"\xff\xd8\xff\xe0 this is not a jpeg"})
+    with pytest.raises(DataError, match=r"img_align_celeba.zip!img_align_celeba/000003.jpg: not a readable JPEG"):
         features.build_shards(raw, tmp_path / "f", 178, 64, 100, "error")
     index = features.build_shards(raw, tmp_path / "g", 178, 64, 100, "skip")
     assert index["skipped"]["corrupt"] == ["000003.jpg"] and index["splits"]["train"]["count"] == 7
 
 
 def test_missing_image_is_named_or_skipped(raw: Path, tmp_path: Path):
-    (raw / data.IMG_DIR / "000005.jpg").unlink()
+    _rewrite_zip(raw / data.ARCHIVE, {"000005.jpg": None})
     with pytest.raises(DataError, match=r"list_eval_partition.txt: 1 listed image\(s\) missing .*000005.jpg"):
         features.build_shards(raw, tmp_path / "f", 178, 64, 100, "error")
     index = features.build_shards(raw, tmp_path / "g", 178, 64, 100, "skip")
@@ -145,36 +164,113 @@ def test_partition_that_does_not_match_the_images(raw: Path, tmp_path: Path):
         data.read_partition(part)
 
 
-def test_image_too_small_for_the_crop(raw: Path):
+def test_image_too_small_for_the_crop():
     from PIL import Image
 
-    small = raw / data.IMG_DIR / "000001.jpg"
-    Image.new("RGB", (100, 120)).save(small, format="JPEG")
-    with pytest.raises(DataError, match="smaller than the 178x178 center crop"):
-        data.load_image(small, 178, 64)
+    buf = pyio.BytesIO()
+    Image.new("RGB", (100, 120)).save(buf, format="JPEG")
+    with pytest.raises(DataError, match="000001.jpg: image is 100x120, smaller than the 178x178 center crop"):
+        data.decode_image(buf.getvalue(), "000001.jpg", 178, 64)
 
 
-def _zip_of(raw: Path, dest: Path) -> Path:
-    with zipfile.ZipFile(dest, "w") as zf:
-        for p in sorted((raw / data.IMG_DIR).iterdir()):
-            zf.write(p, f"{data.IMG_DIR}/{p.name}")
-    return dest
+# ---------------------------------------------------------------- real CelebA (a tiny fake, no network)
 
-
-def test_real_download_from_a_user_given_archive_is_verified_and_extracted(raw: Path, tmp_path: Path, monkeypatch):
-    archive = _zip_of(raw, tmp_path / "img_align_celeba.zip")
-    part = raw / data.PARTITION
-    monkeypatch.setitem(data.CELEBA_FILES, "archive", ("x", md5_file(archive), "img_align_celeba.zip"))
+@pytest.fixture
+def fake_celeba(raw: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A tiny CelebA zip nesting its folder as Kaggle's copy does, plus a partition file; the md5s
+    torchvision checks are patched to theirs."""
+    archive, part = tmp_path / "mine" / data.ARCHIVE, tmp_path / "mine" / data.PARTITION
+    archive.parent.mkdir()
+    with zipfile.ZipFile(raw / data.ARCHIVE) as src, zipfile.ZipFile(archive, "w") as dst:
+        for n in src.namelist():
+            dst.writestr(f"img_align_celeba/{n}", src.read(n))
+    part.write_bytes((raw / data.PARTITION).read_bytes())
+    monkeypatch.setitem(data.CELEBA_FILES, "archive", ("x", md5_file(archive), data.ARCHIVE))
     monkeypatch.setitem(data.CELEBA_FILES, "partition", ("y", md5_file(part), data.PARTITION))
-    root = data.download_real(tmp_path / "real", str(archive), part.as_uri())
-    assert len(list((root / data.IMG_DIR).iterdir())) == 10 and (root / data.PARTITION).exists()
-    assert data.read_source(root)["source"] == "real" and not (root / ".download").exists()
+    return archive, part
 
 
-def test_real_download_with_the_wrong_file_says_what_to_do(raw: Path, tmp_path: Path):
-    archive = _zip_of(raw, tmp_path / "img_align_celeba.zip")  # not the real CelebA: md5 differs
+def _real(**kw) -> dict:
+    return {"archive": None, "partition": None, "root": None, "cache_dir": None, "verify_md5": True, **kw}
+
+
+def _same_shards(raw: Path, other: Path, tmp_path: Path) -> None:
+    a = features.build_shards(raw, tmp_path / "fa", 178, 64, 100, "error")
+    b = features.build_shards(other, tmp_path / "fb", 178, 64, 100, "error")
+    assert a["splits"] == b["splits"]
+    assert torch.equal(features.load_split(tmp_path / "fa", "train"), features.load_split(tmp_path / "fb", "train"))
+
+
+def test_a_user_archive_is_verified_and_read_in_place(raw: Path, fake_celeba, tmp_path: Path):
+    archive, part = fake_celeba
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    info = data.download_real(out, _real(archive=str(archive), partition=str(part), cache_dir=str(cache)))
+    assert [p.name for p in out.iterdir()] == [data.SOURCE_FILE]  # the raw output: one small file
+    assert not cache.exists()  # read in place, not copied
+    assert info["archive"] == str(archive) and info["counts"] == {"train": 8, "valid": 1, "test": 1}
+    assert info["md5"]["archive"] == md5_file(archive) and info["num_images"] == 10
+    _same_shards(raw, out, tmp_path)
+
+
+def test_download_lands_in_the_cache_once_and_the_raw_output_is_source_json(raw: Path, fake_celeba, tmp_path: Path):
+    import functools
+    import http.server
+    import threading
+
+    archive, part = fake_celeba
+    gets: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            gets.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(archive.parent)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        params = _real(archive=f"{base}/{data.ARCHIVE}", partition=f"{base}/{data.PARTITION}",
+                       cache_dir=str(tmp_path / "cache"))
+        for run in ("first", "second"):
+            out = tmp_path / run
+            info = data.download_real(out, params)
+            assert [p.name for p in out.iterdir()] == [data.SOURCE_FILE]
+        assert sorted(gets) == [f"/{data.ARCHIVE}", f"/{data.PARTITION}"]  # the second run fetched nothing
+    finally:
+        httpd.shutdown()
+    assert Path(info["archive"]) == (tmp_path / "cache" / data.ARCHIVE).resolve()
+    _same_shards(raw, tmp_path / "second", tmp_path)
+
+
+def test_an_extracted_tree_is_read_in_place(raw: Path, fake_celeba, tmp_path: Path):
+    archive, part = fake_celeba
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "tree")
+    root = tmp_path / "tree" / "img_align_celeba"  # holds img_align_celeba/ (Kaggle nesting)
+    (root / data.PARTITION).write_bytes(part.read_bytes())
+    info = data.download_real(tmp_path / "out", _real(root=str(root)))
+    assert info["root"] == str(root) and info["num_images"] == 10
+    _same_shards(raw, tmp_path / "out", tmp_path)
+
+
+def test_wrong_files_say_what_to_do(raw: Path, tmp_path: Path):
+    mine = tmp_path / "img_align_celeba.zip"
+    mine.write_bytes((raw / data.ARCHIVE).read_bytes())  # not the real CelebA: md5 differs
+    part = str(raw / data.PARTITION)
+    with pytest.raises(DownloadError, match=r"md5 .* expected 00d2c5bc.*gan\.data\.verify_md5: false"):
+        data.download_real(tmp_path / "o1", _real(archive=str(mine), partition=part))
     with pytest.raises(DownloadError, match=r"(?s)checksum mismatch.*gan\.data\.archive"):
-        data.download_real(tmp_path / "real", str(archive), None)
+        data.download_real(tmp_path / "o2", _real(archive=mine.as_uri(), partition=part, cache_dir=str(tmp_path / "c")))
+    info = data.download_real(tmp_path / "o3", _real(archive=str(mine), partition=part, verify_md5=False))
+    assert info["md5"]["archive"] == md5_file(mine)  # a re-packed copy is accepted and its md5 recorded
+    not_celeba = tmp_path / "other.zip"
+    with zipfile.ZipFile(not_celeba, "w") as zf:
+        zf.writestr("LA/readme.txt", "hello")
+    with pytest.raises(DataError, match="other.zip: no img_align_celeba/\\*.jpg members"):
+        data.download_real(tmp_path / "o4", _real(archive=str(not_celeba), partition=part, verify_md5=False))
 
 
 # ---------------------------------------------------------------- fidelity

@@ -178,16 +178,39 @@ def test_missing_kaggle_token_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
     with pytest.raises(DownloadError, match="kaggle.json") as err:
-        data.download_kaggle(tmp_path / "raw", tmp_path / "cache")
+        data.download_kaggle(tmp_path / "cache")
     assert "ml2023springhw4" in str(err.value) and "hw4_dir" in str(err.value)
 
 
-def test_user_hw4_folder_is_installed_as_is(hw4, tmp_path):
+def test_user_hw4_folder_is_read_in_place_behind_a_small_source_json(hw4, tmp_path):
     p = {"source": "real", "real": {"from": "kaggle", "hw4_dir": str(hw4), "wav_dir": None,
                                     "wav_test_fraction": 0.1, "cache_dir": str(tmp_path / "cache")}}
     desc = data.obtain(tmp_path / "raw", p, 0)
-    assert desc.startswith("real") and json.loads((tmp_path / "raw" / "source.json").read_text())["synthetic"] is False
-    assert data.read_dataset(tmp_path / "raw").speakers == data.read_dataset(hw4).speakers
+    assert [f.name for f in (tmp_path / "raw").iterdir()] == ["source.json"]  # no per-utterance files to hash
+    info = json.loads((tmp_path / "raw" / "source.json").read_text())
+    assert desc.startswith("real") and info["synthetic"] is False and info["root"] == str(hw4.resolve())
+    assert data.data_root(tmp_path / "raw") == hw4.resolve()
+    manifest = features.build(tmp_path / "raw", tmp_path / "feat", 2, 0.2, 0)
+    assert manifest["counts"] == features.build(hw4, tmp_path / "feat2", 2, 0.2, 0)["counts"]
+    missing = _copy(hw4, tmp_path / "broken")
+    next(missing.glob("uttr-*.pt")).unlink()
+    with pytest.raises(DataError, match="listed in the metadata but missing"):
+        data.obtain(tmp_path / "raw2", {**p, "real": {**p["real"], "hw4_dir": str(missing)}}, 0)
+
+
+def test_wav_tree_is_converted_into_the_cache_not_the_raw_output(tmp_path):
+    import soundfile as sf
+
+    for k in range(3):
+        path = tmp_path / "wav" / f"id1000{k % 2 + 1}" / "vid" / f"{k:05d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.random.default_rng(k).normal(0, 0.1, 8000).astype(np.float32), 16000)
+    p = {"source": "real", "real": {"from": "wav_tree", "hw4_dir": None, "wav_dir": str(tmp_path / "wav"),
+                                    "wav_test_fraction": 0.0, "cache_dir": str(tmp_path / "cache")}}
+    data.obtain(tmp_path / "raw", p, 0)
+    assert [f.name for f in (tmp_path / "raw").iterdir()] == ["source.json"]
+    assert data.data_root(tmp_path / "raw") == (tmp_path / "cache" / "wav_tree_hw4").resolve()
+    assert len(data.read_dataset(data.data_root(tmp_path / "raw")).utterances) == 3
 
 
 def test_voxceleb1_wav_tree_becomes_40_mel_hw4_layout(tmp_path):

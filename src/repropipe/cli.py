@@ -46,8 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("assign", nargs="+", metavar="RESOURCE=VALUE")
     res.set_defaults(action="set-resources")
     bench = tsub.add_parser("bench-noop", help="time `dvc status` and `snakemake -n` on a no-op at the real "
-                            "datasets' file counts (slow: writes ~200k tiny files under a temp dir)")
+                            "datasets' file counts (minutes: writes archives of ~390k tiny members under a temp dir)")
     bench.add_argument("--scale", type=float, default=1.0, help="fraction of the real file counts (default 1.0)")
+    bench.add_argument("--layout", choices=("archive", "tree", "both"), default="archive",
+                       help="archive: raw outputs as the pipeline declares them (source.json + archive in an "
+                            "untracked cache; EEG's 327 EDFs loose); tree: one file per example in every raw "
+                            "output (the design to avoid, for contrast); both: one after the other")
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per no-op check (median)")
     bench.add_argument("--workdir", default=None, help="where to build the bench project (default: a temp dir)")
     bench.add_argument("--keep", action="store_true", help="keep the bench project afterwards")
     bench.set_defaults(action="bench-noop")
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         elif getattr(args, "action", None) == "bench-noop":
             from repropipe import bench_noop
 
-            bench_noop.main(scale=args.scale, workdir=args.workdir, keep=args.keep)
+            bench_noop.main(scale=args.scale, workdir=args.workdir, keep=args.keep, layout=args.layout,
+                             repeats=args.repeats)
         elif getattr(args, "action", None) == "validate":
             params_mod.load_params(args.params)
             print(f"{args.params}: valid")

@@ -1,21 +1,38 @@
 """CelebA on disk: the real download, the synthetic stand-in, and the readers both share.
 
-The layout is torchvision's: ``<root>/img_align_celeba/000001.jpg ...`` (178x218 JPEGs) and
-``<root>/list_eval_partition.txt`` with lines ``000001.jpg 0`` (0 train, 1 valid, 2 test).
+CelebA's layout is torchvision's: ``img_align_celeba.zip`` holding ``img_align_celeba/000001.jpg ...``
+(202,599 JPEGs of 178x218) and ``list_eval_partition.txt`` with lines ``000001.jpg 0`` (0 train,
+1 valid, 2 test).
 
-The synthetic set draws procedural faces in that exact format (face oval, hair, eyes, brows, nose,
-mouth, skin/hair/background colours, small pose and scale changes, JPEG noise). The signal a
-generator has to learn is the joint structure: a skin-coloured oval with two dark eyes at a fixed
-vertical offset, a mouth below, hair framing the top, on a flat background.
+The download stage's output ``data/raw/gan`` is small, whatever the source (raw outputs are archives
+or shards, never 200k loose files that DVC would hash and copy into its cache):
+
+* ``source: real``: only ``source.json``, pointing at the zip and partition file outside the tracked
+  outputs: downloaded into ``gan.data.cache_dir`` (kept between runs, never fetched twice), or the
+  user's own copy (``gan.data.archive``, read in place), or an extracted tree (``gan.data.root``);
+  with md5s and per-split counts, so a different archive is a visible change.
+* ``source: synthetic``: ``img_align_celeba.zip`` + ``list_eval_partition.txt`` in the real layout,
+  and the same ``source.json`` pointing at them (relative paths).
+
+:func:`open_source` turns ``source.json`` into an :class:`ImageSource` (a zip read in place through
+one open handle, or a directory) plus the partition file, so the features stage reads synthetic
+and real data with the same code.
+
+The synthetic set draws procedural faces (face oval, hair, eyes, brows, nose, mouth,
+skin/hair/background colours, small pose and scale changes, JPEG noise). The signal a generator
+has to learn is the joint structure: a skin-coloured oval with two dark eyes at a fixed vertical
+offset, a mouth below, hair framing the top, on a flat background.
 """
 
 from __future__ import annotations
 
+import io as _io
 import json
 import logging
 import os
-import shutil
 import zipfile
+import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +45,15 @@ from repropipe.io import DataError
 log = logging.getLogger("repropipe.gan")
 
 IMG_DIR = "img_align_celeba"
+ARCHIVE = "img_align_celeba.zip"
 PARTITION = "list_eval_partition.txt"
-SOURCE_FILE = "SOURCE.json"
+SOURCE_FILE = "source.json"
 WIDTH, HEIGHT = 178, 218
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 
 # torchvision.datasets.CelebA's file list: (Google Drive id, md5, name).
 CELEBA_FILES = {
-    "archive": ("0B7EVK8r0v71pZjFTYXZWM3FlRnM", "00d2c5bc6d35e252742224ab0c1e8fcb", "img_align_celeba.zip"),
+    "archive": ("0B7EVK8r0v71pZjFTYXZWM3FlRnM", "00d2c5bc6d35e252742224ab0c1e8fcb", ARCHIVE),
     "partition": ("0B7EVK8r0v71pY0NSMzRuSXJEVkk", "d32c9cbf5e040fd4025c592c306e6668", PARTITION),
 }
 GDRIVE = "https://drive.google.com/uc?export=download&id={}"
@@ -105,97 +123,218 @@ def image_name(i: int) -> str:
 
 
 def synthesize(root: str | os.PathLike[str], num_images: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)) -> Path:
-    """Write ``num_images`` faces plus a partition file (contiguous 0/1/2 blocks, as CelebA's is)."""
+    """Write ``num_images`` faces as ``img_align_celeba.zip`` plus a partition file (contiguous 0/1/2
+    blocks, as CelebA's is) and ``source.json``: three files whatever ``num_images`` is."""
     from tqdm import tqdm
 
     root = Path(root)
-    img_dir = root / IMG_DIR
-    img_dir.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n_train = int(round(num_images * fractions[0]))
     n_valid = int(round(num_images * fractions[1]))
     lines = []
-    for i in tqdm(range(num_images), desc="synthetic faces", unit="img"):
-        face = draw_face(rng)
-        with io.atomic_path(img_dir / image_name(i)) as tmp:
-            face.save(tmp, format="JPEG", quality=90)
-        split = 0 if i < n_train else 1 if i < n_train + n_valid else 2
-        lines.append(f"{image_name(i)} {split}\n")
+    with io.atomic_path(root / ARCHIVE) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for i in tqdm(range(num_images), desc="synthetic faces", unit="img"):
+            buf = _io.BytesIO()
+            draw_face(rng).save(buf, format="JPEG", quality=90)
+            # a fixed timestamp: the same seed gives the same zip, byte for byte
+            zf.writestr(zipfile.ZipInfo(f"{IMG_DIR}/{image_name(i)}", date_time=(2015, 1, 1, 0, 0, 0)), buf.getvalue())
+            split = 0 if i < n_train else 1 if i < n_train + n_valid else 2
+            lines.append(f"{image_name(i)} {split}\n")
     io.atomic_write_text(root / PARTITION, "".join(lines))
-    write_source(root, {"source": "synthetic", "num_images": num_images, "seed": seed,
-                        "generator": "repropipe.gan.data.draw_face"})
+    write_source(root, {"source": "synthetic", "archive": ARCHIVE, "partition": PARTITION,
+                        "md5": {"archive": io.md5_file(root / ARCHIVE), "partition": io.md5_file(root / PARTITION)},
+                        "counts": count_by_split(read_partition(root / PARTITION)), "num_images": num_images,
+                        "seed": seed, "generator": "repropipe.gan.data.draw_face"})
     log.info("event=synthesized root=%s images=%d", root, num_images)
     return root
 
 
 def write_source(root: Path, info: dict[str, Any]) -> None:
-    io.atomic_write_json(root / SOURCE_FILE, info)
+    io.atomic_write_json(Path(root) / SOURCE_FILE, info)
 
 
 def read_source(root: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(root) / SOURCE_FILE
     if not path.exists():
-        return {"source": "unknown (no SOURCE.json beside the images)"}
-    return json.loads(path.read_text())
+        raise DataError(path, "missing; run `python -m repropipe gan download` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# image sources: the zip read in place, or an extracted tree
+# ----------------------------------------------------------------------------------------------
+
+class ImageSource(ABC):
+    """The JPEGs of ``img_align_celeba/`` by file name (``000001.jpg``), wherever they live."""
+
+    description = ""
+
+    @abstractmethod
+    def names(self) -> set[str]: ...
+
+    @abstractmethod
+    def read_bytes(self, name: str) -> bytes: ...
+
+    @abstractmethod
+    def where(self, name: str) -> str:
+        """A path a human can find the image at, for error messages."""
+
+
+class ZipImages(ImageSource):
+    """``img_align_celeba.zip`` read without extracting, through one open handle.
+
+    Members are found by their folder name, so a zip that nests the folder (Kaggle's copy has
+    ``img_align_celeba/img_align_celeba/``) works too.
+    """
+
+    def __init__(self, archive: str | os.PathLike[str]) -> None:
+        self.archive = Path(archive)
+        self.description = f"archive {self.archive}"
+        try:
+            self.zf = zipfile.ZipFile(self.archive)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise DataError(self.archive, f"not a readable zip archive ({exc})") from exc
+        self.members: dict[str, str] = {}
+        for member in self.zf.namelist():
+            folder, _, name = member.rpartition("/")
+            if folder.rsplit("/", 1)[-1] == IMG_DIR and name.lower().endswith(".jpg"):
+                if name in self.members:
+                    raise DataError(self.archive, f"holds {name} twice ({self.members[name]} and {member})")
+                self.members[name] = member
+        if not self.members:
+            raise DataError(self.archive, f"no {IMG_DIR}/*.jpg members; is this CelebA's {ARCHIVE}?")
+
+    def names(self) -> set[str]:
+        return set(self.members)
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return self.zf.read(self.members[name])
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise DataError(self.where(name), f"unreadable zip member ({exc})") from exc
+
+    def where(self, name: str) -> str:
+        return f"{self.archive}!{self.members.get(name, IMG_DIR + '/' + name)}"
+
+
+class DirImages(ImageSource):
+    """An extracted tree: ``<root>/img_align_celeba/*.jpg``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.folder = self.root / IMG_DIR
+        self.description = f"directory {self.folder}"
+        if not self.folder.is_dir():
+            raise DataError(self.folder, "image folder is missing")
+
+    def names(self) -> set[str]:
+        return {p.name for p in self.folder.iterdir() if p.suffix.lower() == ".jpg"}
+
+    def read_bytes(self, name: str) -> bytes:
+        return (self.folder / name).read_bytes()
+
+    def where(self, name: str) -> str:
+        return str(self.folder / name)
+
+
+@dataclass
+class Opened:
+    """What the features stage reads: the images, the partition file, and the provenance."""
+
+    images: ImageSource
+    partition: Path
+    info: dict[str, Any]
+
+
+def _resolve(raw: Path, location: str) -> Path:
+    path = Path(location).expanduser()
+    return path if path.is_absolute() else raw / path
+
+
+def open_source(raw_dir: str | os.PathLike[str]) -> Opened:
+    """The images behind the download stage's output (its ``source.json``; see module docstring)."""
+    raw = Path(raw_dir)
+    info = read_source(raw)
+    if info.get("root"):
+        root = _resolve(raw, info["root"])
+        images: ImageSource = DirImages(root)
+        partition = _resolve(raw, info.get("partition") or str(root / PARTITION))
+    elif info.get("archive"):
+        images = ZipImages(_resolve(raw, info["archive"]))
+        partition = _resolve(raw, info.get("partition") or PARTITION)
+    else:
+        raise DataError(raw / SOURCE_FILE, "names neither an archive nor a root; re-run the gan_download stage")
+    return Opened(images, partition, info)
 
 
 # ----------------------------------------------------------------------------------------------
 # real CelebA
 # ----------------------------------------------------------------------------------------------
 
-def _as_url(location: str) -> str:
-    """A local path becomes a file:// URL so fetch verifies and copies it the same way."""
-    if "://" in location:
-        return location
-    return Path(location).expanduser().resolve().as_uri()
+def _is_url(location: str) -> bool:
+    return "://" in location
 
 
-def download_real(root: str | os.PathLike[str], archive: str | None, partition: str | None) -> Path:
-    """Fetch and verify img_align_celeba.zip and list_eval_partition.txt (torchvision's md5 sums).
-
-    ``archive``/``partition`` may be a local path or a URL of a copy the user already has; when
-    absent the Google Drive files torchvision uses are tried, which Drive often refuses to
-    serve to scripts (a quota page arrives instead and the md5 check fails).
-    """
+def _obtain(key: str, location: str | None, cache_dir: Path, verify: bool) -> Path:
+    """One CelebA file: a local path is verified and read in place; a URL (or, when ``location`` is
+    None, torchvision's Google Drive file) is fetched into ``cache_dir`` once and reused after."""
     from repropipe.download import DownloadError, fetch
 
-    root = Path(root)
-    staging = root / ".download"
-    got: dict[str, Path] = {}
-    for key, location in (("archive", archive), ("partition", partition)):
-        gid, md5, name = CELEBA_FILES[key]
-        url = _as_url(location) if location else GDRIVE.format(gid)
-        try:
-            got[key] = fetch(url, staging / name, md5=md5)
-        except DownloadError as exc:
-            raise DownloadError(
-                f"CelebA {name}: {exc}\n  Google Drive often refuses scripted downloads. Download {name} "
-                f"yourself (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped Images'; md5 {md5}) "
-                f"and set gan.data.{key} in params.yaml to its path or URL.") from exc
-    _extract(got["archive"], root)
-    shutil.copyfile(got["partition"], root / PARTITION)
-    write_source(root, {"source": "real", "archive": str(archive or GDRIVE.format(CELEBA_FILES['archive'][0])),
-                        "md5": {k: CELEBA_FILES[k][1] for k in CELEBA_FILES}})
-    shutil.rmtree(staging, ignore_errors=True)
-    return root
-
-
-def _extract(archive: Path, root: Path) -> None:
-    """Unzip into a temporary folder, then rename: a killed extraction leaves no half folder."""
-    tmp = root / ".extract.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    gid, md5, name = CELEBA_FILES[key]
+    if location and not _is_url(location):
+        path = Path(location).expanduser().resolve()
+        if not path.is_file():
+            raise DataError(path, f"gan.data.{key}: no such file")
+        got = io.md5_file(path) if verify else None
+        if verify and got != md5:
+            raise DownloadError(f"{path}: md5 {got}, expected {md5} (torchvision's {name}); set gan.data.verify_md5: "
+                                f"false to use a different copy of {name} anyway")
+        return path
+    url = location or GDRIVE.format(gid)
     try:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
-    except zipfile.BadZipFile as exc:
-        raise DataError(archive, f"not a readable zip archive ({exc})") from exc
-    found = tmp / IMG_DIR
-    if not found.is_dir():
-        raise DataError(archive, f"archive has no {IMG_DIR}/ folder at its top level")
-    dest = root / IMG_DIR
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(found, dest)
-    shutil.rmtree(tmp, ignore_errors=True)
+        return fetch(url, cache_dir / name, md5=md5 if verify else None).resolve()
+    except DownloadError as exc:
+        raise DownloadError(
+            f"CelebA {name}: {exc}\n  Google Drive often refuses scripted downloads. Download {name} "
+            f"yourself (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped Images'; md5 {md5}) "
+            f"and set gan.data.{key} in params.yaml to its path (read in place) or URL.") from exc
+
+
+def download_real(out_dir: str | os.PathLike[str], d: dict[str, Any]) -> dict[str, Any]:
+    """``source: real``: write ``out_dir/source.json`` pointing at CelebA outside the tracked outputs.
+
+    * ``d['root']``: an extracted tree (the folder holding ``img_align_celeba/``), read in place;
+      its partition file is ``d['partition']`` or the one inside the tree.
+    * otherwise ``d['archive']`` / ``d['partition']``: local paths are read in place, URLs (or, when
+      null, torchvision's Google Drive files) are fetched into ``d['cache_dir']`` once.
+
+    Every file is md5-checked against torchvision's sums unless ``d['verify_md5']`` is false; the
+    sums and per-split counts go into source.json, so a different copy is a visible change.
+    """
+    out_dir = Path(out_dir)
+    verify = bool(d.get("verify_md5", True))
+    cache = Path(d.get("cache_dir") or "data/cache/gan")
+    info: dict[str, Any] = {"source": "real"}
+    if d.get("root"):
+        root = Path(d["root"]).expanduser().resolve()
+        images: ImageSource = DirImages(root)
+        partition = (_obtain("partition", d.get("partition"), cache, verify) if d.get("partition")
+                     else root / PARTITION)
+        info.update(root=str(root), md5={"partition": io.md5_file(partition)})
+    else:
+        archive = _obtain("archive", d.get("archive"), cache, verify)
+        partition = _obtain("partition", d.get("partition"), cache, verify)
+        images = ZipImages(archive)  # fails early, naming the file, if it is not CelebA's zip
+        info.update(archive=str(archive), md5={"archive": io.md5_file(archive), "partition": io.md5_file(partition)})
+    entries = read_partition(partition)
+    info.update(partition=str(partition.resolve()), counts=count_by_split(entries), num_images=len(images.names()))
+    write_source(out_dir, info)
+    log.info("event=real_source %s images=%d listed=%d", images.description, info["num_images"], len(entries))
+    return info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,45 +369,50 @@ def read_partition(path: str | os.PathLike[str]) -> list[Entry]:
     return entries
 
 
-def load_image(path: Path, crop: int, size: int) -> np.ndarray:
+def decode_image(blob: bytes, where: str, crop: int, size: int) -> np.ndarray:
     """Center crop ``crop`` x ``crop`` and resize to ``size``: uint8 [3, size, size]."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(_io.BytesIO(blob)) as im:
             im.load()
             im = im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(path, f"not a readable JPEG ({exc})") from exc
+        raise DataError(where, f"not a readable JPEG ({exc})") from exc
     w, h = im.size
     if w < crop or h < crop:
-        raise DataError(path, f"image is {w}x{h}, smaller than the {crop}x{crop} center crop")
+        raise DataError(where, f"image is {w}x{h}, smaller than the {crop}x{crop} center crop")
     left, top = (w - crop) // 2, (h - crop) // 2
     im = im.crop((left, top, left + crop, top + crop)).resize((size, size), Image.BILINEAR)
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def check_layout(root: Path, entries: list[Entry], on_bad: str) -> tuple[list[Entry], dict[str, list[str]]]:
-    """Partition and folder must agree; mismatches are errors or skipped-and-counted (``on_bad``)."""
-    img_dir = root / IMG_DIR
-    if not img_dir.is_dir():
-        raise DataError(img_dir, "image folder is missing")
-    on_disk = {p.name for p in img_dir.iterdir() if p.suffix.lower() == ".jpg"}
+def load_image(source: ImageSource, name: str, crop: int, size: int) -> np.ndarray:
+    """One image of ``source`` (see :func:`decode_image`); an unreadable one names its location."""
+    try:
+        blob = source.read_bytes(name)
+    except OSError as exc:
+        raise DataError(source.where(name), f"unreadable ({exc})") from exc
+    return decode_image(blob, source.where(name), crop, size)
+
+
+def check_layout(source: ImageSource, partition: Path, entries: list[Entry],
+                 on_bad: str) -> tuple[list[Entry], dict[str, list[str]]]:
+    """Partition and images must agree; mismatches are errors or skipped-and-counted (``on_bad``)."""
+    on_disk = source.names()
     listed = {e.name for e in entries}
     missing = sorted(listed - on_disk)
     unlisted = sorted(on_disk - listed)
     if on_bad == "error":
         if missing:
-            raise DataError(root / PARTITION, f"{len(missing)} listed image(s) missing from {img_dir}, "
+            raise DataError(partition, f"{len(missing)} listed image(s) missing from {source.description}, "
                             f"first {missing[0]}; set gan.features.on_bad_image: skip to skip them")
         if unlisted:
-            raise DataError(root / PARTITION, f"does not match the images: {len(unlisted)} image(s) in {img_dir} "
-                            f"are not listed, first {unlisted[0]}")
+            raise DataError(partition, f"does not match the images: {len(unlisted)} image(s) in "
+                            f"{source.description} are not listed, first {unlisted[0]}")
     keep = [e for e in entries if e.name in on_disk]
     return keep, {"missing": missing, "unlisted": unlisted}
 
 
 def count_by_split(entries: list[Entry]) -> dict[str, int]:
     return {name: sum(e.split == code for e in entries) for name, code in SPLITS.items()}
-
-

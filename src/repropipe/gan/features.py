@@ -1,5 +1,8 @@
 """Preprocess once: center crop 178, resize to 64, uint8 tensor shards per split.
 
+The JPEGs are read straight from img_align_celeba.zip (or an extracted tree the user pointed at),
+wherever ``data/raw/gan/source.json`` says they are.
+
 Layout of ``data/features/gan``: ``<split>-<k>.pt`` (uint8 [n, 3, 64, 64]) and ``index.json``
 (counts, shard names, skipped files, where the data came from). A few shards instead of 200k
 files keeps DVC hashing and Snakemake stat calls cheap, and training reads them straight into
@@ -33,14 +36,15 @@ def build_shards(raw: str | os.PathLike[str], out: str | os.PathLike[str], crop:
     from tqdm import tqdm
 
     raw, out = Path(raw), Path(out)
-    entries = data.read_partition(raw / data.PARTITION)
-    entries, mismatch = data.check_layout(raw, entries, on_bad)
+    src = data.open_source(raw)  # the zip (one open handle) or an extracted tree, never extracted here
+    entries = data.read_partition(src.partition)
+    entries, mismatch = data.check_layout(src.images, src.partition, entries, on_bad)
     corrupt: list[str] = []
     per_split: dict[str, list[np.ndarray]] = {s: [] for s in data.SPLITS}
     names = {code: s for s, code in data.SPLITS.items()}
     for e in tqdm(entries, desc="gan features", unit="img"):
         try:
-            arr = data.load_image(raw / data.IMG_DIR / e.name, crop, size)
+            arr = data.load_image(src.images, e.name, crop, size)
         except DataError:
             if on_bad == "error":
                 raise
@@ -50,7 +54,7 @@ def build_shards(raw: str | os.PathLike[str], out: str | os.PathLike[str], crop:
     index: dict[str, Any] = {"size": size, "crop": crop, "splits": {},
                              "skipped": {"missing": mismatch["missing"], "unlisted": mismatch["unlisted"],
                                          "corrupt": corrupt},
-                             "source": data.read_source(raw)}
+                             "source": src.info}
     for split, arrays in per_split.items():
         shards = []
         for k in range(0, len(arrays), shard_size):
@@ -60,7 +64,7 @@ def build_shards(raw: str | os.PathLike[str], out: str | os.PathLike[str], crop:
             shards.append(name)
         index["splits"][split] = {"count": len(arrays), "shards": shards}
     if not index["splits"]["train"]["count"]:
-        raise DataError(raw / data.PARTITION, "no usable training images (split 0)")
+        raise DataError(src.partition, "no usable training images (split 0)")
     io.atomic_write_json(out / INDEX, index)
     log.info("event=features out=%s %s skipped_missing=%d skipped_unlisted=%d skipped_corrupt=%d", out,
              " ".join(f"{s}={v['count']}" for s, v in index["splits"].items()), len(mismatch["missing"]),

@@ -29,7 +29,8 @@ def _run_dir(models: str | Path, model: dict[str, Any]) -> Path:
 
 @stage(
     "gan_download", branch="gan", step="download",
-    help="Fetch and verify CelebA (img_align_celeba + list_eval_partition.txt), or write synthetic faces.",
+    help="Point at CelebA (img_align_celeba.zip + list_eval_partition.txt, fetched once into gan.data.cache_dir "
+         "or read in place) with a small source.json, or write synthetic faces as a zip in the same layout.",
     params=("seed", "gan.source", "gan.data"),
     deps=(SRC,),
     outs=(RAW,),
@@ -42,7 +43,9 @@ def download(ctx: StageContext) -> None:
         if g["source"] == "synthetic":
             data.synthesize(tmp, int(g["data"]["num_images"]), ctx.seed)
         else:
-            data.download_real(tmp, g["data"].get("archive"), g["data"].get("partition"))
+            # the 1.4 GB zip stays in gan.data.cache_dir (not a tracked output: DVC would copy it into its
+            # cache and delete it before every re-run); the output is a small source.json pointing at it
+            data.download_real(tmp, g["data"])
 
 
 @stage(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from repropipe.download import DownloadError
-from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json
+from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json, md5_file
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -238,11 +238,12 @@ def _kaggle_credentials_present() -> bool:
     return (config_dir / "kaggle.json").exists() or (config_dir / "access_token").exists()
 
 
-def download_kaggle(dest: str | os.PathLike[str], cache: str | os.PathLike[str]) -> None:
-    """Fetch the HW4 competition files with the user's own Kaggle token, then install the layout.
+def download_kaggle(cache: str | os.PathLike[str]) -> Path:
+    """Fetch the HW4 competition files with the user's own Kaggle token; returns the HW4 folder.
 
-    The archive is cached under ``cache`` (outside the DVC output) so a rerun does not download
-    the ~7 GB again. The user must have accepted the competition rules on kaggle.com.
+    The archive and its extraction stay under ``cache`` (outside the DVC outputs): a rerun does
+    not download the ~7 GB again, and the ~62k uttr-*.pt files are read in place, never hashed
+    by DVC or copied into its cache. The user must have accepted the competition rules on kaggle.com.
     """
     if not _kaggle_credentials_present():
         raise DownloadError(
@@ -276,7 +277,7 @@ def download_kaggle(dest: str | os.PathLike[str], cache: str | os.PathLike[str])
             zf.extractall(tmp)
         shutil.rmtree(unpacked, ignore_errors=True)
         tmp.rename(unpacked)
-    copy_hw4_dir(_find_layout(unpacked), dest)
+    return _find_layout(unpacked)
 
 
 def _find_layout(root: Path) -> Path:
@@ -286,21 +287,14 @@ def _find_layout(root: Path) -> Path:
     return hits[0].parent
 
 
-def copy_hw4_dir(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
-    """Install an existing HW4 folder (validated first) as data/raw/speaker (hard links where possible)."""
-    src, dest = Path(src), Path(dest)
+def check_hw4_dir(src: str | os.PathLike[str]) -> HW4Dataset:
+    """Validate an existing HW4 folder (the JSON files, and that every listed .pt exists)."""
+    src = Path(src).expanduser().resolve()
     ds = read_dataset(src)
-    dest.mkdir(parents=True, exist_ok=True)
     for u in ds.utterances + ds.test:
-        s, d = src / u.feature_path, dest / u.feature_path
-        if not s.exists():
-            raise DataError(s, "listed in the metadata but missing")
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-    for name in ("metadata.json", "mapping.json", "testdata.json"):
-        shutil.copy2(src / name, dest / name)
+        if not (src / u.feature_path).is_file():
+            raise DataError(src / u.feature_path, "listed in the metadata but missing")
+    return ds
 
 
 def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int = N_MELS) -> "torch.Tensor":
@@ -357,32 +351,53 @@ def convert_wav_tree(src: str | os.PathLike[str], dest: str | os.PathLike[str], 
 
 
 def obtain(dest: str | os.PathLike[str], p: dict[str, Any], seed: int) -> str:
-    """Fill ``dest`` from the configured source; returns a data_source description."""
+    """Fill ``dest`` from the configured source; returns a data_source description.
+
+    Synthetic data (a few hundred files) is written into ``dest`` in the HW4 layout. Real data
+    (~62k uttr-*.pt) stays where it is (your ``hw4_dir``, or the Kaggle extraction or wav-tree
+    conversion under ``real.cache_dir``) and ``dest`` holds only ``source.json`` naming that
+    folder (``root``) with the md5s of its JSON files, so DVC never hashes or caches 62k files.
+    """
     with atomic_dir(dest) as tmp:  # nothing half-written survives a failure
-        desc = _fill(tmp, p, seed)
-        read_dataset(tmp)  # never install a layout we cannot read
-        atomic_write_json(tmp / SOURCE_FILE, {"data_source": desc, "synthetic": p["source"] == "synthetic"})
+        desc, root = _fill(tmp, p, seed)
+        read_dataset(root)  # never point at a layout we cannot read
+        info: dict[str, Any] = {"data_source": desc, "synthetic": p["source"] == "synthetic"}
+        if root != tmp:
+            info.update(root=str(root), md5={n: md5_file(root / n) for n in ("metadata.json", "mapping.json",
+                                                                             "testdata.json")})
+        atomic_write_json(tmp / SOURCE_FILE, info)
     return desc
 
 
-def _fill(tmp: Path, p: dict[str, Any], seed: int) -> str:
+def data_root(raw: str | os.PathLike[str]) -> Path:
+    """The HW4 folder behind the download stage's output: ``source.json``'s ``root``, else ``raw`` itself."""
+    raw = Path(raw)
+    source = raw / SOURCE_FILE
+    if source.exists():
+        root = json.loads(source.read_text()).get("root")
+        if root:
+            return Path(root)
+    return raw
+
+
+def _fill(tmp: Path, p: dict[str, Any], seed: int) -> tuple[str, Path]:
     if p["source"] == "synthetic":
         s = p["synthetic"]
         synthesize(tmp, n_speakers=s["n_speakers"], utts_per_speaker=s["utts_per_speaker"], min_len=s["min_len"],
                    max_len=s["max_len"], n_test=s["n_test"], noise=s["noise"], seed=seed)
-        desc = f"synthetic (HW4 layout, {s['n_speakers']} speakers x {s['utts_per_speaker']} utterances, seed {seed})"
-    else:
-        r = p["real"]
-        if r.get("hw4_dir"):
-            copy_hw4_dir(r["hw4_dir"], tmp)
-            desc = f"real (HW4 VoxCeleb2 subset from {r['hw4_dir']})"
-        elif r["from"] == "kaggle":
-            download_kaggle(tmp, r["cache_dir"])
-            desc = f"real (HW4 VoxCeleb2 subset, Kaggle {KAGGLE_COMPETITION})"
-        else:
-            if not r.get("wav_dir"):
-                raise ValueError("speaker.real.from is 'wav_tree' but speaker.real.wav_dir is not set")
-            convert_wav_tree(r["wav_dir"], tmp, r["wav_test_fraction"], seed)
-            desc = f"real (VoxCeleb1 wav tree {r['wav_dir']}, our 40-mel extraction)"
-    return desc
-
+        return f"synthetic (HW4 layout, {s['n_speakers']} speakers x {s['utts_per_speaker']} utterances, seed {seed})", tmp
+    r = p["real"]
+    if r.get("hw4_dir"):
+        root = Path(r["hw4_dir"]).expanduser().resolve()
+        check_hw4_dir(root)
+        return f"real (HW4 VoxCeleb2 subset from {r['hw4_dir']})", root
+    if r["from"] == "kaggle":
+        root = download_kaggle(r["cache_dir"]).resolve()
+        check_hw4_dir(root)
+        return f"real (HW4 VoxCeleb2 subset, Kaggle {KAGGLE_COMPETITION})", root
+    if not r.get("wav_dir"):
+        raise ValueError("speaker.real.from is 'wav_tree' but speaker.real.wav_dir is not set")
+    converted = (Path(r["cache_dir"]) / "wav_tree_hw4").resolve()
+    with atomic_dir(converted) as conv:  # re-converted whenever the download stage runs
+        convert_wav_tree(r["wav_dir"], conv, r["wav_test_fraction"], seed)
+    return f"real (VoxCeleb1 wav tree {r['wav_dir']}, our 40-mel extraction)", converted

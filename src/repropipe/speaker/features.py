@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from repropipe.io import DataError, atomic_path, atomic_write_json
-from repropipe.speaker.data import SOURCE_FILE, HW4Dataset, Utterance, load_feature, read_dataset
+from repropipe.speaker.data import SOURCE_FILE, HW4Dataset, Utterance, data_root, load_feature, read_dataset
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -98,11 +98,12 @@ def build(raw: str | os.PathLike[str], out: str | os.PathLike[str], verify_speak
           seed: int) -> dict[str, Any]:
     """Validate every utterance while packing the shards; manifest.json last, so it marks completion."""
     raw, out = Path(raw), Path(out)
-    ds = read_dataset(raw)
+    root = data_root(raw)  # real data is read in place where source.json points
+    ds = read_dataset(root)
     plan = split(ds, verify_speakers, val_fraction, seed)
     counts = {}
     for name in SPLITS:
-        counts[name] = write_shard(out / f"{name}.pt", raw, plan["splits"][name], ds.n_mels)
+        counts[name] = write_shard(out / f"{name}.pt", root, plan["splits"][name], ds.n_mels)
         log.info("event=shard split=%s utterances=%d", name, counts[name])
     if counts["train"] == 0 or counts["verify"] == 0:
         raise ValueError(f"{raw}: the split left no training or no verification utterances ({counts})")
