@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -148,3 +149,56 @@ def test_min_tdcf_is_zero_for_a_perfect_cm_and_positive_otherwise():
     asv = {"target": rng.normal(3, 1, 500), "nontarget": rng.normal(-3, 1, 500), "spoof": rng.normal(2, 1, 500)}
     assert min_tdcf(np.array([5.0, 6.0]), np.array([0.0, 1.0]), asv) == 0.0
     assert min_tdcf(rng.normal(0, 1, 200), rng.normal(0, 1, 200), asv) > 0.5
+
+
+def _zip_of(tree: Path, archive: Path, drop: str | None = None) -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in (tree / "LA").rglob("*"):
+            rel = f.relative_to(tree).as_posix()
+            if f.is_file() and (drop is None or not rel.endswith(drop)):
+                zf.write(f, "LA_release/" + rel)  # a prefix before LA/, as some repackaged archives have
+    return archive
+
+
+def test_real_archive_structure_check_counts_and_listed_files(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "OFFICIAL_COUNTS", dict(CFG["utterances"]))
+    good = _zip_of(tiny, tmp_path / "LA.zip")
+    assert data.check_structure(data.ZipSource(good)) == CFG["utterances"]
+    assert data.check_structure(data.DirSource(tiny)) == CFG["utterances"]
+    real = {"url": "file:///nowhere/LA.zip", "md5": None, "cache_dir": str(tmp_path / "cache"),
+            "archive": str(good), "root": None, "expect_official_counts": True}
+    data.download_real(real, tmp_path / "raw")
+    assert json.loads((tmp_path / "raw" / "source.json").read_text())["utterances"] == CFG["utterances"]
+
+    # a listed FLAC missing from the archive: the error names it and the protocol line listing it
+    utt = data.read_protocol(data.DirSource(tiny), "eval").utt_id[3]
+    partial = _zip_of(tiny, tmp_path / "partial.zip", drop=f"{utt}.flac")
+    with pytest.raises(DataError, match=rf"{utt}\.flac: listed in .*cm\.eval\.trl\.txt line \d+ but not in the data \(1 of"):
+        data.check_structure(data.ZipSource(partial))
+    with pytest.raises(DataError, match=f"{utt}.flac"):
+        data.download_real(dict(real, archive=str(partial)), tmp_path / "raw2")
+
+    # a protocol that is not the official length (a truncated file, or the user's own subset)
+    monkeypatch.setattr(data, "OFFICIAL_COUNTS", dict(CFG["utterances"], dev=25))
+    with pytest.raises(DataError, match=r"cm\.dev\.trl\.txt: 6 protocol lines, the official release has 25"):
+        data.check_structure(data.ZipSource(good))
+    assert data.check_structure(data.ZipSource(good), expect_official_counts=False)["dev"] == 6
+    data.download_real(dict(real, expect_official_counts=False), tmp_path / "raw3")  # opt-out for a subset
+
+    # a protocol file missing altogether
+    no_eval = _zip_of(tiny, tmp_path / "noeval.zip", drop=data.PROTOCOL_FILES["eval"])
+    with pytest.raises(DataError, match=r"cm\.eval\.trl\.txt: protocol file missing"):
+        data.check_structure(data.ZipSource(no_eval), expect_official_counts=False)
+
+
+def test_shuffled_labels_keep_counts_and_break_the_link():
+    from repropipe.asvspoof.train import settings_for, shuffled_labels
+
+    labels = np.array([1] * 20 + [0] * 80)
+    a, b = shuffled_labels(labels, 0), shuffled_labels(labels, 0)
+    assert np.array_equal(a, b) and a.sum() == 20 and not np.array_equal(a, labels)
+    assert 0.1 < (a == labels).mean() < 0.9
+    p = {"lr": 0.003, "epochs": 3, "per_model": {"mel_resnet18": {"lr": 0.001}}}
+    assert settings_for("mel_resnet18", p) == {"lr": 0.001, "epochs": 3}
+    assert settings_for("lfcc_lcnn", p) == {"lr": 0.003, "epochs": 3}
+    assert settings_for("lfcc_lcnn", {"lr": 0.003, "per_model": None})["lr"] == 0.003

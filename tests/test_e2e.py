@@ -92,7 +92,13 @@ def check_asvspoof(root: Path, html: str) -> None:
     metrics = json.loads((root / "results/asvspoof/metrics.json").read_text())
     assert metrics["provenance"]["data_source"] == "synthetic"
     tiny = TINY_PARAMS["asvspoof"]
-    assert set(metrics["models"]) == set(tiny["train"]["models"])
+    # the shuffled-label control is trained, scored and reported beside the real models, labelled as a control
+    control = "lfcc_lcnn_shuffled_labels"
+    assert set(metrics["models"]) == set(tiny["train"]["models"]) | {control}
+    assert metrics["models"][control]["control"] and not any(
+        m["control"] for n, m in metrics["models"].items() if n != control)
+    assert set(metrics["controls"]) == {control} and metrics["controls"][control]["expected"] == "near 0.5"
+    assert "CONTROL: shuffled train labels" in html and f"eer_mean/{control}" in metrics
     for name, m in metrics["models"].items():
         assert 0.0 <= m["eval_eer_mean"] <= 1.0
         assert set(m["per_attack_eer_mean"]) == {f"A{i:02d}" for i in range(7, 20)}

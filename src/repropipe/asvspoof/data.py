@@ -38,6 +38,9 @@ PROTOCOL_FILES = {"train": "ASVspoof2019.LA.cm.train.trn.txt", "dev": "ASVspoof2
                   "eval": "ASVspoof2019.LA.cm.eval.trl.txt"}
 ASV_SCORES = {s: f"LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{s}.gi.trl.scores.txt" for s in ("dev", "eval")}
 SAMPLE_RATE = 16000
+# Protocol lines of the official LA release (ASVspoof 2019 evaluation plan): the structural check of a
+# real LA.zip or tree, since no md5 of LA.zip is published where this pipeline can read it offline.
+OFFICIAL_COUNTS = {"train": 25380, "dev": 24844, "eval": 71237}
 KEYS = {"bonafide": 1, "spoof": 0}  # label 1 = bona fide: higher score means more bona fide
 COLUMNS = ["speaker_id", "utt_id", "system_id", "key", "label", "path"]
 
@@ -228,6 +231,40 @@ def balanced_subset(df: "pd.DataFrame", per_class: int | None, seed: int) -> "pd
     return pd.concat([keep_b, keep_s]).sort_index()
 
 
+# --------------------------------------------------------------------------- structural check of real data
+
+
+def check_structure(source: LASource, *, expect_official_counts: bool = True) -> dict[str, int]:
+    """Check a real LA.zip or tree before anything uses it; returns the utterances per split.
+
+    Every protocol file must exist, every utterance it lists must exist in the archive or tree, and
+    (unless ``expect_official_counts`` is off, for a user's own subset) each protocol must have the
+    official number of lines (:data:`OFFICIAL_COUNTS`). This catches a truncated download or a
+    partial extraction where an md5 cannot: DataShare's checksum is not known offline.
+    """
+    counts: dict[str, int] = {}
+    for split in SPLITS:
+        rel = protocol_path(split)
+        if not source.exists(rel):
+            raise DataError(source.where(rel), "protocol file missing; is this the complete ASVspoof 2019 LA release?")
+        name = source.where(rel)
+        text = source.read_bytes(rel).decode("utf-8", errors="replace")
+        lines = [(i, line.split()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        expected = OFFICIAL_COUNTS[split]
+        if expect_official_counts and len(lines) != expected:
+            raise DataError(name, f"{len(lines)} protocol lines, the official release has {expected}; a truncated "
+                                  "or altered file? (a deliberate subset: set asvspoof.real.expect_official_counts: false)")
+        missing = [(i, parts[1]) for i, parts in lines if len(parts) >= 2 and not source.exists(audio_path(split, parts[1]))]
+        if missing:
+            line, utt = missing[0]
+            raise DataError(source.where(audio_path(split, utt)),
+                            f"listed in {name} line {line} but not in the data ({len(missing)} of {len(lines)} "
+                            f"listed {split} files missing); an incomplete download or extraction?")
+        counts[split] = len(lines)
+    log.info("event=structure_ok source=%s %s", source.description, " ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts
+
+
 # --------------------------------------------------------------------------- download stage
 
 
@@ -243,6 +280,7 @@ def download_real(real: dict[str, Any], out_dir: Path) -> None:
     from repropipe.download import DownloadError, fetch
 
     md5 = real.get("md5")
+    official = bool(real.get("expect_official_counts", True))
     if real.get("root"):
         root = Path(real["root"]).expanduser().resolve()
         src = DirSource(root)
@@ -252,7 +290,8 @@ def download_real(real: dict[str, Any], out_dir: Path) -> None:
             if not src.exists(rel):
                 raise DataError(src.where(rel), "protocol file missing; real.root must be the directory that contains LA/")
             sums[rel] = md5_file(root / rel)
-        atomic_write_json(out_dir / "source.json", {"root": str(root), "protocol_md5": sums})
+        counts = check_structure(src, expect_official_counts=official)
+        atomic_write_json(out_dir / "source.json", {"root": str(root), "protocol_md5": sums, "utterances": counts})
         return
     if real.get("archive"):
         archive = Path(real["archive"]).expanduser().resolve()
@@ -266,8 +305,9 @@ def download_real(real: dict[str, Any], out_dir: Path) -> None:
     got = md5_file(archive)
     if md5 and got.lower() != md5.lower():
         raise DownloadError(f"{archive}: md5 {got}, expected {md5} (real.md5); the archive is incomplete or not LA.zip")
-    ZipSource(archive)  # fails early, naming the file, if it is not LA.zip
-    atomic_write_json(out_dir / "source.json", {"archive": str(archive), "md5": got})
+    # fails early, naming the file, if it is not LA.zip, lacks a protocol or a listed FLAC, or is cut short
+    counts = check_structure(ZipSource(archive), expect_official_counts=official)
+    atomic_write_json(out_dir / "source.json", {"archive": str(archive), "md5": got, "utterances": counts})
 
 
 def read_audio(source: LASource, rel: str) -> tuple["Any", int]:

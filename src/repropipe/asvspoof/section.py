@@ -24,6 +24,14 @@ ANCHOR = ("Published anchors, real ASVspoof 2019 LA eval set: LFCC-LCNN 1.92 % E
           "moves EER on this task.")
 
 
+CONTROL_WHAT = ("lfcc_lcnn trained on randomly shuffled training labels (same recipe, same data, one seed): "
+                "a model that cannot learn the task.")
+
+
+def _label(model: str, control: bool) -> str:
+    return f"{model} (CONTROL: shuffled train labels)" if control else model
+
+
 def _pct(v: float) -> float:
     return round(100.0 * v, 2)
 
@@ -46,7 +54,8 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
     histories: dict[str, list[dict[str, float]]] = {}
     for run in runs:
         model, norm, summary = load_trained(Path(run["dir"]), device)
-        row: dict[str, Any] = {"model": run["model"], "seed": run["seed"], "selected_epoch": summary["selected_epoch"]}
+        row: dict[str, Any] = {"model": run["model"], "seed": run["seed"], "selected_epoch": summary["selected_epoch"],
+                               "control": bool(run.get("control", False))}
         for split in ("dev", "eval"):
             key = (split, summary["feature"])
             if key not in feats:
@@ -76,6 +85,8 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
         "runs": results,
         **{f"eer_mean/{m}": v["eval_eer_mean"] for m, v in per_model.items()},
         **{f"eer_std/{m}": v["eval_eer_std"] for m, v in per_model.items()},
+        "controls": {m: {"what": CONTROL_WHAT, "eval_eer": v["eval_eer_mean"], "expected": "near 0.5"}
+                     for m, v in per_model.items() if v["control"]},
         "counts": manifest["counts"],
         "skipped": len(manifest["skipped"]),
         "min_tdcf_available": bool(asv),
@@ -86,7 +97,8 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
     _section(results, per_model, manifest, data_source, figs, bool(asv)).write(f"{out}/section.json")
     print("\nasvspoof eval EER (mean +- std over seeds):")
     for m, v in per_model.items():
-        print(f"  {m:24s} {100 * v['eval_eer_mean']:6.2f} % +- {100 * v['eval_eer_std']:.2f}")
+        print(f"  {m:26s} {100 * v['eval_eer_mean']:6.2f} % +- {100 * v['eval_eer_std']:.2f}"
+              + ("   (control: shuffled train labels, expect ~50 %)" if v["control"] else ""))
 
 
 def _aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -97,6 +109,7 @@ def _aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         dv = np.array([r["dev"]["eer"] for r in rs])
         attacks = sorted(rs[0]["eval"]["per_attack_eer"])
         out[name] = {
+            "control": bool(rs[0].get("control", False)),
             "seeds": [r["seed"] for r in rs],
             "eval_eer_mean": float(ev.mean()), "eval_eer_std": float(ev.std(ddof=1)) if len(ev) > 1 else 0.0,
             "dev_eer_mean": float(dv.mean()),
@@ -144,22 +157,26 @@ def _figures(results: list[dict[str, Any]], scores_eval: dict[tuple[str, int], n
 def _section(results: list[dict[str, Any]], per_model: dict[str, Any], manifest: dict[str, Any], data_source: str,
              figs: list[Figure], have_asv: bool) -> Section:
     tdcf = (lambda r: r["eval"]["min_tdcf"]) if have_asv else (lambda r: "not available")
-    rows = [[r["model"], r["seed"], _pct(r["dev"]["eer"]), _pct(r["eval"]["eer"]),
+    rows = [[_label(r["model"], r.get("control", False)), r["seed"], _pct(r["dev"]["eer"]), _pct(r["eval"]["eer"]),
              round(r["eval"]["accuracy_at_eer_threshold"], 4), round(r["eval"]["best_accuracy"], 4), tdcf(r)]
             for r in results]
     rows += [[f"{m} (mean ± std)", ",".join(map(str, v["seeds"])), _pct(v["dev_eer_mean"]),
-              f"{_pct(v['eval_eer_mean'])} ± {_pct(v['eval_eer_std'])}", "", "", ""] for m, v in per_model.items()]
+              f"{_pct(v['eval_eer_mean'])} ± {_pct(v['eval_eer_std'])}", "", "", ""]
+             for m, v in per_model.items() if not v["control"]]
     main = Table(title="Countermeasure EER (%) per model and seed; eval attacks are unseen in training",
                  columns=["model", "seed", "dev EER (%)", "eval EER (%)", "accuracy at EER threshold",
                           "best accuracy (oracle threshold)", "min t-DCF (eval)"],
                  rows=rows, anchor=ANCHOR)
     attacks = sorted({a for v in per_model.values() for a in v["per_attack_eer_mean"]})
-    per_attack = Table(title="Eval EER (%) per attack system (mean over seeds)", columns=["attack"] + list(per_model),
+    per_attack = Table(title="Eval EER (%) per attack system (mean over seeds)", columns=["attack"] + [_label(m, v["control"]) for m, v in per_model.items()],
                        rows=[[a] + [_pct(v["per_attack_eer_mean"].get(a, float("nan"))) for v in per_model.values()]
                              for a in attacks],
                        anchor="On the real set A17 (waveform filtering VC) is the hardest attack for LFCC-LCNN "
                               "systems; compare shapes, not values, on synthetic data.")
     notes = [f"Utterances scored: {manifest['counts']}. Source: {manifest['source']}."]
+    if any(v["control"] for v in per_model.values()):
+        notes.append(f"Rows marked CONTROL: {CONTROL_WHAT} Its eval EER should stay near 50 %; far below would mean "
+                     "something other than the audio (order, length, a leak) carries the label.")
     skipped = manifest["skipped"]
     if skipped:
         notes.append(f"{len(skipped)} bad input item(s) skipped (on_bad_file: skip): "

@@ -21,6 +21,7 @@ FEAT = "data/features/asvspoof"
 OUT = "results/asvspoof"
 MODELS = f"{OUT}/models"
 CODE = "src/repropipe/asvspoof"
+CONTROL = "lfcc_lcnn_shuffled_labels"  # the shuffled-label control run's name in every output
 
 
 @stage(
@@ -116,7 +117,14 @@ def train(ctx: StageContext) -> None:
             for seed in p["seeds"]:
                 s = train_one(name, int(seed), p, Path(FEAT), run_dir_of(work, name, int(seed)), device, cache)
                 runs.append({"model": name, "seed": int(seed), "dir": str(run_dir_of(Path(MODELS), name, int(seed))),
-                             "selected_dev_eer": s["selected_dev_eer"]})
+                             "selected_dev_eer": s["selected_dev_eer"], "control": False})
+        if p["shuffled_label_control"]:
+            # one lfcc_lcnn run on shuffled training labels, reported beside the real models: it must stay near chance
+            seed = int(p["seeds"][0])
+            s = train_one("lfcc_lcnn", seed, p, Path(FEAT), run_dir_of(work, CONTROL, seed), device, cache,
+                          shuffle_labels=True)
+            runs.append({"model": CONTROL, "seed": seed, "dir": str(run_dir_of(Path(MODELS), CONTROL, seed)),
+                         "selected_dev_eer": s["selected_dev_eer"], "control": True})
         io.atomic_write_json(work / "manifest.json", {"runs": runs, "device": str(device)})
 
 

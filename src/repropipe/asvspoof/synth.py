@@ -37,25 +37,28 @@ VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530,
 
 # Each attack: a list of (family, strength...) applied in order.
 ATTACKS: dict[str, list[tuple[Any, ...]]] = {
-    "A01": [("griffin_lim", 4)],
+    # train and dev: one family each
+    "A01": [("griffin_lim", 1)],
     "A02": [("lowpass", 5000.0)],
-    "A03": [("smooth", 0.7, 30)],
-    "A04": [("phase_noise", 1.0, 2000.0)],
-    "A05": [("flutter", 0.5)],
-    "A06": [("quantize", 6.0)],
-    "A07": [("griffin_lim", 8), ("lowpass", 6000.0)],
-    "A08": [("smooth", 0.5, 20), ("flutter", 0.3)],
-    "A09": [("phase_noise", 0.6, 3000.0), ("quantize", 4.0)],
-    "A10": [("griffin_lim", 16)],
-    "A11": [("lowpass", 4000.0), ("phase_noise", 0.5, 1000.0)],
-    "A12": [("quantize", 8.0), ("smooth", 0.4, 40)],
-    "A13": [("flutter", 0.7), ("lowpass", 7000.0)],
-    "A14": [("griffin_lim", 2), ("smooth", 0.3, 30)],
+    "A03": [("oversmooth", 0.7, 7)],
+    "A04": [("param_noise", 6.0, 9)],
+    "A05": [("phase_noise", 1.2, 1000.0)],
+    "A06": [("hiss", 4.0, 3000.0)],
+    # eval: unseen systems - other strengths and combinations of the families, and two families never
+    # seen in training (frame-rate artifacts, waveform filtering)
+    "A07": [("griffin_lim", 1), ("lowpass", 7000.0)],
+    "A08": [("oversmooth", 0.5, 9), ("flutter", 3.0, 4)],
+    "A09": [("param_noise", 4.0, 13), ("hiss", 8.0, 4000.0)],
+    "A10": [("griffin_lim", 3)],
+    "A11": [("lowpass", 4000.0), ("phase_noise", 0.8, 2000.0)],
+    "A12": [("frame_hold", 6)],
+    "A13": [("oversmooth", 0.5, 5), ("hiss", 6.0, 2500.0)],
+    "A14": [("griffin_lim", 1), ("oversmooth", 0.4, 7)],
     "A15": [("phase_noise", 1.5, 500.0)],
-    "A16": [("phase_noise", 1.0, 2000.0)],
-    "A17": [("quantize", 3.0), ("flutter", 0.3), ("griffin_lim", 32)],
-    "A18": [("smooth", 0.8, 15)],
-    "A19": [("quantize", 6.0)],
+    "A16": [("param_noise", 6.0, 9)],
+    "A17": [("comb", 1.5, 0.6), ("param_noise", 3.0, 5)],
+    "A18": [("frame_hold", 4), ("lowpass", 6000.0)],
+    "A19": [("hiss", 4.0, 3000.0)],
 }
 SPLIT_ATTACKS = {"train": [f"A0{i}" for i in range(1, 7)], "dev": [f"A0{i}" for i in range(1, 7)],
                  "eval": [f"A{i:02d}" for i in range(7, 20)]}
@@ -148,6 +151,7 @@ def voice(rng: np.random.Generator, spk: dict[str, float], seconds: float) -> np
 # --------------------------------------------------------------------------- vocoder artifacts
 
 N_FFT, A_HOP = 512, 128
+BAND = 13  # STFT bins per ~400 Hz band: the resolution of a 20-filter linear (LFCC) or mid-range mel filterbank
 
 
 def _stft(x: torch.Tensor) -> torch.Tensor:
@@ -162,40 +166,91 @@ def _freqs() -> torch.Tensor:
     return torch.linspace(0, SR / 2, N_FFT // 2 + 1, dtype=torch.float64)[:, None]
 
 
+def _blur(a: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Hann-weighted moving average of a 2-D (freq, time) array along ``dim`` (edges replicated)."""
+    if width <= 1:
+        return a
+    k = torch.hann_window(width + 2, periodic=False, dtype=a.dtype)[1:-1]
+    k = (k / k.sum()).view(1, 1, -1)
+    x = a.movedim(dim, -1)
+    shape = x.shape
+    x = x.reshape(-1, 1, shape[-1])
+    x = torch.nn.functional.pad(x, (width // 2, width - 1 - width // 2), mode="replicate")
+    return torch.nn.functional.conv1d(x, k).reshape(shape).movedim(-1, dim)
+
+
+def _envelope(logm: torch.Tensor, lifter: int = 24) -> torch.Tensor:
+    """Cepstrally smoothed log-magnitude envelope per frame (harmonic fine structure removed)."""
+    cep = torch.fft.irfft(logm, dim=0)
+    cep[lifter:-lifter] = 0
+    return torch.fft.rfft(cep, dim=0).real[: logm.shape[0]]
+
+
+def _jitter(g: torch.Generator, spread: float = 0.3) -> float:
+    """A per-utterance strength factor in [1 - spread, 1 + spread]: no two spoofs of a system are alike."""
+    return 1.0 + spread * (2 * float(torch.rand(1, generator=g, dtype=torch.float64)) - 1)
+
+
+def _with_logmag(S: torch.Tensor, logm: torch.Tensor, n: int) -> torch.Tensor:
+    return _istft(torch.exp(logm) * torch.exp(1j * torch.angle(S)), n)
+
+
 def artifact(x: np.ndarray, family: str, args: tuple[Any, ...], g: torch.Generator) -> np.ndarray:
-    """Apply one vocoder-like artifact family to a waveform (float64, 16 kHz)."""
+    """Apply one vocoder-like artifact family to a waveform (float64, 16 kHz).
+
+    Every family leaves a trace at the resolution of the countermeasure features (bands of a few
+    hundred Hz, frames of 10 ms), as real vocoders do, and draws its exact strength per utterance.
+    """
     n = len(x)
     xt = torch.from_numpy(x)
     S = _stft(xt)
-    mag, ang = S.abs(), torch.angle(S)
-    if family == "griffin_lim":  # magnitude kept, phase re-estimated: phase incoherence across frames
+    mag = S.abs()
+    logm = torch.log(mag.clamp_min(1e-9))
+    if family == "griffin_lim":  # magnitude kept, phase re-estimated: smeared onsets, phasiness
+        iters = max(1, int(round(float(args[0]) * _jitter(g))))
         phase = torch.exp(2j * torch.pi * torch.rand(S.shape, generator=g, dtype=torch.float64))
-        for _ in range(int(args[0])):
+        for _ in range(iters):
             rebuilt = _stft(_istft(mag * phase, n))
             phase = rebuilt / rebuilt.abs().clamp_min(1e-12)
         out = _istft(mag * phase, n)
-    elif family == "lowpass":  # vocoder bandwidth: smooth roll-off above the cut-off
-        fc = float(args[0])
-        out = _istft(S * torch.clamp(1 - (_freqs() - fc) / 500.0, 0, 1), n)
-    elif family == "smooth":  # spectral envelope oversmoothed: harmonic fine structure partly lost
-        a, lifter = float(args[0]), int(args[1])
-        logm = torch.log(mag.clamp_min(1e-9))
-        cep = torch.fft.irfft(logm, dim=0)
-        cep[lifter:-lifter] = 0
-        env = torch.fft.rfft(cep, dim=0).real[: mag.shape[0]]
-        out = _istft(torch.exp((1 - a) * logm + a * env) * torch.exp(1j * ang), n)
+    elif family == "lowpass":  # the vocoder's bandwidth: nothing above the cut-off but the channel's noise
+        fc = float(args[0]) * _jitter(g, 0.05)
+        out = _istft(S * torch.clamp(1 - (_freqs() - fc) / 150.0, 0, 1), n)
+    elif family == "oversmooth":  # acoustic-model over-smoothing: flattened formants, sluggish trajectories
+        amount, frames = float(args[0]) * _jitter(g), int(args[1])
+        env = _envelope(logm)
+        level = env.mean(0, keepdim=True)
+        target = level + (1 - min(amount, 0.95)) * (_blur(env, frames, 1) - level)
+        out = _with_logmag(S, logm - env + target, n)
+    elif family == "param_noise":  # noisy generated spectral parameters: band-level gain noise per frame
+        sigma_db, width = float(args[0]) * _jitter(g), int(args[1])
+        noise = torch.randn(S.shape, generator=g, dtype=torch.float64)
+        noise = _blur(_blur(noise, width, 0), 2, 1)
+        noise = noise / noise.std().clamp_min(1e-9) * sigma_db / 20 * np.log(10)
+        out = _with_logmag(S, logm + noise, n)
+    elif family == "frame_hold":  # a low frame rate: each magnitude frame repeated k times (buzzy, robotic)
+        k = max(2, int(round(float(args[0]) * _jitter(g, 0.2))))
+        idx = (torch.arange(logm.shape[1]) // k) * k
+        out = _with_logmag(S, logm[:, idx], n)
+    elif family == "flutter":  # frame-rate gain jumps: the level changes in steps every k frames (~10 ms each)
+        sigma_db, k = float(args[0]) * _jitter(g), int(args[1])
+        steps = torch.randn(-(-S.shape[1] // k), generator=g, dtype=torch.float64) * sigma_db / 20 * np.log(10)
+        out = _with_logmag(S, logm + steps.repeat_interleave(k)[: S.shape[1]][None, :], n)
+    elif family == "hiss":  # the vocoder's own noise floor above a frequency, steady through pauses
+        snr_db, lo = float(args[0]) * _jitter(g, 0.15), float(args[1])
+        level = torch.sqrt(torch.mean(mag ** 2)) * 10 ** (-snr_db / 20)
+        noise = torch.randn(S.shape, generator=g, dtype=torch.complex128) * level * (_freqs() >= lo)
+        out = _istft(S + noise, n)
     elif family == "phase_noise":  # frame-level phase artifacts above a frequency
-        sigma, lo = float(args[0]), float(args[1])
+        sigma, lo = float(args[0]) * _jitter(g), float(args[1])
         noise = sigma * torch.randn(S.shape, generator=g, dtype=torch.float64) * (_freqs() >= lo)
-        out = _istft(mag * torch.exp(1j * (ang + noise)), n)
-    elif family == "flutter":  # frame-rate gain jitter (buzzy, frame-synchronous)
-        depth = float(args[0])
-        gains = torch.exp(depth * torch.randn(S.shape[1], generator=g, dtype=torch.float64) * 0.5)
-        out = _istft(S * gains[None, :], n)
-    elif family == "quantize":  # coarse log-magnitude codebook
-        step = float(args[0]) / 20 * np.log(10)
-        logm = torch.log(mag.clamp_min(1e-9))
-        out = _istft(torch.exp(torch.round(logm / step) * step) * torch.exp(1j * ang), n)
+        out = _istft(mag * torch.exp(1j * (torch.angle(S) + noise)), n)
+    elif family == "comb":  # waveform filtering: a delayed copy mixed in, a ripple across the spectrum
+        delay_ms, gain = float(args[0]) * _jitter(g, 0.2), float(args[1])
+        d = max(1, int(round(delay_ms * SR / 1000)))
+        y = x.copy()
+        y[d:] += gain * x[:-d]
+        return y
     else:
         raise ValueError(f"unknown artifact family {family!r}")
     return out.numpy()
