@@ -80,3 +80,18 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
         (d / "c.pt").write_text("v2")
     assert [p.name for p in out.iterdir()] == ["c.pt"]  # no stale file from the previous run
     assert [p.name for p in tmp_path.iterdir()] == ["features"]  # no temporary or old directory left
+
+
+def test_read_json_and_open_zip_name_the_file(tmp_path):
+    from repropipe.io import DataError, open_zip, read_json
+
+    bad = tmp_path / "source.json"
+    bad.write_text('{\n  "a": 1,\n  oops\n}\n')
+    with pytest.raises(DataError, match=r"source\.json:3: not valid JSON"):
+        read_json(bad, "missing")
+    with pytest.raises(DataError, match=r"nope\.json: run the download stage"):
+        read_json(tmp_path / "nope.json", "run the download stage")
+    fake = tmp_path / "LA.zip"
+    fake.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"LA\.zip: not a readable zip archive"):
+        open_zip(fake)

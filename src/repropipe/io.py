@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,25 @@ class DataError(ValueError):
         self.path, self.line = Path(path), line
         where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {message}")
+
+
+def read_json(path: str | os.PathLike[str], missing: str) -> Any:
+    """A JSON file the pipeline or a user wrote; a DataError naming it (and the line) otherwise.
+
+    ``missing`` says what the user should do when the file is not there.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+
+
+def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
+    """An archive read in place (LA.zip, the CelebA zip); a DataError naming it when unreadable."""
+    try:
+        return zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(path, f"not a readable zip archive ({exc})") from exc

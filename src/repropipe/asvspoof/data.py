@@ -16,16 +16,14 @@ protocol reader and the feature extractor run unchanged on synthetic and real da
 from __future__ import annotations
 
 import io as _io
-import json
 import logging
 import os
-import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repropipe.io import DataError, atomic_write_json, md5_file
+from repropipe.io import DataError, atomic_write_json, md5_file, open_zip, read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,10 +95,7 @@ class ZipSource(LASource):
     def __init__(self, archive: Path) -> None:
         self.archive = Path(archive)
         self.description = f"archive {self.archive}"
-        try:
-            self.zf = zipfile.ZipFile(self.archive)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise DataError(self.archive, f"not a readable zip archive ({exc})") from exc
+        self.zf = open_zip(self.archive)
         names = self.zf.namelist()
         marker = protocol_path("train")
         hit = next((n for n in names if n.endswith(marker)), None)
@@ -128,7 +123,7 @@ def open_source(raw_dir: str | os.PathLike[str]) -> LASource:
         return ZipSource(raw / "LA.zip")
     pointer = raw / "source.json"
     if pointer.is_file():
-        doc = json.loads(pointer.read_text())
+        doc = read_json(pointer, "missing")
         if doc.get("archive"):
             return ZipSource(Path(doc["archive"]))
         if doc.get("root"):

@@ -27,7 +27,6 @@ offset, a mouth below, hair framing the top, on a flat background.
 from __future__ import annotations
 
 import io as _io
-import json
 import logging
 import os
 import zipfile
@@ -155,13 +154,7 @@ def write_source(root: Path, info: dict[str, Any]) -> None:
 
 
 def read_source(root: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(root) / SOURCE_FILE
-    if not path.exists():
-        raise DataError(path, "missing; run `python -m repropipe gan download` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+    return io.read_json(Path(root) / SOURCE_FILE, "missing; run `python -m repropipe gan download` first")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,10 +187,7 @@ class ZipImages(ImageSource):
     def __init__(self, archive: str | os.PathLike[str]) -> None:
         self.archive = Path(archive)
         self.description = f"archive {self.archive}"
-        try:
-            self.zf = zipfile.ZipFile(self.archive)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise DataError(self.archive, f"not a readable zip archive ({exc})") from exc
+        self.zf = io.open_zip(self.archive)
         self.members: dict[str, str] = {}
         for member in self.zf.namelist():
             folder, _, name = member.rpartition("/")

@@ -21,7 +21,6 @@ to pool over time.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from repropipe.download import DownloadError
-from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json, md5_file
+from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json, md5_file, read_json
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -62,12 +61,7 @@ class HW4Dataset:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.exists():
-        raise DataError(path, "missing (expected the HW4 layout: metadata.json, mapping.json, testdata.json, uttr-*.pt)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+    return read_json(path, "missing (expected the HW4 layout: metadata.json, mapping.json, testdata.json, uttr-*.pt)")
 
 
 def _entries(path: Path, items: Any, where: str, speaker: str | None) -> list[Utterance]:
@@ -374,7 +368,7 @@ def data_root(raw: str | os.PathLike[str]) -> Path:
     raw = Path(raw)
     source = raw / SOURCE_FILE
     if source.exists():
-        root = json.loads(source.read_text()).get("root")
+        root = read_json(source, "missing").get("root")
         if root:
             return Path(root)
     return raw
