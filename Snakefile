@@ -1,4 +1,10 @@
-# repropipe, driven by Snakemake. dvc.yaml declares the same stages; tests/test_dag.py checks both agree.
+# repropipe, driven by Snakemake. The rules in workflow/rules/<branch>.smk and dvc.yaml are generated from
+# one stage registry (src/repropipe/<branch>/stage.py) by `python -m repropipe pipeline write-dag`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
 configfile: "params.yaml"
 
 

@@ -193,3 +193,68 @@ def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(path, f"not a readable zip archive ({exc})") from exc
+
+
+def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
+    """``torch.save`` whose bytes depend on ``obj`` only.
+
+    Given a file name, torch.save records that name inside the archive; saving to the temporary
+    name of an atomic write would make two identical models differ byte for byte. Saving to a
+    buffer gives every archive the same fixed record name.
+    """
+    import io as _io
+
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """The one way to read a .pt file: ``weights_only=True`` (tensors and plain containers; never code).
+
+    A file that holds anything else (a pickled object, a payload) is refused with a DataError
+    naming it, and nothing in it runs.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(path, f"refused: not tensors and plain containers (loaded with weights_only=True; "
+                              f"{str(exc).splitlines()[0]})") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DataError(path, f"not a readable torch file ({exc})") from exc
+
+
+class OutputNotWritable(OSError):
+    """A stage's output location cannot be written: found before any work starts."""
+
+
+def check_writable(outputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Fail early, naming the output, when the folder it is (re)placed in cannot be written.
+
+    Outputs are replaced by a rename inside their parent folder, so that folder (or, where it does
+    not exist yet, its nearest existing ancestor) must take a new file. Probed by creating one, since
+    permission bits say nothing for root, read-only mounts or immutable folders.
+    """
+    for out in outputs:
+        p = Path(out)
+        folder = next((a for a in (p.parent, *p.parent.parents) if a.exists()), Path("."))
+        why = None
+        if not folder.is_dir():
+            why = f"{folder} is not a folder"
+        else:
+            try:
+                fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                why = f"cannot create files in {folder}: {exc.strerror or exc}"
+        if why:
+            raise OutputNotWritable(f"{out}: output location is not writable ({why}); nothing was run")

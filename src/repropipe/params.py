@@ -52,8 +52,13 @@ def _describe(error: jsonschema.ValidationError) -> tuple[list[Any], str]:
 
 
 def schema_path_for(params_path: Path) -> Path:
-    """The schema lives in the repository beside params.yaml; tests run in copies of it."""
-    return params_path.resolve().parent / SCHEMA_RELPATH
+    """The schema of the repository the stage runs in (the working directory); else the one beside params.
+
+    Snakemake hands a stage its effective config as a file under .repropipe/params/, away from the
+    schema, so the working directory comes first.
+    """
+    here = Path.cwd() / SCHEMA_RELPATH
+    return here if here.is_file() else params_path.resolve().parent / SCHEMA_RELPATH
 
 
 def validate(params: dict[str, Any], params_path: str | os.PathLike[str] = DEFAULT_PARAMS,

@@ -1,12 +1,16 @@
 """The stage registry: what each `python -m repropipe <branch> <step>` reads, writes and runs.
 
-dvc.yaml and workflow/rules/*.smk declare the same inputs, outputs and params keys for the
-same command; tests/test_dag.py holds all three to agreement. A stage function receives only the
+This registry is the one declaration of the DAG: dvc.yaml and workflow/rules/<branch>.smk are
+generated from it (`python -m repropipe pipeline write-dag`; tests/test_dag.py fails when they are
+stale). A stage declares its data inputs; the project code it executes is computed from its imports
+(:mod:`repropipe.codedeps`) and added to its inputs in both tools. A stage function receives only the
 params keys it declares, so the params hash in its provenance covers everything it read.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import json
 import logging
@@ -18,12 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repropipe import io, params as params_mod, provenance
+from repropipe import codedeps, io, params as params_mod, provenance
 
 log = logging.getLogger("repropipe")
 
 # Training work in progress lives here, outside every declared output (git-ignored, not a DVC out).
 RESUME_ROOT = Path(".repropipe/resume")
+
+
+DEFAULT_RESOURCES = {"mem_mb": 2000, "runtime": 30, "threads": 1, "gpu": 0}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A `dvc plots` definition: one CSV, x and y columns, and the column whose values are separate lines."""
+
+    title: str
+    file: str
+    x: str
+    y: str | tuple[str, ...]
+    template: str = "linear"
+    series: str | None = None  # e.g. "model": one line per model (custom template .dvc/plots/<template>_by_<series>.json)
 
 
 @dataclass(frozen=True)
@@ -33,13 +52,34 @@ class Stage:
     step: str
     help: str
     params: tuple[str, ...]
-    deps: tuple[str, ...]
+    deps: tuple[str, ...]  # data inputs; the code it runs is added (see `code`)
     outs: tuple[str, ...]
     run: Callable[["StageContext"], None]
+    resources: dict[str, int] = field(default_factory=dict)  # mem_mb, runtime (min), threads, gpu
+    plots: tuple[Plot, ...] = ()
+    noisy: tuple[str, ...] = ()  # outs that hold timings or memory: not expected to repeat byte for byte
 
     @property
     def cmd(self) -> str:
         return f"python -m repropipe {self.branch} {self.step}"
+
+    @functools.cached_property
+    def code(self) -> tuple[str, ...]:
+        """Every project source file this stage executes (its import closure)."""
+        return codedeps.stage_code(self.run)
+
+    @property
+    def all_deps(self) -> tuple[str, ...]:
+        return tuple(self.deps) + self.code
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Outs that `dvc metrics show` reads."""
+        return tuple(o for o in self.outs if Path(o).name in ("metrics.json", "timings.json"))
+
+    @property
+    def resource(self) -> dict[str, int]:
+        return {**DEFAULT_RESOURCES, **self.resources}
 
 
 @dataclass
@@ -61,8 +101,8 @@ class StageContext:
             "git": provenance.git_revision(),
             "params_keys": list(self.stage.params),
             "params_hash": io.params_hash(selected),
-            "inputs": list(self.stage.deps),
-            "inputs_fingerprint": io.fingerprint(self.stage.deps),
+            "inputs": list(self.stage.all_deps),
+            "inputs_fingerprint": io.fingerprint(self.stage.all_deps),
             "packages": provenance.package_versions(),
             "device": device,
             "seed": self.seed if seed is None else seed,
@@ -83,7 +123,7 @@ class StageContext:
         resumed. ``run_stage`` removes the stage's work once the stage has succeeded.
         """
         work = RESUME_ROOT / self.stage.name / Path(out)
-        key = {"params": io.params_hash(self.params), "inputs": io.fingerprint(self.stage.deps)}
+        key = {"params": io.params_hash(self.params), "inputs": io.fingerprint(self.stage.all_deps)}
         marker = work / "resume_key.json"
         if work.exists():
             same = marker.exists() and json.loads(marker.read_text()) == key
@@ -98,11 +138,18 @@ class StageContext:
 
     def write_metrics(self, path: str | os.PathLike[str], metrics: dict[str, Any], *, data_source: str,
                       device: str, seed: int | None = None) -> Path:
-        """The one metrics writer: numbers under their names, provenance under 'provenance'."""
+        """The one metrics writer: the numbers in ``path``, where they came from in ``provenance.json`` beside it.
+
+        Keeping provenance out of metrics.json keeps `dvc metrics show` and `dvc exp show` to one
+        column per model and metric; the report shows both files.
+        """
         if "provenance" in metrics:
-            raise ValueError("'provenance' is reserved in metrics.json")
+            raise ValueError("'provenance' is reserved: it is written to provenance.json")
         doc = dict(metrics)
-        doc["provenance"] = self.provenance(data_source=data_source, device=device, seed=seed)
+        doc["data_source"] = data_source
+        path = Path(path)
+        io.atomic_write_json(path.with_name("provenance.json"),
+                             self.provenance(data_source=data_source, device=device, seed=seed))
         return io.atomic_write_json(path, doc)
 
 
@@ -117,9 +164,19 @@ def register(stage: Stage) -> Stage:
 
 
 def stage(name: str, *, branch: str, step: str, help: str, params: tuple[str, ...], deps: tuple[str, ...],
-          outs: tuple[str, ...]) -> Callable[[Callable[[StageContext], None]], Callable[[StageContext], None]]:
+          outs: tuple[str, ...], resources: dict[str, int] | None = None, plots: tuple[Plot, ...] = (),
+          noisy: tuple[str, ...] = ()) -> Callable[[Callable[[StageContext], None]], Callable[[StageContext], None]]:
+    """Register a stage. ``deps`` are its data inputs only: the code it runs is found from its imports."""
+    bad = [d for d in deps if d.startswith("src/")]
+    if bad:
+        raise ValueError(f"stage {name!r}: code dependencies are computed, do not declare {bad}")
+    missing = [o for o in noisy if o not in outs]
+    if missing:
+        raise ValueError(f"stage {name!r}: noisy outputs {missing} are not among its outs")
+
     def deco(fn: Callable[[StageContext], None]) -> Callable[[StageContext], None]:
-        register(Stage(name, branch, step, help, params, deps, outs, fn))
+        register(Stage(name, branch, step, help, params, deps, outs, fn, dict(resources or {}), tuple(plots),
+                       tuple(noisy)))
         return fn
     return deco
 
@@ -146,13 +203,20 @@ def tool(branch: str, step: str, *, help: str,
     return deco
 
 
+def load_branch(branch: str) -> dict[str, Stage]:
+    """Import one branch's stage module: running a stage executes no other branch's code."""
+    if importlib.util.find_spec(f"repropipe.{branch}.stage") is None:
+        return STAGES
+    importlib.import_module(f"repropipe.{branch}.stage")
+    return STAGES
+
+
 def load_all() -> dict[str, Stage]:
     """Import every branch's ``stage`` module (``repropipe/<branch>/stage.py``) so the registry is complete.
 
     A branch plugs in by having that module; stage modules keep heavy imports inside their
     functions so this stays fast.
     """
-    import importlib
     import pkgutil
 
     import repropipe
@@ -176,6 +240,7 @@ def _nested(selected: dict[str, Any]) -> dict[str, Any]:
 
 def run_stage(st: Stage, params_file: str | os.PathLike[str] = params_mod.DEFAULT_PARAMS) -> None:
     all_params = params_mod.load_params(params_file)
+    io.check_writable(st.outs)  # before any work, not after an hour of training
     ctx = StageContext(st, _nested(params_mod.select(all_params, st.params)), Path(params_file))
     log.info("stage=%s event=start params=%s", st.name, ",".join(st.params))
     st.run(ctx)

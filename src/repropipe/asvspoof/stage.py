@@ -20,7 +20,6 @@ RAW = "data/raw/asvspoof"
 FEAT = "data/features/asvspoof"
 OUT = "results/asvspoof"
 MODELS = f"{OUT}/models"
-CODE = "src/repropipe/asvspoof"
 CONTROL = "lfcc_lcnn_shuffled_labels"  # the shuffled-label control run's name in every output
 
 
@@ -28,8 +27,9 @@ CONTROL = "lfcc_lcnn_shuffled_labels"  # the shuffled-label control run's name i
     "asvspoof_download", branch="asvspoof", step="download",
     help="Download ASVspoof 2019 LA (source: real) or write the synthetic stand-in in the real layout.",
     params=("seed", "asvspoof.source", "asvspoof.real", "asvspoof.synthetic"),
-    deps=(f"{CODE}/data.py", f"{CODE}/synth.py"),  # not the whole package: a model change must not re-download
+    deps=(),  # its code is data.py and synth.py (computed): a model change must not re-download
     outs=(RAW,),
+    resources={"mem_mb": 4000, "runtime": 240, "threads": 1},
 )
 def download(ctx: StageContext) -> None:
     from repropipe.asvspoof import data
@@ -53,8 +53,9 @@ def download(ctx: StageContext) -> None:
     "asvspoof_features", branch="asvspoof", step="features",
     help="Extract LFCC and log-mel features from every listed FLAC into a few shards per split.",
     params=("seed", "asvspoof.features", "asvspoof.on_bad_file"),
-    deps=(RAW, CODE),
+    deps=(RAW,),
     outs=(FEAT,),
+    resources={"mem_mb": 8000, "runtime": 240, "threads": 1},
 )
 def features(ctx: StageContext) -> None:
     import torch
@@ -98,8 +99,9 @@ def features(ctx: StageContext) -> None:
     "asvspoof_train", branch="asvspoof", step="train",
     help="Train every countermeasure listed in asvspoof.train.models, once per seed, with the shared loop.",
     params=("device", "asvspoof.train"),
-    deps=(FEAT, CODE),
+    deps=(FEAT,),
     outs=(MODELS,),
+    resources={"mem_mb": 16000, "runtime": 720, "threads": 4, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
     import torch
@@ -132,8 +134,10 @@ def train(ctx: StageContext) -> None:
     "asvspoof_evaluate", branch="asvspoof", step="evaluate",
     help="Score dev and eval with every trained model; EER overall and per attack, DET, histograms, report section.",
     params=("device",),
-    deps=(FEAT, MODELS, CODE),
-    outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures", f"{OUT}/scores"),
+    deps=(FEAT, MODELS),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures",
+          f"{OUT}/scores"),
+    resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
 )
 def evaluate(ctx: StageContext) -> None:
     import torch

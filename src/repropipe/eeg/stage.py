@@ -18,7 +18,6 @@ log = logging.getLogger("repropipe.eeg")
 RAW = "data/raw/eeg"
 FEAT = "data/features/eeg"
 OUT = "results/eeg"
-CODE = "src/repropipe/eeg"
 ANCHOR = ("Anchor: EEGNet, cross-subject, two classes (left/right imagined fist), PhysioNet EEG MMI: 82.43 % "
           "accuracy. Numbers here are on held-out subjects.")
 
@@ -27,8 +26,9 @@ ANCHOR = ("Anchor: EEGNet, cross-subject, two classes (left/right imagined fist)
     "eeg_download", branch="eeg", step="download",
     help="Fetch PhysioNet EEG MMI runs 4/8/12 (source: real) or write synthetic EDF+ files in the same layout.",
     params=("seed", "eeg.source", "eeg.subjects", "eeg.runs", "eeg.local_dir", "eeg.exclude_known_bad", "eeg.synthetic"),
-    deps=(CODE,),
+    deps=(),
     outs=(RAW,),
+    resources={"mem_mb": 4000, "runtime": 240, "threads": 1},
 )
 def download(ctx: StageContext) -> None:
     from repropipe import io
@@ -56,8 +56,9 @@ def download(ctx: StageContext) -> None:
     "eeg_features", branch="eeg", step="features",
     help="Band-pass 7-30 Hz, epoch -1..4 s around T1/T2, chunk, normalise per channel, split by subject.",
     params=("seed", "eeg.on_bad", "eeg.features", "eeg.split"),
-    deps=(RAW, CODE),
+    deps=(RAW,),
     outs=(FEAT,),
+    resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
 )
 def features(ctx: StageContext) -> None:
     import torch
@@ -95,8 +96,9 @@ def _subject_run(rel: str) -> tuple[int, int]:
     "eeg_train", branch="eeg", step="train",
     help="Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects.",
     params=("seed", "device", "eeg.train"),
-    deps=(FEAT, CODE),
+    deps=(FEAT,),
     outs=(f"{OUT}/models",),
+    resources={"mem_mb": 8000, "runtime": 240, "threads": 2, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
     import torch
@@ -118,8 +120,9 @@ def train(ctx: StageContext) -> None:
     "eeg_evaluate", branch="eeg", step="evaluate",
     help="Macro F1, accuracy, confusion, per-subject accuracy on held-out subjects; Transformer vs Linformer benchmark.",
     params=("seed", "device", "eeg.evaluate"),
-    deps=(FEAT, f"{OUT}/models", CODE),
-    outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+    deps=(FEAT, f"{OUT}/models"),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+    resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
 )
 def evaluate(ctx: StageContext) -> None:
     import pandas as pd

@@ -20,7 +20,6 @@ FEATURES = "data/features/gan"
 OUT = "results/gan"
 MODELS = f"{OUT}/models"
 REAL_STATS = f"{OUT}/real_stats"
-SRC = "src/repropipe/gan"
 
 
 def _run_dir(models: str | Path, model: dict[str, Any]) -> Path:
@@ -32,8 +31,9 @@ def _run_dir(models: str | Path, model: dict[str, Any]) -> Path:
     help="Point at CelebA (img_align_celeba.zip + list_eval_partition.txt, fetched once into gan.data.cache_dir "
          "or read in place) with a small source.json, or write synthetic faces as a zip in the same layout.",
     params=("seed", "gan.source", "gan.data"),
-    deps=(SRC,),
+    deps=(),
     outs=(RAW,),
+    resources={"mem_mb": 4000, "runtime": 600, "threads": 1},
 )
 def download(ctx: StageContext) -> None:
     from repropipe.gan import data
@@ -52,8 +52,9 @@ def download(ctx: StageContext) -> None:
     "gan_features", branch="gan", step="features",
     help="Center crop 178, resize to 64, write uint8 tensor shards per split.",
     params=("gan.features",),
-    deps=(RAW, SRC),
+    deps=(RAW,),
     outs=(FEATURES,),
+    resources={"mem_mb": 16000, "runtime": 240, "threads": 1},
 )
 def features(ctx: StageContext) -> None:
     import torch
@@ -70,8 +71,9 @@ def features(ctx: StageContext) -> None:
     "gan_train", branch="gan", step="train",
     help="Train the WGAN-GP 64 generator and critic (checkpoints, resume, sample grids).",
     params=("seed", "device", "gan.model", "gan.train"),
-    deps=(FEATURES, SRC),
+    deps=(FEATURES,),
     outs=(MODELS,),
+    resources={"mem_mb": 16000, "runtime": 1440, "threads": 4, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
     import torch
@@ -92,8 +94,9 @@ def train(ctx: StageContext) -> None:
     "gan_real_stats", branch="gan", step="real-stats",
     help="Compute torch-fidelity features and FID statistics of the real images once (cached for evaluate).",
     params=("device", "gan.fidelity"),
-    deps=(FEATURES, SRC),
+    deps=(FEATURES,),
     outs=(REAL_STATS,),
+    resources={"mem_mb": 16000, "runtime": 120, "threads": 4, "gpu": 1},
 )
 def real_stats(ctx: StageContext) -> None:
     import torch
@@ -116,8 +119,9 @@ def real_stats(ctx: StageContext) -> None:
     "gan_evaluate", branch="gan", step="evaluate",
     help="FID/KID of the trained (and an untrained) generator, with and without I-SIR; grids, curves, report section.",
     params=("seed", "device", "gan.model", "gan.evaluate"),
-    deps=(MODELS, REAL_STATS, SRC),
-    outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+    deps=(MODELS, REAL_STATS),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+    resources={"mem_mb": 16000, "runtime": 120, "threads": 4, "gpu": 1},
 )
 def evaluate(ctx: StageContext) -> None:
     from repropipe.gan.report import run_evaluation

@@ -83,8 +83,9 @@ def _figures(df: "pd.DataFrame", slopes: dict[str, dict[str, float]]) -> list[Fi
     "qr_benchmark", branch="qr", step="benchmark",
     help="Measure saved-for-backward bytes, peak RSS, time and accuracy of every QR variant over a grid.",
     params=("seed", "qr"),
-    deps=("src/repropipe/qr",),
-    outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+    deps=(),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+    resources={"mem_mb": 4000, "runtime": 60, "threads": 1},
 )
 def run(ctx: StageContext) -> None:
     import pandas as pd

@@ -12,9 +12,9 @@ BRANCH_DIRS = ("results/asvspoof", "results/speaker", "results/gan", "results/ee
     "report", branch="report", step="build",
     help="Assemble results/report.html from every branch's section.json, metrics.json and figures.",
     params=("report",),
-    deps=tuple(f"{d}/{f}" for d in BRANCH_DIRS for f in ("metrics.json", "section.json", "figures"))
-    + ("src/repropipe/report",),
+    deps=tuple(f"{d}/{f}" for d in BRANCH_DIRS for f in ("metrics.json", "provenance.json", "section.json", "figures")),
     outs=("results/report.html",),
+    resources={"mem_mb": 2000, "runtime": 10, "threads": 1},
 )
 def run(ctx: StageContext) -> None:
     build_report(list(BRANCH_DIRS), "results/report.html", ctx.params["report"]["title"])

@@ -19,7 +19,6 @@ RAW = "data/raw/speaker"
 FEATURES = "data/features/speaker"
 OUT = "results/speaker"
 MODELS_DIR = f"{OUT}/models"
-CODE = "src/repropipe/speaker"
 
 # Published anchors (NTU ML2023 Spring HW4, 600 VoxCeleb2 speakers, Kaggle public leaderboard accuracy).
 ANCHOR = ("HW4 anchors (real data, 600 speakers, Kaggle public accuracy): boss baseline 0.93175; a Conformer "
@@ -50,8 +49,9 @@ def _torch_setup(ctx: StageContext) -> Any:
     help="Fetch the HW4 VoxCeleb data (Kaggle, a local HW4 folder or a VoxCeleb1 wav tree) or synthesize it, "
          "in the HW4 layout (metadata.json, mapping.json, testdata.json, uttr-*.pt).",
     params=("seed", "speaker.source", "speaker.synthetic", "speaker.real"),
-    deps=(CODE,),
+    deps=(),
     outs=(RAW,),
+    resources={"mem_mb": 4000, "runtime": 600, "threads": 1},
 )
 def download(ctx: StageContext) -> None:
     from repropipe.speaker.data import obtain
@@ -65,8 +65,9 @@ def download(ctx: StageContext) -> None:
     "speaker_features", branch="speaker", step="features",
     help="Validate every uttr-*.pt, split speakers and utterances (train/val/verify/test) and pack mel shards.",
     params=("seed", "speaker.features"),
-    deps=(RAW, CODE),
+    deps=(RAW,),
     outs=(FEATURES,),
+    resources={"mem_mb": 16000, "runtime": 120, "threads": 1},
 )
 def features(ctx: StageContext) -> None:
     from repropipe import io
@@ -82,8 +83,9 @@ def features(ctx: StageContext) -> None:
     "speaker_train", branch="speaker", step="train",
     help="Train every model in speaker.models on random segment_len crops (checkpoints, resume, dvclive).",
     params=("seed", "device", "speaker.models", "speaker.model", "speaker.train", "speaker.triplet"),
-    deps=(FEATURES, CODE),
+    deps=(FEATURES,),
     outs=(MODELS_DIR,),
+    resources={"mem_mb": 16000, "runtime": 720, "threads": 4, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
     from repropipe.speaker.train import train_all
@@ -172,8 +174,9 @@ def _plot_csvs(results: dict[str, Any], histories: dict[str, list[dict[str, floa
     help="Identification accuracy, testdata.json predictions (Id,Category), verification EER and top-k enrolment "
          "scoring for every trained model; metrics, plots, figures and the report section.",
     params=("seed", "device", "speaker.models", "speaker.evaluate"),
-    deps=(FEATURES, MODELS_DIR, CODE),
-    outs=(f"{OUT}/metrics.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures", f"{OUT}/predictions"),
+    deps=(FEATURES, MODELS_DIR),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures", f"{OUT}/predictions"),
+    resources={"mem_mb": 16000, "runtime": 60, "threads": 1},
 )
 def evaluate(ctx: StageContext) -> None:
     from repropipe.report.section import Figure, Section, Table
