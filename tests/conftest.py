@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+# fixed commit dates: two copies of the same files are the same commit, so provenance.json can repeat byte for byte
+GIT_ENV = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
 
 # The pipeline at test scale: every stage runs, each in seconds.
 TINY_PARAMS = {
@@ -90,8 +96,61 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(params or TINY_PARAMS, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "test checkout"]):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True, env={**os.environ, **GIT_ENV})
     return dest
+
+
+def run(cwd: Path, *cmd: str, ok: bool = True, env: dict | None = None,
+        timeout: int = 900) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    if ok and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def git(cwd: Path, *args: str) -> str:
+    res = run(cwd, "git", "-c", "user.email=t@t", "-c", "user.name=t", *args, env=GIT_ENV)
+    return res.stdout + res.stderr
+
+
+def output_md5s(root: Path, outs: list[str] | None = None) -> dict[str, str]:
+    """md5 of every file under every declared output (all stages' outs by default), by relative path."""
+    if outs is None:
+        from repropipe.stages import load_all
+
+        outs = sorted({o for st in load_all().values() for o in st.outs})
+    found = {}
+    for out in outs:
+        p = root / out
+        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
+        for f in files:
+            found[str(f.relative_to(root))] = hashlib.md5(f.read_bytes()).hexdigest()
+    return found
+
+
+def clone_built(src: Path, dest: Path) -> Path:
+    """A private copy of a built project (outputs, DVC cache, Snakemake metadata) for a test that changes it."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+# The test-scale pipeline, built once per session by each tool and shared (read-only) by every test that needs
+# a finished run; a test that changes a project works on `clone_built(...)` of it.
+@pytest.fixture(scope="session")
+def dvc_built(tmp_path_factory) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("dvc") / "proj")
+    run(root, "dvc", "repro", env={"REPROPIPE_RECORD_IMPORTS": str(root / ".repropipe/imports")})
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "pipeline run")
+    return root
+
+
+@pytest.fixture(scope="session")
+def smk_built(tmp_path_factory) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("smk") / "proj")
+    run(root, "snakemake", "--cores", "2", "results/report.html",
+        env={"REPROPIPE_RECORD_IMPORTS": str(root / ".repropipe/imports")})
+    return root
 
 
 @pytest.fixture

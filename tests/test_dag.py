@@ -1,8 +1,11 @@
-"""dvc.yaml, the Snakemake rules and the Python stage registry must describe one DAG."""
+"""One DAG: dvc.yaml and the Snakemake rules are generated from the stage registry, and both tools read them
+as the same stages with the same commands, inputs (data and code), outputs and params."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +40,8 @@ def snakemake_stages(root: Path) -> dict[str, dict]:
             wf_api.dag()
             rules = list(wf_api._workflow.rules)
             return {
-                r.name: {"cmd": r.shellcmd, "deps": [str(f) for f in r.input], "outs": [str(f) for f in r.output],
+                r.name: {"cmd": r.shellcmd.removesuffix(" 2> {log}"), "deps": [str(f) for f in r.input],
+                         "outs": [str(f) for f in r.output],
                          "params": [k.replace("__", ".") for k in r.params.keys()]}
                 for r in rules if r.name != "all"
             }
@@ -88,13 +92,60 @@ def test_python_registry_matches_dvc():
     for name, st in stages.items():
         assert st.cmd == dvc[name]["cmd"]
         assert sorted(st.params) == sorted(dvc[name]["params"]), name
-        assert sorted(st.deps) == sorted(dvc[name]["deps"]), name
+        assert sorted(st.all_deps) == sorted(dvc[name]["deps"]), name
         assert sorted(st.outs) == sorted(dvc[name]["outs"]), name
 
 
+def test_generated_files_are_up_to_date():
+    """Change a @stage (or any import) and forget `python -m repropipe pipeline write-dag`: this fails."""
+    from repropipe import dag
+    from repropipe.stages import load_all
+
+    assert dag.stale(ROOT, load_all()) == [], "run `python -m repropipe pipeline write-dag`"
+
+
+def test_a_stale_generated_file_is_reported(tmp_path):
+    root = copy_project(tmp_path / "proj")
+    rules = root / "workflow/rules/qr.smk"
+    rules.write_text(rules.read_text().replace("mem_mb=4000", "mem_mb=1"))
+    res = subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "write-dag", "--check"], cwd=root,
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "workflow/rules/qr.smk" in res.stderr
+    subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "write-dag"], cwd=root, check=True,
+                   capture_output=True)
+    assert "mem_mb=4000" in rules.read_text()
+
+
+def test_code_inputs_are_the_import_closure():
+    """Shared modules are inputs of exactly the stages that import them; a branch's code only of its own stages."""
+    from repropipe.stages import load_all
+
+    stages = load_all()
+    code = {n: set(s.code) for n, s in stages.items()}
+    every = set.intersection(*code.values())
+    assert {"src/repropipe/cli.py", "src/repropipe/stages.py", "src/repropipe/io.py",
+            "src/repropipe/params.py"} <= every
+    assert {n for n in stages if "src/repropipe/training.py" in code[n]} >= {
+        "asvspoof_train", "speaker_train", "eeg_train", "gan_train"}
+    assert "src/repropipe/training.py" not in code["report"] | code["qr_benchmark"] | code["asvspoof_download"]
+    assert "src/repropipe/metrics.py" in code["asvspoof_evaluate"] and "src/repropipe/metrics.py" not in code["report"]
+    assert {n for n in stages if "src/repropipe/plotting.py" in code[n]} == {
+        "qr_benchmark", "asvspoof_evaluate", "speaker_evaluate", "eeg_evaluate", "gan_evaluate"}
+    for n, st in stages.items():
+        other = [f for f in code[n] if f.count("/") == 3 and f.split("/")[2] not in (st.branch, "report")]
+        assert other == [], f"{n} depends on another branch's code: {other}"
+    assert "src/repropipe/asvspoof/models.py" not in code["asvspoof_download"]  # a model edit must not re-download
+
+
+def test_snakemake_lint_is_clean():
+    res = subprocess.run(["snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
 @pytest.mark.parametrize("edit", [
-    ("      - report\n", "      - report\n      - seed\n"),                 # an extra params key
-    ("      - results/qr/figures\n      - src/repropipe/report\n", "      - src/repropipe/report\n"),  # a missing dependency
+    ("    - report\n    outs:\n    - results/report.html\n", "    - report\n    - seed\n    outs:\n    - results/report.html\n"),  # an extra params key
+    ("    - results/qr/figures\n    - src/repropipe/__init__.py\n", "    - src/repropipe/__init__.py\n"),  # a missing dependency
     ("cmd: python -m repropipe report build", "cmd: python -m repropipe report build --log-level DEBUG"),
 ])
 def test_a_drifted_dvc_yaml_is_caught(tmp_path, edit):

@@ -8,29 +8,18 @@ the project) pulls from it with no configuration at all.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import copy_project
+from conftest import clone_built, git, run as _run
 
 pytestmark = pytest.mark.e2e
 
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
 
 def run(cwd: Path, *cmd: str) -> str:
-    res = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
-    if res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    res = _run(cwd, *cmd)
     return res.stdout + res.stderr
-
-
-def git(cwd: Path, *args: str) -> str:
-    return run(cwd, "git", "-c", "user.email=t@t", "-c", "user.name=t", *args)
 
 
 def output_files(root: Path, outs: list[str]) -> dict[str, bytes]:
@@ -44,14 +33,12 @@ def output_files(root: Path, outs: list[str]) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, list[str]]:
-    root = copy_project(tmp_path_factory.mktemp("dvc") / "proj")
-    run(root, "dvc", "repro")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "pipeline run")
-    stages = json.loads(subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "stages"], cwd=root, env=ENV,
-                                       capture_output=True, text=True, check=True).stdout)
-    outs = sorted({o for s in stages.values() for o in s["outs"]})
+def built(dvc_built, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A private copy of the session's `dvc repro` project (these tests push, pull and run experiments in it)."""
+    from repropipe.stages import load_all
+
+    root = clone_built(dvc_built, tmp_path_factory.mktemp("dvcx") / "proj")
+    outs = sorted({o for s in load_all().values() for o in s.outs})
     return root, outs
 
 

@@ -42,19 +42,19 @@ def test_fingerprint_follows_content_and_names(tmp_path):
     assert io.fingerprint([tmp_path / "missing"]) != io.fingerprint([tmp_path / "other-missing"])
 
 
-def test_metrics_carry_provenance(tmp_path, monkeypatch):
+def test_metrics_hold_numbers_and_provenance_goes_beside_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("in.txt").write_text("data")
     st = Stage("demo", "demo", "run", "help", ("seed", "demo.k"), ("in.txt",), ("out/metrics.json",), lambda c: None)
     ctx = StageContext(st, {"seed": 4, "demo": {"k": 2}}, Path("params.yaml"))
     doc = json.loads(ctx.write_metrics("out/metrics.json", {"f1": 0.5}, data_source="synthetic",
                                        device="cpu").read_text())
-    prov = doc["provenance"]
-    assert doc["f1"] == 0.5
+    prov = json.loads(Path("out/provenance.json").read_text())
+    assert doc == {"f1": 0.5, "data_source": "synthetic"}  # `dvc metrics show`: one column per metric
     assert prov["seed"] == 4 and prov["data_source"] == "synthetic" and prov["device"] == "cpu"
     assert prov["params_keys"] == ["seed", "demo.k"]
     assert prov["params_hash"] == io.params_hash({"seed": 4, "demo.k": 2})
-    assert prov["inputs_fingerprint"] == io.fingerprint(["in.txt"])
+    assert prov["inputs_fingerprint"] == io.fingerprint(["in.txt", *st.code])
     assert prov["packages"]["torch"] != "not installed"
     with pytest.raises(ValueError, match="reserved"):
         ctx.write_metrics("out/m2.json", {"provenance": 1}, data_source="x", device="cpu")

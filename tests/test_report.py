@@ -21,7 +21,8 @@ def make_branch(root: Path, name: str = "demo", synthetic: bool = True) -> Path:
     ax.plot([0, 1, 2], [1, 0, 2])
     save_figure(fig, d / "figures/curve.png")
     plt.close(fig)
-    atomic_write_json(d / "metrics.json", {"eer": 0.125, "provenance": {"seed": 3, "data_source": "synthetic"}})
+    atomic_write_json(d / "metrics.json", {"eer": 0.125})
+    atomic_write_json(d / "provenance.json", {"seed": 3, "data_source": "synthetic"})
     Section(branch=name, title=f"Branch {name}", summary="A <b>summary</b> that must be escaped.",
             data_source="synthetic (planted signal)", synthetic=synthetic,
             tables=[Table("Scores", ["model", "EER", "n"], [["lcnn", 0.125, 12345], ["resnet", float("nan"), 7]],

@@ -94,10 +94,10 @@ def test_every_stage_runs_as_a_slurm_job(tmp_path, slurm_cluster):
     assert set(by_rule) == set(stages), f"SLURM jobs {sorted(by_rule)} != stages {sorted(stages)}"
     assert all(j["state"] == "COMPLETED" for j in ours.values()), ours
 
-    metrics = sorted((root / "results").glob("*/metrics.json"))
-    assert metrics, "no stage wrote a metrics.json"
-    for path in metrics:
-        prov = json.loads(path.read_text())["provenance"]
+    provs = sorted((root / "results").glob("*/provenance.json"))
+    assert provs, "no stage wrote a provenance.json"
+    for path in provs:
+        prov = json.loads(path.read_text())
         assert prov["slurm_job_id"] == by_rule[prov["stage"]], f"{path}: {prov['slurm_job_id']!r}"
 
     dry = subprocess.run(["snakemake", "-n", "results/report.html"], cwd=root, env=ENV, capture_output=True,

@@ -304,7 +304,7 @@ def test_tiny_pipeline_runs_every_stage(project, monkeypatch):
     for step in ("download", "features", "train", "evaluate"):
         run_stage(STAGES[f"speaker_{step}"], project / "params.yaml")
     metrics = json.loads((project / "results/speaker/metrics.json").read_text())
-    assert metrics["provenance"]["data_source"].startswith("synthetic")
+    assert metrics["data_source"].startswith("synthetic")
     assert metrics["n_classes"] == 4 and len(metrics["models"]) == 6
     assert (project / "results/speaker/models/speaker_triplet/autoencoder/model.pt").exists()
     csv = (project / "results/speaker/predictions/speaker_conformer_sap_am.csv").read_text().splitlines()

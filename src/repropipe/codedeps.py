@@ -125,6 +125,8 @@ def _top_level_imports(module_name: str) -> set[str]:
 def stage_code(fn: Callable[..., object]) -> tuple[str, ...]:
     """The project files (relative to the repository root) that running stage function ``fn`` executes."""
     module = fn.__module__
+    if module_file(module) is None:  # a stage defined outside the package (tests): the entry point only
+        return tuple(sorted(str(module_file(m).relative_to(SRC_ROOT.parent)) for m in closure(ENTRY_MODULES)))  # type: ignore[union-attr]
     start = set(ENTRY_MODULES) | _with_parents(module) | _top_level_imports(module) | _function_imports(fn)
     # the stage module itself is executed, but only its top level and this function's imports count:
     # the module file is still a dependency, since editing it may change this function

@@ -238,6 +238,19 @@ def _nested(selected: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _record_imports(st: Stage) -> None:
+    """With REPROPIPE_RECORD_IMPORTS=<dir>, list the project files this run executed (audits ``Stage.code``)."""
+    import sys
+
+    where = os.environ.get("REPROPIPE_RECORD_IMPORTS")
+    if not where:
+        return
+    root = codedeps.SRC_ROOT.parent
+    files = sorted(str(Path(m.__file__).resolve().relative_to(root)) for m in list(sys.modules.values())
+                   if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(codedeps.SRC_ROOT))
+    io.atomic_write_json(Path(where) / f"{st.name}.json", files)
+
+
 def run_stage(st: Stage, params_file: str | os.PathLike[str] = params_mod.DEFAULT_PARAMS) -> None:
     all_params = params_mod.load_params(params_file)
     io.check_writable(st.outs)  # before any work, not after an hour of training
@@ -245,4 +258,5 @@ def run_stage(st: Stage, params_file: str | os.PathLike[str] = params_mod.DEFAUL
     log.info("stage=%s event=start params=%s", st.name, ",".join(st.params))
     st.run(ctx)
     shutil.rmtree(RESUME_ROOT / st.name, ignore_errors=True)  # finished: nothing left to resume
+    _record_imports(st)
     log.info("stage=%s event=done outs=%s", st.name, ",".join(st.outs))

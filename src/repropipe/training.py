@@ -13,7 +13,7 @@ generator updates there) and returns scalar metrics; the loop owns everything ar
 * resume: when that file exists the loop continues from it, and a run killed at any point ends
   with the same weights as one that was never interrupted (CPU);
 * logging: per-step and per-epoch metrics through dvclive, a tqdm bar, structured log lines, and
-  the fraction of each epoch's step time spent waiting for data.
+  (in the log line only, being a timing) the fraction of each epoch's step time spent waiting for data.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from repropipe.io import atomic_path
+from repropipe.io import atomic_torch_save, torch_load
 
 log = logging.getLogger("repropipe.training")
 
@@ -70,15 +70,21 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain containers, so checkpoints load with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -128,15 +134,11 @@ def save_checkpoint(path: Path, state: dict[str, Stateful], pos: _Position, extr
         "epoch_count": pos.epoch_count,
         "extra": extra or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(path, payload)
 
 
 def load_checkpoint(path: Path, state: dict[str, Stateful], map_location: torch.device | str = "cpu") -> _Position:
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise ValueError(f"{path}: not a readable repropipe checkpoint ({exc})") from exc
+    payload = torch_load(path, map_location=map_location)  # weights_only: a checkpoint never runs code
     if not isinstance(payload, dict) or payload.get("format") != "repropipe-checkpoint-v1":
         raise ValueError(f"{path}: not a repropipe checkpoint (format key missing or unknown)")
     missing = set(state) - set(payload["state"])
@@ -192,7 +194,7 @@ def fit(
     ``state`` names every object whose state must survive a kill (modules, optimisers,
     schedulers, GradScalers). ``epoch_end(epoch)`` may return validation metrics; they are
     logged and kept in the history. ``callbacks`` get ``(global_step, step_metrics)`` after every
-    step (and after any checkpoint written at that step).
+    step, before any checkpoint written at that step.
     """
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / CHECKPOINT_NAME
@@ -239,20 +241,23 @@ def fit(
                     logger.log(pos.global_step, metrics, "train/step")
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-                if cfg.checkpoint_every and pos.global_step % cfg.checkpoint_every == 0:
-                    save_checkpoint(ckpt, state, pos)
+                # callbacks (sample grids) first: a checkpoint covers a step only once its side outputs exist,
+                # so a kill in between re-runs the step's callbacks on resume rather than losing them
                 for cb in callbacks:
                     cb(pos.global_step, metrics)
+                if cfg.checkpoint_every and pos.global_step % cfg.checkpoint_every == 0:
+                    save_checkpoint(ckpt, state, pos)
             bar.close()
             epoch_metrics = {k: v / max(pos.epoch_count, 1) for k, v in pos.epoch_sums.items()}
-            epoch_metrics["data_wait_fraction"] = wait / (wait + busy) if wait + busy > 0 else 0.0
+            # a timing: logged for people, kept out of the history, curves and checkpoints, which repeat byte for byte
+            wait_fraction = wait / (wait + busy) if wait + busy > 0 else 0.0
             if epoch_end is not None:
                 epoch_metrics.update(epoch_end(pos.epoch))
             epoch_metrics["epoch"] = pos.epoch
             pos.history.append(epoch_metrics)
             logger.log(pos.global_step, epoch_metrics, "train/epoch")
-            log.info("event=epoch_end epoch=%d step=%d %s", pos.epoch, pos.global_step,
-                     " ".join(f"{k}={v:.5g}" for k, v in epoch_metrics.items()))
+            log.info("event=epoch_end epoch=%d step=%d data_wait_fraction=%.3f %s", pos.epoch, pos.global_step,
+                     wait_fraction, " ".join(f"{k}={v:.5g}" for k, v in epoch_metrics.items()))
             pos.epoch += 1
             pos.step_in_epoch = 0
             pos.epoch_sums, pos.epoch_count = {}, 0

@@ -26,6 +26,8 @@ rule qr_benchmark:
         "results/qr/section.json",
         directory("results/qr/plots"),
         directory("results/qr/figures"),
+        "results/qr/timings.json",
+        directory("results/qr/timings"),
     params:
         seed=param("seed"),
         qr=param("qr"),

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from repropipe.asvspoof.data import SAMPLE_RATE, BadItem, LASource, read_audio
-from repropipe.io import DataError, atomic_path
+from repropipe.io import DataError, atomic_path, atomic_torch_save, torch_load
 
 log = logging.getLogger("repropipe.asvspoof.features")
 
@@ -175,8 +175,7 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
         if in_shard == 0:
             return
         for k in kinds:
-            with atomic_path(out_dir / k / f"{split}-{shard:03d}.pt") as tmp:
-                torch.save(torch.cat(buffers[k]).contiguous(), tmp)
+            atomic_torch_save(out_dir / k / f"{split}-{shard:03d}.pt", torch.cat(buffers[k]).contiguous())
             buffers[k].clear()
         shard, in_shard = shard + 1, 0
 
@@ -215,7 +214,7 @@ def load_features(feat_dir: str | Path, split: str, kind: str) -> tuple[torch.Te
     index = pd.read_parquet(feat_dir / "index.parquet")
     index = index[index.split == split].reset_index(drop=True)
     shards = sorted(index.shard.unique())
-    parts = {s: torch.load(feat_dir / kind / f"{split}-{s:03d}.pt", weights_only=True) for s in shards}
+    parts = {s: torch_load(feat_dir / kind / f"{split}-{s:03d}.pt") for s in shards}
     # rows were written in index order, shard after shard, so concatenation is index order
     x = torch.cat([parts[s] for s in shards]) if shards else torch.empty(0)
     if len(x) != len(index):

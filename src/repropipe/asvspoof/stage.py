@@ -12,7 +12,7 @@ from typing import Any
 
 from repropipe import io
 from repropipe.asvspoof import bench as _bench  # noqa: F401  (registers `asvspoof bench-features`)
-from repropipe.stages import StageContext, stage
+from repropipe.stages import Plot, StageContext, stage
 
 log = logging.getLogger("repropipe.asvspoof")
 
@@ -138,6 +138,9 @@ def train(ctx: StageContext) -> None:
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures",
           f"{OUT}/scores"),
     resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
+    plots=(Plot("asvspoof eval EER per attack", f"{OUT}/plots/per_attack_eer.csv", x="eer", y="attack",
+                template="bar_horizontal", series="model"),
+           Plot("asvspoof training", f"{OUT}/plots/training.csv", x="epoch", y="dev_eer", series="run")),
 )
 def evaluate(ctx: StageContext) -> None:
     import torch

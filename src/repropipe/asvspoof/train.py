@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from repropipe.asvspoof.features import load_features
 from repropipe.asvspoof.models import FEATURE_OF, HEAD_OF
-from repropipe.io import atomic_path, atomic_write_json
+from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.metrics import compute_eer
 from repropipe.models import build_model
 from repropipe.training import LoopConfig, fit
@@ -171,16 +171,14 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
         eer, _ = compute_eer(s[lab == 1], s[lab == 0])
         best = json.loads(best_file.read_text()) if best_file.exists() else {"dev_eer": float("inf")}
         if not p["select_on_dev"] or eer <= best["dev_eer"]:
-            with atomic_path(run_dir / "model.pt") as tmp:
-                torch.save(model.state_dict(), tmp)
+            atomic_torch_save(run_dir / "model.pt", model.state_dict())
             atomic_write_json(best_file, {"dev_eer": eer, "epoch": epoch})
         return {"dev_eer": eer}
 
     cfg = LoopConfig(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=seed,
                      checkpoint_every=int(p["checkpoint_every"]), progress=True)
     res = fit(step, dataset, {"model": model, "optimizer": opt}, cfg, run_dir, epoch_end=epoch_end, device=device)
-    with atomic_path(run_dir / "norm.pt") as tmp:
-        torch.save({"mean": norm[0], "std": norm[1]}, tmp)
+    atomic_torch_save(run_dir / "norm.pt", {"mean": norm[0], "std": norm[1]})
     best = json.loads(best_file.read_text())
     summary = {"model": name, "seed": seed, "feature": kind, "n_features": int(xtr.shape[1]),
                "shuffled_labels": shuffle_labels, "lr": float(p["lr"]), "epochs": int(p["epochs"]),
@@ -196,6 +194,6 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
 def load_trained(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor], dict]:
     summary = json.loads((run_dir / "summary.json").read_text())
     model = build_model(summary["model"], n_features=summary["n_features"]).to(device)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
-    norm = torch.load(run_dir / "norm.pt", weights_only=True)
+    model.load_state_dict(torch_load(run_dir / "model.pt", map_location=device))
+    norm = torch_load(run_dir / "norm.pt")
     return model, (norm["mean"], norm["std"]), summary

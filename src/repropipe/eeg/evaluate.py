@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from repropipe.io import torch_load
 from repropipe.models import build_model
 
 
 def load_run(path: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    blob = torch.load(path, map_location=device, weights_only=False)
+    blob = torch_load(path, map_location=device)  # weights_only: a pulled model.pt cannot run code
     model = build_model(blob["model"], **blob["kwargs"]).to(device)
     model.load_state_dict(blob["weights"])
     model.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repropipe import io
-from repropipe.stages import StageContext, stage
+from repropipe.stages import Plot, StageContext, stage
 
 log = logging.getLogger("repropipe.eeg")
 
@@ -74,8 +74,7 @@ def features(ctx: StageContext) -> None:
     subjects = sorted({s for s, _ in pairs})
     runs = sorted({r for _, r in pairs})
     x, index, ch_names, skipped = feat.build(RAW, subjects, runs, p["features"], p["split"], ctx.seed, p["on_bad"])
-    with io.atomic_path(f"{FEAT}/chunks.pt") as tmp:
-        torch.save({"x": torch.from_numpy(x), "ch_names": ch_names}, tmp)
+    io.atomic_torch_save(f"{FEAT}/chunks.pt", {"x": torch.from_numpy(x), "ch_names": ch_names})
     with io.atomic_path(f"{FEAT}/index.parquet") as tmp:
         index.to_parquet(tmp, index=False)
     io.atomic_write_json(f"{FEAT}/meta.json", {
@@ -123,6 +122,10 @@ def train(ctx: StageContext) -> None:
     deps=(FEAT, f"{OUT}/models"),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
     resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
+    plots=(Plot("eeg loss curves", f"{OUT}/plots/loss_curves.csv", x="epoch", y="loss", series="run"),
+           Plot("eeg validation loss", f"{OUT}/plots/loss_curves.csv", x="epoch", y="val_loss", series="run"),
+           Plot("eeg inference time", f"{OUT}/plots/benchmark_time.csv", x="tokens", y="seconds", template="scatter",
+                series="run")),
 )
 def evaluate(ctx: StageContext) -> None:
     import pandas as pd

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from repropipe.io import DataError, atomic_path
+from repropipe.io import DataError, atomic_path, atomic_torch_save, torch_load
 from repropipe.models import build_model
 from repropipe.training import LoopConfig, fit, seed_everything, supervised_step
 
@@ -54,7 +54,7 @@ def load_features(root: Path = FEATURES) -> tuple[torch.Tensor, pd.DataFrame, li
     path = root / "chunks.pt"
     if not path.exists():
         raise DataError(path, "missing; run `python -m repropipe eeg features` first")
-    blob = torch.load(path, weights_only=True)
+    blob = torch_load(path)
     index = pd.read_parquet(root / "index.parquet")
     if len(index) != len(blob["x"]):
         raise DataError(path, f"{len(blob['x'])} chunks but index.parquet has {len(index)} rows")
@@ -229,9 +229,8 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
     best, history = _supervised(run, model, x[mask], y[mask], (x[val], y[val]), epochs, tp, seed, device,
                                 run_dir / "finetune" if log_probs else run_dir, log_probs, lr)
     path = run_dir / "model.pt"
-    with atomic_path(path) as tmp:
-        torch.save({"run": run, "model": RUN_MODEL[run], "kwargs": _model_kwargs(run, tp, ch_names),
-                    "weights": best.weights, "best_epoch": best.epoch, "best_val_f1": best.score,
-                    "history": history, "pretrain_history": pre_history, "log_probs": log_probs,
-                    "n_train_chunks": int(mask.sum()), "epochs": epochs}, tmp)
+    atomic_torch_save(path, {"run": run, "model": RUN_MODEL[run], "kwargs": _model_kwargs(run, tp, ch_names),
+                             "weights": best.weights, "best_epoch": best.epoch, "best_val_f1": best.score,
+                             "history": history, "pretrain_history": pre_history, "log_probs": log_probs,
+                             "n_train_chunks": int(mask.sum()), "epochs": epochs})
     return path

@@ -59,8 +59,7 @@ def build_shards(raw: str | os.PathLike[str], out: str | os.PathLike[str], crop:
         shards = []
         for k in range(0, len(arrays), shard_size):
             name = f"{split}-{k // shard_size:03d}.pt"
-            with io.atomic_path(out / name) as tmp:
-                torch.save(torch.from_numpy(np.stack(arrays[k:k + shard_size])), tmp)
+            io.atomic_torch_save(out / name, torch.from_numpy(np.stack(arrays[k:k + shard_size])))
             shards.append(name)
         index["splits"][split] = {"count": len(arrays), "shards": shards}
     if not index["splits"]["train"]["count"]:
@@ -85,7 +84,7 @@ def load_split(features: str | os.PathLike[str], split: str, limit: int | None =
     index = read_index(features)
     if split not in index["splits"]:
         raise DataError(features / INDEX, f"no split {split!r}")
-    parts = [torch.load(features / s, weights_only=True) for s in index["splits"][split]["shards"]]
+    parts = [io.torch_load(features / s) for s in index["splits"][split]["shards"]]
     if not parts:
         raise DataError(features / INDEX, f"split {split!r} has no images")
     x = torch.cat(parts)

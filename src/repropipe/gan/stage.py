@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repropipe import io
-from repropipe.stages import StageContext, stage
+from repropipe.stages import Plot, StageContext, stage
 
 log = logging.getLogger("repropipe.gan")
 
@@ -122,6 +122,8 @@ def real_stats(ctx: StageContext) -> None:
     deps=(MODELS, REAL_STATS),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
     resources={"mem_mb": 16000, "runtime": 120, "threads": 4, "gpu": 1},
+    plots=(Plot("gan training losses", f"{OUT}/plots/train_curves.csv", x="step", y=("loss_D", "loss_G", "wasserstein")),
+           Plot("gan I-SIR moves", f"{OUT}/plots/isir_changed.csv", x="iteration", y="changed_fraction")),
 )
 def evaluate(ctx: StageContext) -> None:
     from repropipe.gan.report import run_evaluation

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from repropipe.gan.losses import loss_D, loss_G, loss_GP
+from repropipe.io import torch_load
 
 log = logging.getLogger("repropipe.gan")
 
@@ -131,7 +132,7 @@ def load_trained(checkpoint: str | os.PathLike[str], model_params: dict[str, Any
                  device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """G and D from a training checkpoint, in eval mode."""
     G, D = build_models(model_params)
-    payload = torch.load(checkpoint, map_location=device, weights_only=False)
+    payload = torch_load(checkpoint, map_location=device)  # weights_only: a pulled checkpoint cannot run code
     G.load_state_dict(payload["state"]["G"])
     D.load_state_dict(payload["state"]["D"])
     return G.to(device).eval(), D.to(device).eval()

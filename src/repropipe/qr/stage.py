@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from repropipe import io
 from repropipe.plotting import save_figure
 from repropipe.report.section import Figure, Section, Table
-from repropipe.stages import StageContext, stage
+from repropipe.stages import Plot, StageContext, stage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,15 +24,19 @@ log = logging.getLogger("repropipe.qr")
 OUT = "results/qr"
 
 
-def _headline(rows: list["benchmark.Row"]) -> dict[str, float]:
-    """Time ratios to torch.linalg.qr at the largest shape measured (4096 x 256 in the demo)."""
+NOISY_FIELDS = ("time_s", "time_ratio_to_linalg", "peak_rss_mib")  # measured, never repeat byte for byte
+
+
+def _headline(rows: list["benchmark.Row"]) -> tuple[dict[str, float], dict[str, float]]:
+    """At the largest shape measured (4096 x 256 in the demo): saved bytes (exact) and time ratios (measured)."""
     m, n = max((r.m, r.n) for r in rows)
     at = {r.method: r for r in rows if (r.m, r.n) == (m, n)}
-    out = {"headline_m": m, "headline_n": n}
+    exact, measured = {"headline_m": m, "headline_n": n}, {"headline_m": m, "headline_n": n}
     for method, r in at.items():
-        out[f"time_ratio/{method}"] = r.time_ratio_to_linalg
-        out[f"saved_bytes/{method}"] = r.saved_bytes
-    return out
+        measured[f"time_ratio/{method}"] = r.time_ratio_to_linalg
+        measured[f"peak_rss_mib/{method}"] = r.peak_rss_mib
+        exact[f"saved_bytes/{method}"] = r.saved_bytes
+    return exact, measured
 
 
 def _figures(df: "pd.DataFrame", slopes: dict[str, dict[str, float]]) -> list[Figure]:
@@ -69,12 +73,12 @@ def _figures(df: "pd.DataFrame", slopes: dict[str, dict[str, float]]) -> list[Fi
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, f"{OUT}/figures/time_ratio.png")
+    save_figure(fig, f"{OUT}/timings/time_ratio.png")
     plt.close(fig)
     return [
         Figure("figures/saved_bytes.png", "Bytes saved for backward against n on log axes; the legend gives the "
                "fitted slope beside the theoretical one (autograd MGS ~ m n^2, Q-and-R-only ~ m n + n^2)."),
-        Figure("figures/time_ratio.png", "Median forward+backward time of each variant divided by torch.linalg.qr's "
+        Figure("timings/time_ratio.png", "Median forward+backward time of each variant divided by torch.linalg.qr's "
                "on the same matrix (below the dashed line is faster)."),
     ]
 
@@ -84,8 +88,14 @@ def _figures(df: "pd.DataFrame", slopes: dict[str, dict[str, float]]) -> list[Fi
     help="Measure saved-for-backward bytes, peak RSS, time and accuracy of every QR variant over a grid.",
     params=("seed", "qr"),
     deps=(),
-    outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
+    outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures",
+          f"{OUT}/timings.json", f"{OUT}/timings"),
+    noisy=(f"{OUT}/section.json", f"{OUT}/timings.json", f"{OUT}/timings"),  # times and RSS; the section shows them
     resources={"mem_mb": 4000, "runtime": 60, "threads": 1},
+    plots=(Plot("qr saved bytes", f"{OUT}/plots/saved_bytes.csv", x="n", y="saved_bytes", template="scatter",
+                series="method"),
+           Plot("qr time ratio", f"{OUT}/timings/time.csv", x="n", y="time_ratio_to_linalg", template="scatter",
+                series="method")),
 )
 def run(ctx: StageContext) -> None:
     import pandas as pd
@@ -110,18 +120,25 @@ def run(ctx: StageContext) -> None:
     slopes = benchmark.fitted_slopes(rows)
 
     io.atomic_write_text(f"{OUT}/plots/saved_bytes.csv", df[["method", "m", "n", "saved_bytes"]].to_csv(index=False))
-    io.atomic_write_text(f"{OUT}/plots/time.csv",
+    io.atomic_write_text(f"{OUT}/timings/time.csv",
                          df[["method", "m", "n", "time_s", "time_ratio_to_linalg"]].to_csv(index=False))
     figures = _figures(df, slopes)
 
-    headline = _headline(rows)
+    exact, measured = _headline(rows)
+    grid = benchmark.rows_as_dicts(rows)
     ctx.write_metrics(f"{OUT}/metrics.json", {
-        **headline,
+        **exact,
         "slopes": slopes,
-        "grid": benchmark.rows_as_dicts(rows),
+        "grid": [{k: v for k, v in r.items() if k not in NOISY_FIELDS} for r in grid],
         "dtype": p["dtype"],
         "threads": int(p["threads"]),
     }, data_source="none (random matrices, no dataset)", device="cpu")
+    # measured times and memory apart from the exact numbers, so metrics.json repeats byte for byte
+    io.atomic_write_json(f"{OUT}/timings.json", {
+        **measured,
+        "grid": [{k: r[k] for k in ("method", "m", "n", *NOISY_FIELDS)} for r in grid],
+    })
+    headline = {**exact, **measured}
 
     m, n = headline["headline_m"], headline["headline_n"]
     table = Table(

@@ -58,11 +58,11 @@ def _figure(branch_dir: Path, fig: Any) -> str:
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
 
 
-def _provenance(metrics_path: Path) -> str:
-    prov = json.loads(metrics_path.read_text()).get("provenance", {})
+def _provenance(prov_path: Path) -> str:
+    prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(json.dumps(v, sort_keys=True))}</code></td></tr>"
                    for k, v in sorted(prov.items()))
-    return (f"<details><summary>Provenance of every number above ({html.escape(str(metrics_path))})</summary>"
+    return (f"<details><summary>Provenance of every number above ({html.escape(str(prov_path))})</summary>"
             f'<table class="provenance">{rows}</table></details>')
 
 
@@ -77,7 +77,7 @@ def render_section(branch_dir: Path) -> str:
     parts += [_table(t) for t in sec.tables]
     parts += [_figure(branch_dir, f) for f in sec.figures]
     parts += [f"<p>{html.escape(n)}</p>" for n in sec.notes]
-    parts.append(_provenance(branch_dir / "metrics.json"))
+    parts.append(_provenance(branch_dir / "provenance.json"))
     parts.append("</section>")
     return "\n".join(parts)
 

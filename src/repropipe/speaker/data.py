@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from repropipe.download import DownloadError
-from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json, md5_file, read_json
+from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json, md5_file, read_json, atomic_torch_save
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -149,8 +149,7 @@ def write_layout(dest: Path, speakers: dict[str, list[dict[str, Any]]], test: li
 def save_feature(path: Path, mel: "torch.Tensor") -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(mel.to(torch.float32).contiguous().clone(), tmp)
+    atomic_torch_save(path, mel.to(torch.float32).contiguous().clone())
 
 
 # ---------------------------------------------------------------------------------------------

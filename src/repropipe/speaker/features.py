@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from repropipe.io import DataError, atomic_path, atomic_write_json
+from repropipe.io import DataError, atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.speaker.data import SOURCE_FILE, HW4Dataset, Utterance, data_root, load_feature, read_dataset
 
 log = logging.getLogger("repropipe.speaker")
@@ -89,8 +89,7 @@ def write_shard(path: Path, root: Path, items: list[tuple[Utterance, int]], n_me
         "labels": torch.tensor(labels, dtype=torch.int64),
         "names": names,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(path, payload)
     return len(items)
 
 
@@ -128,7 +127,7 @@ def load_shard(path: str | os.PathLike[str]) -> Shard:
     if not path.exists():
         raise DataError(path, "missing shard: run `python -m repropipe speaker features` first")
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        d = torch_load(path)
     except Exception as exc:
         raise DataError(path, f"not a readable feature shard ({type(exc).__name__}: {exc})") from exc
     if not isinstance(d, dict) or not {"mels", "offsets", "labels", "names"} <= set(d):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repropipe import io
-from repropipe.stages import StageContext, stage
+from repropipe.stages import Plot, StageContext, stage
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -177,6 +177,9 @@ def _plot_csvs(results: dict[str, Any], histories: dict[str, list[dict[str, floa
     deps=(FEATURES, MODELS_DIR),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures", f"{OUT}/predictions"),
     resources={"mem_mb": 16000, "runtime": 60, "threads": 1},
+    plots=(Plot("speaker held-out accuracy", f"{OUT}/plots/training.csv", x="epoch", y="val_accuracy",
+                series="model"),
+           Plot("speaker DET", f"{OUT}/plots/det.csv", x="far", y="frr", series="model")),
 )
 def evaluate(ctx: StageContext) -> None:
     from repropipe.report.section import Figure, Section, Table

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from repropipe.io import atomic_path, atomic_write_json
+from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.models import build_model
 from repropipe.speaker.features import Shard
 from repropipe.speaker.models import ABLATION
@@ -152,8 +152,7 @@ def _loop(p: dict[str, Any], epochs: int, seed: int, n: int) -> LoopConfig:
 
 
 def save_model(run_dir: Path, name: str, model: torch.nn.Module, kwargs: dict[str, Any], history: list[dict]) -> None:
-    with atomic_path(run_dir / "model.pt") as tmp:
-        torch.save({"name": name, "kwargs": kwargs, "state_dict": model.state_dict()}, tmp)
+    atomic_torch_save(run_dir / "model.pt", {"name": name, "kwargs": kwargs, "state_dict": model.state_dict()})
     atomic_write_json(run_dir / "history.json", history)
 
 
@@ -163,7 +162,7 @@ def load_model(run_dir: Path, device: torch.device) -> torch.nn.Module:
     path = run_dir / "model.pt"
     if not path.exists():
         raise DataError(path, "missing: run `python -m repropipe speaker train` first")
-    d = torch.load(path, map_location="cpu", weights_only=True)
+    d = torch_load(path)
     model = build_model(d["name"], **d["kwargs"])
     model.load_state_dict(d["state_dict"])
     return model.to(device).eval()
