@@ -57,15 +57,54 @@ def test_zip_source_reads_the_same_protocol(tiny, tmp_path):
     assert data.read_audio(data.ZipSource(archive), a.path[0])[0].shape == data.read_audio(data.DirSource(tiny), a.path[0])[0].shape
 
 
-@pytest.mark.parametrize("line,msg", [("LA_0001 LA_T_1 - bonafide", "expected 5 columns"),
-                                      ("LA_0001 LA_T_1 - A01 fake", "unknown key 'fake'")])
-def test_bad_protocol_line_names_file_and_line_or_is_skipped(line, msg):
-    text = "LA_0001 LA_T_0 - - bonafide\n" + line + "\nLA_0001 LA_T_2 - A01 spoof\n"
+# Official CM protocol lines (README.LA.txt of the release: "SPEAKER_ID AUDIO_FILE_NAME - SYSTEM_ID KEY"),
+# the first line of ASVspoof2019.LA.cm.train.trn.txt and a spoofed line of the same speaker.
+OFFICIAL_PROTOCOL = ["LA_0079 LA_T_1138215 - - bonafide", "LA_0079 LA_T_1271820 - A01 spoof"]
+
+
+def test_official_protocol_lines_parse_and_the_synthetic_writer_writes_them_byte_for_byte():
+    from repropipe.asvspoof.synth import protocol_line
+
+    raw = "".join(line + "\n" for line in OFFICIAL_PROTOCOL).encode("ascii")
+    df = data.parse_protocol(raw, name="ASVspoof2019.LA.cm.train.trn.txt", split="train")
+    assert df.to_dict("records") == [
+        {"speaker_id": "LA_0079", "utt_id": "LA_T_1138215", "system_id": "-", "key": "bonafide", "label": 1,
+         "path": "LA/ASVspoof2019_LA_train/flac/LA_T_1138215.flac", "line": 1},
+        {"speaker_id": "LA_0079", "utt_id": "LA_T_1271820", "system_id": "A01", "key": "spoof", "label": 0,
+         "path": "LA/ASVspoof2019_LA_train/flac/LA_T_1271820.flac", "line": 2}]
+    written = "".join(protocol_line(*line.split()[:2], *line.split()[3:]) for line in OFFICIAL_PROTOCOL)
+    assert written.encode() == raw
+
+
+GOOD = "LA_0079 LA_T_1138215 - - bonafide"
+
+
+@pytest.mark.parametrize("split,line,msg", [
+    ("train", "LA_0079 LA_T_1138216 - bonafide", "expected 5 columns"),
+    ("train", "LA_0079 LA_T_1138216 - A01 fake", "unknown key 'fake'"),
+    ("train", "LA_0079 LA_T_1138216 - A99 spoof", "spoof with system id 'A99'; train attacks are A01-A06"),
+    ("dev", "LA_0079 LA_D_1138216 - A07 spoof", "spoof with system id 'A07'; dev attacks are A01-A06"),
+    ("eval", "LA_0079 LA_E_1138216 - A06 spoof", "spoof with system id 'A06'; eval attacks are A07-A19"),
+    ("train", "LA_0079 LA_T_1138216 - A01 bonafide", "bona fide with system id 'A01'"),
+    ("train", "LA_0079 LA_T_1138216 - bonafide bonafide", "bona fide with system id 'bonafide'"),
+    ("train", "LA_0079 LA_T_1138216 - - spoof", "spoof with system id '-'"),
+    ("train", "LA_0079 LA_E_1138216 - - bonafide", "file name 'LA_E_1138216' is not LA_T_"),
+    ("train", "LA_79 LA_T_1138216 - - bonafide", "speaker id 'LA_79'"),
+    ("train", "LA_0079 LA_T_1138216 x - bonafide", "third column 'x'"),
+    ("train", GOOD, "utterance LA_T_1138215 listed twice \\(first at line 1\\)"),
+    ("train", b"LA_0079 LA_T_11\xe98216 - - bonafide", "not UTF-8 text: byte 0xe9 at column 16"),
+])
+def test_bad_protocol_line_names_file_and_line_or_is_skipped(split, line, msg):
+    letter = data.SPLIT_LETTER[split]
+    first, last = GOOD.replace("_T_", f"_{letter}_"), f"LA_0080 LA_{letter}_1000001 - - bonafide"
+    if isinstance(line, str):
+        line = line.replace("LA_T_1138215", f"LA_{letter}_1138215")
+    raw = first.encode() + b"\n" + (line if isinstance(line, bytes) else line.encode()) + b"\n" + last.encode() + b"\n"
     with pytest.raises(DataError, match=rf"proto.txt:2: {msg}"):
-        data.parse_protocol(text, name="proto.txt", split="train")
+        data.parse_protocol(raw, name="proto.txt", split=split)
     bad: list = []
-    df = data.parse_protocol(text, name="proto.txt", split="train", on_bad="skip", bad=bad)
-    assert list(df.utt_id) == ["LA_T_0", "LA_T_2"] and bad[0].line == 2
+    df = data.parse_protocol(raw, name="proto.txt", split=split, on_bad="skip", bad=bad)
+    assert list(df.line) == [1, 3] and [(b.where, b.line) for b in bad] == [("proto.txt", 2)]
 
 
 def _broken_copy(tiny: Path, tmp_path: Path) -> tuple[Path, list[str]]:
