@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -57,15 +58,54 @@ def test_zip_source_reads_the_same_protocol(tiny, tmp_path):
     assert data.read_audio(data.ZipSource(archive), a.path[0])[0].shape == data.read_audio(data.DirSource(tiny), a.path[0])[0].shape
 
 
-@pytest.mark.parametrize("line,msg", [("LA_0001 LA_T_1 - bonafide", "expected 5 columns"),
-                                      ("LA_0001 LA_T_1 - A01 fake", "unknown key 'fake'")])
-def test_bad_protocol_line_names_file_and_line_or_is_skipped(line, msg):
-    text = "LA_0001 LA_T_0 - - bonafide\n" + line + "\nLA_0001 LA_T_2 - A01 spoof\n"
+# Official CM protocol lines (README.LA.txt of the release: "SPEAKER_ID AUDIO_FILE_NAME - SYSTEM_ID KEY"),
+# the first line of ASVspoof2019.LA.cm.train.trn.txt and a spoofed line of the same speaker.
+OFFICIAL_PROTOCOL = ["LA_0079 LA_T_1138215 - - bonafide", "LA_0079 LA_T_1271820 - A01 spoof"]
+
+
+def test_official_protocol_lines_parse_and_the_synthetic_writer_writes_them_byte_for_byte():
+    from repropipe.asvspoof.synth import protocol_line
+
+    raw = "".join(line + "\n" for line in OFFICIAL_PROTOCOL).encode("ascii")
+    df = data.parse_protocol(raw, name="ASVspoof2019.LA.cm.train.trn.txt", split="train")
+    assert df.to_dict("records") == [
+        {"speaker_id": "LA_0079", "utt_id": "LA_T_1138215", "system_id": "-", "key": "bonafide", "label": 1,
+         "path": "LA/ASVspoof2019_LA_train/flac/LA_T_1138215.flac", "line": 1},
+        {"speaker_id": "LA_0079", "utt_id": "LA_T_1271820", "system_id": "A01", "key": "spoof", "label": 0,
+         "path": "LA/ASVspoof2019_LA_train/flac/LA_T_1271820.flac", "line": 2}]
+    written = "".join(protocol_line(*line.split()[:2], *line.split()[3:]) for line in OFFICIAL_PROTOCOL)
+    assert written.encode() == raw
+
+
+GOOD = "LA_0079 LA_T_1138215 - - bonafide"
+
+
+@pytest.mark.parametrize("split,line,msg", [
+    ("train", "LA_0079 LA_T_1138216 - bonafide", "expected 5 columns"),
+    ("train", "LA_0079 LA_T_1138216 - A01 fake", "unknown key 'fake'"),
+    ("train", "LA_0079 LA_T_1138216 - A99 spoof", "spoof with system id 'A99'; train attacks are A01-A06"),
+    ("dev", "LA_0079 LA_D_1138216 - A07 spoof", "spoof with system id 'A07'; dev attacks are A01-A06"),
+    ("eval", "LA_0079 LA_E_1138216 - A06 spoof", "spoof with system id 'A06'; eval attacks are A07-A19"),
+    ("train", "LA_0079 LA_T_1138216 - A01 bonafide", "bona fide with system id 'A01'"),
+    ("train", "LA_0079 LA_T_1138216 - bonafide bonafide", "bona fide with system id 'bonafide'"),
+    ("train", "LA_0079 LA_T_1138216 - - spoof", "spoof with system id '-'"),
+    ("train", "LA_0079 LA_E_1138216 - - bonafide", "file name 'LA_E_1138216' is not LA_T_"),
+    ("train", "LA_79 LA_T_1138216 - - bonafide", "speaker id 'LA_79'"),
+    ("train", "LA_0079 LA_T_1138216 x - bonafide", "third column 'x'"),
+    ("train", GOOD, "utterance LA_T_1138215 listed twice \\(first at line 1\\)"),
+    ("train", b"LA_0079 LA_T_11\xe98216 - - bonafide", "not UTF-8 text: byte 0xe9 at column 16"),
+])
+def test_bad_protocol_line_names_file_and_line_or_is_skipped(split, line, msg):
+    letter = data.SPLIT_LETTER[split]
+    first, last = GOOD.replace("_T_", f"_{letter}_"), f"LA_0080 LA_{letter}_1000001 - - bonafide"
+    if isinstance(line, str):
+        line = line.replace("LA_T_1138215", f"LA_{letter}_1138215")
+    raw = first.encode() + b"\n" + (line if isinstance(line, bytes) else line.encode()) + b"\n" + last.encode() + b"\n"
     with pytest.raises(DataError, match=rf"proto.txt:2: {msg}"):
-        data.parse_protocol(text, name="proto.txt", split="train")
+        data.parse_protocol(raw, name="proto.txt", split=split)
     bad: list = []
-    df = data.parse_protocol(text, name="proto.txt", split="train", on_bad="skip", bad=bad)
-    assert list(df.utt_id) == ["LA_T_0", "LA_T_2"] and bad[0].line == 2
+    df = data.parse_protocol(raw, name="proto.txt", split=split, on_bad="skip", bad=bad)
+    assert list(df.line) == [1, 3] and [(b.where, b.line) for b in bad] == [("proto.txt", 2)]
 
 
 def _broken_copy(tiny: Path, tmp_path: Path) -> tuple[Path, list[str]]:
@@ -88,12 +128,21 @@ def test_bad_audio_errors_or_is_skipped_and_counted(tiny, tmp_path):
     src = data.DirSource(root)
     df = data.read_protocol(src, "dev")
     cfg = FeatureConfig(seconds=0.3)
+    proto = src.where(data.protocol_path("dev"))
+    lines = dict(zip(df.utt_id, df.line))
     with pytest.raises(DataError, match=broken[0]):
         extract_split(src, df, "dev", tmp_path / "f1", cfg, ("lfcc",), shard_size=4, progress=False)
+    # each bad file's error names the protocol file and line that listed it
+    for i, what in enumerate(["not a readable FLAC file", "listed in the protocol but missing", "sample rate 8000 Hz"]):
+        with pytest.raises(DataError, match=rf"{broken[i]}\.flac: {what}.* \(listed in {re.escape(proto)} "
+                                            rf"line {lines[broken[i]]}\)$"):
+            extract_split(src, df.iloc[i:i + 1], "dev", tmp_path / f"g{i}", cfg, ("lfcc",), shard_size=4,
+                          progress=False, protocol=proto)
     bad: list = []
     kept = extract_split(src, df, "dev", tmp_path / "f2", cfg, ("lfcc",), shard_size=4, on_bad="skip", bad=bad,
-                         progress=False)
+                         progress=False, protocol=proto)
     assert len(kept) == len(df) - 3 and len(bad) == 3
+    assert [(b.where, b.line) for b in bad] == [(proto, lines[u]) for u in broken]
     reasons = " ".join(b.reason for b in bad)
     assert "not a readable FLAC" in reasons and "missing" in reasons and "sample rate 8000" in reasons
 
@@ -149,6 +198,155 @@ def test_min_tdcf_is_zero_for_a_perfect_cm_and_positive_otherwise():
     asv = {"target": rng.normal(3, 1, 500), "nontarget": rng.normal(-3, 1, 500), "spoof": rng.normal(2, 1, 500)}
     assert min_tdcf(np.array([5.0, 6.0]), np.array([0.0, 1.0]), asv) == 0.0
     assert min_tdcf(rng.normal(0, 1, 200), rng.normal(0, 1, 200), asv) > 0.5
+
+
+# ----------------------------------------------------------------- ASV scores and min t-DCF
+
+# The release's ASV score format (README.LA.txt, section 4: "CM_KEY ASV_KEY SCORES", CM_KEY 'bonafide' or the
+# attack id). The first three are trials of the organisers' eval file as the t-DCF package's copy lists them
+# (its first target trial, LA_0015 LA_E_1103494, a nontarget and a spoof trial); the last three are the lines
+# quoted in issue 12, whose spoof line has 'spoof' as CM_KEY, which is accepted too.
+OFFICIAL_ASV = ["bonafide target 7.981530", "bonafide nontarget -41.948130", "A19 spoof -17.367870",
+                "bonafide target 7.981530", "bonafide nontarget -8.523100", "spoof spoof -1.074000"]
+
+
+def test_official_asv_score_lines_parse():
+    from repropipe.asvspoof.evaluate import parse_asv_scores
+
+    asv = parse_asv_scores("".join(x + "\n" for x in OFFICIAL_ASV).encode("ascii"), name="asv.txt", split="eval")
+    assert asv["target"].tolist() == [7.98153, 7.98153]
+    assert asv["nontarget"].tolist() == [-41.94813, -8.5231]
+    assert asv["spoof"].tolist() == [-17.36787, -1.074]
+
+
+@pytest.mark.parametrize("line,msg", [
+    ("LA_0015 LA_E_1103494 - bonafide target 7.981530", "expected 3 columns 'CM_KEY ASV_KEY SCORE'"),  # t-DCF package copy
+    ("LA_0015 bonafide target 7.981530", "expected 3 columns"),        # four columns, as this project once wrote
+    ("bonafide impostor -3.0", "ASV key 'impostor'"),
+    ("A07 target 3.0", "target trial with CM key 'A07'"),
+    ("bonafide spoof 3.0", "spoof trial with CM key 'bonafide'"),
+    ("A03 spoof 3.0", "spoof trial with CM key 'A03'; expected an attack id \\(A07-A19 for eval\\)"),
+    ("bonafide target 7.98x", "score '7.98x' is not a finite number"),
+    ("bonafide target nan", "score 'nan' is not a finite number"),
+    (b"bonafide targ\xeat 1.0", "not UTF-8 text: byte 0xea at column 14"),
+])
+def test_bad_asv_score_line_names_file_and_line(line, msg, tmp_path):
+    from repropipe.asvspoof.evaluate import read_asv_scores
+
+    f = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
+    f.write_bytes(b"bonafide target 7.981530\n" + (line if isinstance(line, bytes) else line.encode()) + b"\n"
+                  + b"bonafide nontarget -8.523100\nA07 spoof 1.0\n")
+    with pytest.raises(DataError, match=rf"scores\.txt:2: {msg}"):
+        read_asv_scores(f, split="eval")
+
+
+@pytest.mark.parametrize("drop,msg", [("nontarget", "no nontarget trials \\(1 target, 0 nontarget, 1 spoof\\)"),
+                                      ("target", "no target trials"), ("spoof", "no spoof trials")])
+def test_asv_score_file_without_a_trial_type_is_an_error_naming_it(drop, msg, tmp_path):
+    from repropipe.asvspoof.evaluate import read_asv_scores
+
+    f = tmp_path / "asv.eval.txt"
+    f.write_text("".join(x + "\n" for x in ["bonafide target 7.9", "bonafide nontarget -8.5", "A07 spoof -1.0"]
+                         if x.split()[1] != drop))
+    with pytest.raises(DataError, match=rf"asv\.eval\.txt: {msg}"):
+        read_asv_scores(f)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match=r"empty\.txt: no target and no nontarget and no spoof trials"):
+        read_asv_scores(tmp_path / "empty.txt")
+
+
+def test_min_tdcf_on_a_hand_checked_case():
+    """Worked by hand from the ASVspoof 2019 formulas (evaluation plan; the organisers' eval_metrics.py).
+
+    ASV trials sorted: -3 n, -2 n, -1 n, 1 t, 1.5 n, 2 t, 3 t, 4 t. Rejecting the lowest k: FRR = FAR = 1/4 at
+    k = 4, so the ASV threshold is 1 (accept >= 1): P_miss = 0, P_fa = 1/4 (1.5), spoofs [0, 2, 5, -1] -> P_miss_spoof = 1/2.
+    C1 = 0.9405 (1 - 0) - 0.0095 * 10 * 1/4 = 0.91675, C2 = 10 * 0.05 * (1 - 1/2) = 0.25.
+    CM: bona fide [0.95, 0.9, 0.85, -1], spoofs ten values in (-1, 0.5]: accepting the top three bona fide costs
+    (C1 * 1/4 + C2 * 0) / C2 = 0.91675; accepting everything costs (0 + C2 * 1) / C2 = 1; anything between more.
+    """
+    from repropipe.asvspoof.evaluate import asv_error_rates
+
+    asv = {"target": np.array([1.0, 2, 3, 4]), "nontarget": np.array([-3.0, -2, -1, 1.5]),
+           "spoof": np.array([0.0, 2, 5, -1])}
+    assert asv_error_rates(asv) == {"eer": 0.25, "threshold": 1.0, "pfa": 0.25, "pmiss": 0.0, "pmiss_spoof": 0.5}
+    bona = np.array([0.95, 0.9, 0.85, -1.0])
+    spoof = np.array([0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1, -0.2, -0.3, -0.4])
+    assert min_tdcf(bona, spoof, asv) == pytest.approx(0.91675, abs=1e-12)
+    # a CM that lets every spoof through: t-DCF 1 at best ("an arbitrarily bad CM", normalised)
+    assert min_tdcf(np.array([0.0, 0.1]), np.array([1.0, 2.0]), asv) == pytest.approx(1.0)
+
+
+def _official_min_tdcf(bona: np.ndarray, spoof: np.ndarray, asv: dict[str, np.ndarray]) -> float:
+    """The organisers' algorithm, transcribed step by step (compute_det_curve, compute_eer,
+    obtain_asv_error_rates, compute_tDCF of eval_metrics.py, ASVspoof 2019 cost model), by loops."""
+    def det(tar: np.ndarray, non: np.ndarray) -> tuple[list, list, list]:
+        pairs = sorted([(s, 1) for s in tar] + [(s, 0) for s in non], key=lambda p: p[0])  # stable: targets first
+        frr, far, thr = [0.0], [1.0], [pairs[0][0] - 0.001]
+        n_t = n_n = 0
+        for s, is_t in pairs:
+            n_t += is_t
+            n_n += 1 - is_t
+            frr.append(n_t / len(tar))
+            far.append((len(non) - n_n) / len(non))
+            thr.append(s)
+        return frr, far, thr
+
+    frr, far, thr = det(asv["target"], asv["nontarget"])
+    i = min(range(len(frr)), key=lambda k: abs(frr[k] - far[k]))
+    t = thr[i]
+    pfa = sum(x >= t for x in asv["nontarget"]) / len(asv["nontarget"])
+    pmiss = sum(x < t for x in asv["target"]) / len(asv["target"])
+    pmiss_spoof = sum(x < t for x in asv["spoof"]) / len(asv["spoof"])
+    c1 = 0.95 * 0.99 * (1 - pmiss) - 0.95 * 0.01 * 10 * pfa
+    c2 = 10 * 0.05 * (1 - pmiss_spoof)
+    pmiss_cm, pfa_cm, _ = det(bona, spoof)
+    return min((c1 * m + c2 * f) / min(c1, c2) for m, f in zip(pmiss_cm, pfa_cm))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_min_tdcf_equals_the_official_algorithm_on_untied_scores(seed):
+    rng = np.random.default_rng(seed)
+    asv = {"target": rng.normal(25, 17, 300), "nontarget": rng.normal(-40, 17, 900), "spoof": rng.normal(-12, 14, 400)}
+    bona, spoof = rng.normal(1.0, 1, 60), rng.normal(-1.0, 1.5, 500)
+    assert min_tdcf(bona, spoof, asv) == pytest.approx(_official_min_tdcf(bona, spoof, asv), rel=1e-12)
+
+
+# ----------------------------------------------------------------- the synthetic release, file by file
+
+
+def test_synthetic_files_are_in_the_release_formats(tiny, tmp_path):
+    import re
+
+    import soundfile as sf
+
+    from repropipe.asvspoof.evaluate import parse_asv_scores
+    from repropipe.asvspoof.synth import zip_la_tree
+
+    for split in data.SPLITS:  # protocols: ASCII, one LF-terminated line each, the official pattern
+        raw = (tiny / data.protocol_path(split)).read_bytes()
+        raw.decode("ascii")
+        assert raw.endswith(b"\n") and b"\r" not in raw
+        letter, attacks = data.SPLIT_LETTER[split], "|".join(data.ATTACKS[split])
+        pattern = re.compile(rf"LA_\d{{4}} LA_{letter}_\d{{7}} - (- bonafide|({attacks}) spoof)")
+        assert all(pattern.fullmatch(x) for x in raw.decode().splitlines())
+        info = sf.info(str(tiny / data.read_protocol(data.DirSource(tiny), split).path[0]))
+        assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 16000, 1)
+    for split, rel in data.ASV_SCORES.items():  # ASV scores: three columns, six decimals, ids of the split
+        raw = (tiny / rel).read_bytes()
+        attacks = "|".join(data.ATTACKS[split])
+        pattern = re.compile(rf"(bonafide (target|nontarget)|({attacks}) spoof) -?\d+\.\d{{6}}")
+        assert raw.endswith(b"\n") and all(pattern.fullmatch(x) for x in raw.decode("ascii").splitlines())
+        asv = parse_asv_scores(raw, name=rel, split=split)
+        df = data.read_protocol(data.DirSource(tiny), split)
+        assert len(asv["target"]) == (df.label == 1).sum() and len(asv["spoof"]) == (df.label == 0).sum()
+    archive = zip_la_tree(tiny, tmp_path / "LA.zip")
+    import zipfile
+
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        assert all(n.startswith("LA/") for n in names) and all(i.compress_type == zipfile.ZIP_DEFLATED for i in zf.infolist())
+    src = data.ZipSource(archive)
+    assert src.prefix == "" and data.check_structure(src, expect_official_counts=False) == CFG["utterances"]
 
 
 def _zip_of(tree: Path, archive: Path, drop: str | None = None) -> Path:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io as _io
 import logging
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,15 @@ SAMPLE_RATE = 16000
 # real LA.zip or tree, since no md5 of LA.zip is published where this pipeline can read it offline.
 OFFICIAL_COUNTS = {"train": 25380, "dev": 24844, "eval": 71237}
 KEYS = {"bonafide": 1, "spoof": 0}  # label 1 = bona fide: higher score means more bona fide
-COLUMNS = ["speaker_id", "utt_id", "system_id", "key", "label", "path"]
+# Spoofing systems per partition (README.LA.txt of the release; ASVspoof 2019 evaluation plan): train and dev
+# share A01-A06, eval holds A07-A19 (A16 and A19 are A04 and A06 again), so eval attacks are unseen in training.
+ATTACKS = {"train": tuple(f"A{i:02d}" for i in range(1, 7)), "dev": tuple(f"A{i:02d}" for i in range(1, 7)),
+           "eval": tuple(f"A{i:02d}" for i in range(7, 20))}
+SPLIT_LETTER = {"train": "T", "dev": "D", "eval": "E"}
+# ``line``: the protocol line that listed the utterance, so an audio error can name it
+COLUMNS = ["speaker_id", "utt_id", "system_id", "key", "label", "path", "line"]
+_SPEAKER = re.compile(r"LA_\d{4}")
+_UTT = {split: re.compile(rf"LA_{letter}_\d{{7}}") for split, letter in SPLIT_LETTER.items()}
 
 
 def protocol_path(split: str) -> str:
@@ -151,29 +160,74 @@ class BadItem:
         return {"where": self.where, "line": self.line, "reason": self.reason}
 
 
-def parse_protocol(text: str, *, name: str, split: str, on_bad: str = "error",
+def decode_lines(raw: bytes | str) -> list[tuple[int, str | None, str | None]]:
+    """``(line number, text, problem)`` per line, each decoded strictly as UTF-8 on its own.
+
+    The release's text files are ASCII (README.LA.txt: "protocol files in ASCII format"); a byte that
+    is not UTF-8 means a damaged or foreign file, and it is reported at its line instead of being
+    replaced by U+FFFD and surfacing later as a bogus id or a "missing" file.
+    """
+    if isinstance(raw, str):
+        return [(i, t, None) for i, t in enumerate(raw.splitlines(), start=1)]
+    chunks = raw.split(b"\n")
+    if chunks and not chunks[-1]:
+        chunks.pop()  # the final newline ends the last line; it does not start another
+    out: list[tuple[int, str | None, str | None]] = []
+    for i, chunk in enumerate(chunks, start=1):
+        try:
+            out.append((i, chunk.decode("utf-8"), None))
+        except UnicodeDecodeError as exc:
+            out.append((i, None, f"not UTF-8 text: byte 0x{chunk[exc.start]:02x} at column {exc.start + 1}"))
+    return out
+
+
+def check_protocol_line(parts: list[str], split: str) -> str | None:
+    """What is wrong with one split CM protocol line, or ``None`` (README.LA.txt, section 3).
+
+    ``SPEAKER_ID AUDIO_FILE_NAME - SYSTEM_ID KEY``: speaker ``LA_dddd``; file ``LA_<T|D|E>_ddddddd``
+    (the letter of this partition); ``-``; ``-`` exactly for bona fide, else an attack of this
+    partition (train and dev A01-A06, eval A07-A19); ``bonafide`` or ``spoof``, agreeing with the system.
+    """
+    if len(parts) != 5:
+        return f"expected 5 columns 'SPEAKER_ID AUDIO_FILE_NAME - SYSTEM_ID KEY', got {len(parts)}"
+    spk, utt, env, system, key = parts
+    if key not in KEYS:
+        return f"unknown key {key!r} (expected bonafide or spoof)"
+    if not _SPEAKER.fullmatch(spk):
+        return f"speaker id {spk!r} is not LA_ and 4 digits"
+    if not _UTT[split].fullmatch(utt):
+        return f"file name {utt!r} is not LA_{SPLIT_LETTER[split]}_ and 7 digits (the {split} partition)"
+    if env != "-":
+        return f"third column {env!r}, expected '-' (not used for LA)"
+    if key == "bonafide" and system != "-":
+        return f"bona fide with system id {system!r}; bona fide lines have '-'"
+    if key == "spoof" and system not in ATTACKS[split]:
+        allowed = f"{ATTACKS[split][0]}-{ATTACKS[split][-1]}"
+        return f"spoof with system id {system!r}; {split} attacks are {allowed}"
+    return None
+
+
+def parse_protocol(text: bytes | str, *, name: str, split: str, on_bad: str = "error",
                    bad: list[BadItem] | None = None) -> "pd.DataFrame":
     """Parse official CM protocol lines ``SPEAKER_ID UTT_ID - SYSTEM_ID KEY`` into a DataFrame.
 
     Columns: speaker_id, utt_id, system_id ('-' for bona fide), key, label (1 bona fide, 0 spoof),
-    path (relative, ``LA/ASVspoof2019_LA_<split>/flac/<utt>.flac``). A malformed line raises
+    path (relative, ``LA/ASVspoof2019_LA_<split>/flac/<utt>.flac``), line. Bytes are decoded strictly
+    as UTF-8, line by line. A line that is not UTF-8 or breaks :func:`check_protocol_line` raises
     :class:`DataError` naming file and line, or with ``on_bad='skip'`` is appended to ``bad``.
     """
     import pandas as pd
 
     rows = []
-    seen: set[str] = set()
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
+    seen: dict[str, int] = {}
+    for lineno, raw, problem in decode_lines(text):
+        if raw is not None and not raw.strip():
             continue
-        parts = raw.split()
-        problem = None
-        if len(parts) != 5:
-            problem = f"expected 5 columns 'SPEAKER_ID UTT_ID - SYSTEM_ID KEY', got {len(parts)}"
-        elif parts[4] not in KEYS:
-            problem = f"unknown key {parts[4]!r} (expected bonafide or spoof)"
-        elif parts[1] in seen:
-            problem = f"utterance {parts[1]} listed twice"
+        parts = raw.split() if raw is not None else []
+        if problem is None:
+            problem = check_protocol_line(parts, split)
+        if problem is None and parts[1] in seen:
+            problem = f"utterance {parts[1]} listed twice (first at line {seen[parts[1]]})"
         if problem is not None:
             if on_bad != "skip":
                 raise DataError(name, problem, line=lineno)
@@ -182,8 +236,8 @@ def parse_protocol(text: str, *, name: str, split: str, on_bad: str = "error",
             log.warning("event=skip file=%s line=%d reason=%s", name, lineno, problem)
             continue
         spk, utt, _, system, key = parts
-        seen.add(utt)
-        rows.append((spk, utt, system, key, KEYS[key], audio_path(split, utt)))
+        seen[utt] = lineno
+        rows.append((spk, utt, system, key, KEYS[key], audio_path(split, utt), lineno))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -193,8 +247,7 @@ def read_protocol(source: LASource, split: str, *, on_bad: str = "error",
     rel = protocol_path(split)
     if not source.exists(rel):
         raise DataError(source.where(rel), "protocol file missing")
-    text = source.read_bytes(rel).decode("utf-8", errors="replace")
-    return parse_protocol(text, name=source.where(rel), split=split, on_bad=on_bad, bad=bad)
+    return parse_protocol(source.read_bytes(rel), name=source.where(rel), split=split, on_bad=on_bad, bad=bad)
 
 
 def balanced_subset(df: "pd.DataFrame", per_class: int | None, seed: int) -> "pd.DataFrame":
@@ -229,41 +282,60 @@ def balanced_subset(df: "pd.DataFrame", per_class: int | None, seed: int) -> "pd
 # --------------------------------------------------------------------------- structural check of real data
 
 
-def check_structure(source: LASource, *, expect_official_counts: bool = True) -> dict[str, int]:
+def check_structure(source: LASource, *, expect_official_counts: bool = True, on_bad: str = "error",
+                    bad: list[BadItem] | None = None) -> dict[str, int]:
     """Check a real LA.zip or tree before anything uses it; returns the utterances per split.
 
-    Every protocol file must exist, every utterance it lists must exist in the archive or tree, and
-    (unless ``expect_official_counts`` is off, for a user's own subset) each protocol must have the
-    official number of lines (:data:`OFFICIAL_COUNTS`). This catches a truncated download or a
-    partial extraction where an md5 cannot: DataShare's checksum is not known offline.
+    Every protocol file must exist and parse (:func:`parse_protocol`: strict UTF-8, five columns, the
+    partition's attack ids), every utterance it lists must exist in the archive or tree, and (unless
+    ``expect_official_counts`` is off, for a user's own subset) each protocol must have the official
+    number of lines (:data:`OFFICIAL_COUNTS`) and both ASV score files must be there. The ASV score
+    files, when present, must parse (:func:`repropipe.asvspoof.evaluate.parse_asv_scores`). This
+    catches a truncated download or a partial extraction where an md5 cannot: DataShare's checksum
+    is not known offline. With ``on_bad='skip'`` bad lines and missing files are counted in ``bad``.
     """
+    from repropipe.asvspoof.evaluate import parse_asv_scores
+
+    bad = [] if bad is None else bad
     counts: dict[str, int] = {}
     for split in SPLITS:
         rel = protocol_path(split)
         if not source.exists(rel):
             raise DataError(source.where(rel), "protocol file missing; is this the complete ASVspoof 2019 LA release?")
         name = source.where(rel)
-        text = source.read_bytes(rel).decode("utf-8", errors="replace")
-        lines = [(i, line.split()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        raw = source.read_bytes(rel)
+        lines = sum(1 for line in raw.splitlines() if line.strip())
         expected = OFFICIAL_COUNTS[split]
-        if expect_official_counts and len(lines) != expected:
-            raise DataError(name, f"{len(lines)} protocol lines, the official release has {expected}; a truncated "
+        if expect_official_counts and lines != expected:
+            raise DataError(name, f"{lines} protocol lines, the official release has {expected}; a truncated "
                                   "or altered file? (a deliberate subset: set asvspoof.real.expect_official_counts: false)")
-        missing = [(i, parts[1]) for i, parts in lines if len(parts) >= 2 and not source.exists(audio_path(split, parts[1]))]
-        if missing:
-            line, utt = missing[0]
-            raise DataError(source.where(audio_path(split, utt)),
-                            f"listed in {name} line {line} but not in the data ({len(missing)} of {len(lines)} "
+        df = parse_protocol(raw, name=name, split=split, on_bad=on_bad, bad=bad)
+        missing = [(line, path) for line, path in zip(df.line, df.path) if not source.exists(path)]
+        if missing and on_bad != "skip":
+            line, path = missing[0]
+            raise DataError(source.where(path),
+                            f"listed in {name} line {line} but not in the data ({len(missing)} of {lines} "
                             f"listed {split} files missing); an incomplete download or extraction?")
-        counts[split] = len(lines)
-    log.info("event=structure_ok source=%s %s", source.description, " ".join(f"{k}={v}" for k, v in counts.items()))
+        for line, path in missing:
+            bad.append(BadItem(name, int(line), f"{source.where(path)}: listed but not in the data"))
+        counts[split] = len(df) - len(missing)
+    for split, rel in ASV_SCORES.items():
+        if source.exists(rel):
+            parse_asv_scores(source.read_bytes(rel), name=source.where(rel), split=split)
+        elif expect_official_counts:
+            raise DataError(source.where(rel), "ASV score file missing (the release has it; min t-DCF needs it); "
+                                               "is this the complete ASVspoof 2019 LA release?")
+        else:
+            log.warning("event=no_asv_scores file=%s msg=min t-DCF will not be available", source.where(rel))
+    log.info("event=structure_ok source=%s %s skipped=%d", source.description,
+             " ".join(f"{k}={v}" for k, v in counts.items()), len(bad))
     return counts
 
 
 # --------------------------------------------------------------------------- download stage
 
 
-def download_real(real: dict[str, Any], out_dir: Path) -> None:
+def download_real(real: dict[str, Any], out_dir: Path, on_bad: str = "error") -> None:
     """``source: real``: write ``out_dir/source.json`` pointing at LA data outside the tracked outputs.
 
     * ``real.root``: an extracted tree the user already has (the directory containing ``LA/``);
@@ -271,6 +343,9 @@ def download_real(real: dict[str, Any], out_dir: Path) -> None:
     * ``real.archive``: an LA.zip the user already has: md5-verified and read in place, not copied.
     * otherwise ``real.url`` is fetched to ``<real.cache_dir>/LA.zip`` (resumable, md5-checked) and
       read from there; a cache that already holds a verified copy is not fetched again.
+
+    ``on_bad`` is ``asvspoof.on_bad_file``: with ``skip``, bad protocol lines and listed-but-missing
+    FLACs are counted in ``source.json`` (and skipped again, and listed, by the features stage).
     """
     from repropipe.download import DownloadError, fetch
 
@@ -285,8 +360,10 @@ def download_real(real: dict[str, Any], out_dir: Path) -> None:
             if not src.exists(rel):
                 raise DataError(src.where(rel), "protocol file missing; real.root must be the directory that contains LA/")
             sums[rel] = md5_file(root / rel)
-        counts = check_structure(src, expect_official_counts=official)
-        atomic_write_json(out_dir / "source.json", {"root": str(root), "protocol_md5": sums, "utterances": counts})
+        bad: list[BadItem] = []
+        counts = check_structure(src, expect_official_counts=official, on_bad=on_bad, bad=bad)
+        atomic_write_json(out_dir / "source.json", {"root": str(root), "protocol_md5": sums, "utterances": counts,
+                                                     "skipped": len(bad)})
         return
     if real.get("archive"):
         archive = Path(real["archive"]).expanduser().resolve()
@@ -301,8 +378,10 @@ def download_real(real: dict[str, Any], out_dir: Path) -> None:
     if md5 and got.lower() != md5.lower():
         raise DownloadError(f"{archive}: md5 {got}, expected {md5} (real.md5); the archive is incomplete or not LA.zip")
     # fails early, naming the file, if it is not LA.zip, lacks a protocol or a listed FLAC, or is cut short
-    counts = check_structure(ZipSource(archive), expect_official_counts=official)
-    atomic_write_json(out_dir / "source.json", {"archive": str(archive), "md5": got, "utterances": counts})
+    bad = []
+    counts = check_structure(ZipSource(archive), expect_official_counts=official, on_bad=on_bad, bad=bad)
+    atomic_write_json(out_dir / "source.json", {"archive": str(archive), "md5": got, "utterances": counts,
+                                                 "skipped": len(bad)})
 
 
 def read_audio(source: LASource, rel: str) -> tuple["Any", int]:

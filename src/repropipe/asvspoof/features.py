@@ -149,8 +149,13 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
 
 def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: FeatureConfig,
                   kinds: tuple[str, ...], *, shard_size: int, batch_size: int = BATCH_SIZE, on_bad: str = "error",
-                  bad: list[BadItem] | None = None, progress: bool = True) -> Any:
-    """Decode, featurise and shard one split; returns ``df`` restricted to kept rows plus shard/row columns."""
+                  bad: list[BadItem] | None = None, progress: bool = True, protocol: str | None = None) -> Any:
+    """Decode, featurise and shard one split; returns ``df`` restricted to kept rows plus shard/row columns.
+
+    A missing, unreadable or wrong-rate FLAC raises :class:`DataError` naming the FLAC and, when
+    ``protocol`` is given and ``df`` has the ``line`` column, the protocol file and line that listed
+    it; with ``on_bad='skip'`` it is recorded in ``bad`` under that protocol line instead.
+    """
     from tqdm import tqdm
 
     extractor = Extractor(cfg, kinds)
@@ -184,10 +189,17 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
         try:
             wav = load_waveform(source, row.path, cfg.samples)
         except DataError as exc:
-            if on_bad != "skip":
+            line = getattr(row, "line", None)
+            reason = str(exc).split(": ", 1)[-1]
+            if protocol is not None and line is not None:
+                if on_bad != "skip":
+                    raise DataError(exc.path, f"{reason} (listed in {protocol} line {line})") from exc
+                if bad is not None:
+                    bad.append(BadItem(protocol, int(line), f"{source.where(row.path)}: {reason}"))
+            elif on_bad != "skip":
                 raise
-            if bad is not None:
-                bad.append(BadItem(str(exc.path), None, str(exc).split(": ", 1)[-1]))
+            elif bad is not None:
+                bad.append(BadItem(str(exc.path), None, reason))
             log.warning("event=skip %s", exc)
             continue
         wav_batch.append(wav)

@@ -11,7 +11,7 @@ import numpy as np
 
 from repropipe import io
 from repropipe.asvspoof import figures
-from repropipe.asvspoof.evaluate import min_tdcf, read_asv_scores, score_file_text, summarize
+from repropipe.asvspoof.evaluate import asv_error_rates, min_tdcf, read_asv_scores, score_file_text, summarize
 from repropipe.asvspoof.features import load_features
 from repropipe.report.section import Figure, Section, Table
 from repropipe.stages import StageContext
@@ -46,7 +46,8 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
     manifest = json.loads((Path(feat_dir) / "manifest.json").read_text())
     runs = json.loads((Path(models_dir) / "manifest.json").read_text())["runs"]
     data_source = manifest["data_source"]
-    asv = {s: read_asv_scores(Path(feat_dir) / f"asv_scores.{s}.txt") for s in ("dev", "eval")
+    # the organisers' ASV scores, copied (and checked) by the features stage when the data has them
+    asv = {s: read_asv_scores(Path(feat_dir) / f"asv_scores.{s}.txt", split=s) for s in ("dev", "eval")
            if (Path(feat_dir) / f"asv_scores.{s}.txt").exists()}
     feats: dict[tuple[str, str], Any] = {}
     results: list[dict[str, Any]] = []
@@ -85,6 +86,9 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
         "runs": results,
         **{f"eer_mean/{m}": v["eval_eer_mean"] for m, v in per_model.items()},
         **{f"eer_std/{m}": v["eval_eer_std"] for m, v in per_model.items()},
+        **{f"min_tdcf_mean/{m}": v["eval_min_tdcf_mean"] for m, v in per_model.items() if "eval_min_tdcf_mean" in v},
+        # the ASV operating point every min t-DCF above is computed at (official rules, EER threshold)
+        "asv": {s: asv_error_rates(a) for s, a in asv.items()},
         "controls": {m: {"what": CONTROL_WHAT, "eval_eer": v["eval_eer_mean"], "expected": "near 0.5"}
                      for m, v in per_model.items() if v["control"]},
         "counts": manifest["counts"],
@@ -94,7 +98,7 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
     ctx.write_metrics(f"{out}/metrics.json", metrics, data_source=data_source, device=str(device))
     _plots(results, per_model, histories, out)
     figs = _figures(results, scores_eval, eval_index, histories, per_model)
-    _section(results, per_model, manifest, data_source, figs, bool(asv)).write(f"{out}/section.json")
+    _section(results, per_model, manifest, data_source, figs, metrics["asv"]).write(f"{out}/section.json")
     print("\nasvspoof eval EER (mean +- std over seeds):")
     for m, v in per_model.items():
         print(f"  {m:26s} {100 * v['eval_eer_mean']:6.2f} % +- {100 * v['eval_eer_std']:.2f}"
@@ -115,6 +119,10 @@ def _aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "dev_eer_mean": float(dv.mean()),
             "per_attack_eer_mean": {a: float(np.mean([r["eval"]["per_attack_eer"][a] for r in rs])) for a in attacks},
         }
+        tdcf = [r["eval"]["min_tdcf"] for r in rs]
+        if all(isinstance(t, float) for t in tdcf):  # a number wherever the ASV scores exist
+            out[name]["eval_min_tdcf_mean"] = float(np.mean(tdcf))
+            out[name]["eval_min_tdcf_std"] = float(np.std(tdcf, ddof=1)) if len(tdcf) > 1 else 0.0
     return out
 
 
@@ -155,13 +163,15 @@ def _figures(results: list[dict[str, Any]], scores_eval: dict[tuple[str, int], n
 
 
 def _section(results: list[dict[str, Any]], per_model: dict[str, Any], manifest: dict[str, Any], data_source: str,
-             figs: list[Figure], have_asv: bool) -> Section:
-    tdcf = (lambda r: r["eval"]["min_tdcf"]) if have_asv else (lambda r: "not available")
+             figs: list[Figure], asv: dict[str, dict[str, float]]) -> Section:
+    have_asv = "eval" in asv
+    tdcf = (lambda r: round(r["eval"]["min_tdcf"], 4)) if have_asv else (lambda r: "not available")
     rows = [[_label(r["model"], r.get("control", False)), r["seed"], _pct(r["dev"]["eer"]), _pct(r["eval"]["eer"]),
              round(r["eval"]["accuracy_at_eer_threshold"], 4), round(r["eval"]["best_accuracy"], 4), tdcf(r)]
             for r in results]
     rows += [[f"{m} (mean ± std)", ",".join(map(str, v["seeds"])), _pct(v["dev_eer_mean"]),
-              f"{_pct(v['eval_eer_mean'])} ± {_pct(v['eval_eer_std'])}", "", "", ""]
+              f"{_pct(v['eval_eer_mean'])} ± {_pct(v['eval_eer_std'])}", "", "",
+              f"{v['eval_min_tdcf_mean']:.4f} ± {v['eval_min_tdcf_std']:.4f}" if "eval_min_tdcf_mean" in v else ""]
              for m, v in per_model.items() if not v["control"]]
     main = Table(title="Countermeasure EER (%) per model and seed; eval attacks are unseen in training",
                  columns=["model", "seed", "dev EER (%)", "eval EER (%)", "accuracy at EER threshold",
@@ -184,7 +194,13 @@ def _section(results: list[dict[str, Any]], per_model: dict[str, Any], manifest:
                                  for b in skipped[:20]) + (" ..." if len(skipped) > 20 else ""))
     else:
         notes.append("No input was skipped.")
-    if not have_asv:
+    if have_asv:
+        a = asv["eval"]
+        notes.append(f"min t-DCF: ASVspoof 2019 cost model (P_spoof 0.05, C_fa 10), the organisers' ASV scores"
+                     f"{' (synthetic here)' if data_source == 'synthetic' else ''} fixed at their EER threshold: "
+                     f"ASV EER {_pct(a['eer'])} %, P_fa {_pct(a['pfa'])} %, P_miss {_pct(a['pmiss'])} %, "
+                     f"spoofs accepted {_pct(1 - a['pmiss_spoof'])} %.")
+    else:
         notes.append("min t-DCF: not available (the ASV scores of the real set, ASVspoof2019.LA.asv.*.scores.txt, "
                      "are not part of this data).")
     return Section(

@@ -26,7 +26,7 @@ CONTROL = "lfcc_lcnn_shuffled_labels"  # the shuffled-label control run's name i
 @stage(
     "asvspoof_download", branch="asvspoof", step="download",
     help="Download ASVspoof 2019 LA (source: real) or write the synthetic stand-in in the real layout.",
-    params=("seed", "asvspoof.source", "asvspoof.real", "asvspoof.synthetic"),
+    params=("seed", "asvspoof.source", "asvspoof.real", "asvspoof.synthetic", "asvspoof.on_bad_file"),
     deps=(),  # its code is data.py and synth.py (computed): a model change must not re-download
     outs=(RAW,),
     resources={"mem_mb": 4000, "runtime": 240, "threads": 1},
@@ -39,7 +39,7 @@ def download(ctx: StageContext) -> None:
         if p["source"] == "real":
             # LA.zip lives in real.cache_dir (not a tracked output: DVC would copy 7 GB into its cache and
             # delete it before every re-run); the output is a small source.json pointing at it
-            data.download_real(p["real"], tmp)
+            data.download_real(p["real"], tmp, on_bad=p["on_bad_file"])
         else:
             import torch
 
@@ -61,6 +61,7 @@ def features(ctx: StageContext) -> None:
     import torch
 
     from repropipe.asvspoof import data
+    from repropipe.asvspoof.evaluate import parse_asv_scores
     from repropipe.asvspoof.features import FeatureConfig, extract_split
 
     torch.set_num_threads(1)
@@ -78,7 +79,7 @@ def features(ctx: StageContext) -> None:
             if split != "train":
                 df = data.balanced_subset(df, fp.get("max_per_class"), ctx.seed).reset_index(drop=True)
             frames.append(extract_split(source, df, split, tmp, cfg, kinds, shard_size=int(fp["shard_size"]),
-                                        on_bad=on_bad, bad=bad))
+                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split))))
             log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
         import pandas as pd
 
@@ -87,7 +88,9 @@ def features(ctx: StageContext) -> None:
             index.to_parquet(t, index=False)
         for split, rel in data.ASV_SCORES.items():
             if source.exists(rel):
-                io.atomic_write_bytes(tmp / f"asv_scores.{split}.txt", source.read_bytes(rel))
+                raw = source.read_bytes(rel)
+                parse_asv_scores(raw, name=source.where(rel), split=split)  # a bad file stops here, named
+                io.atomic_write_bytes(tmp / f"asv_scores.{split}.txt", raw)
         io.atomic_write_json(tmp / "manifest.json", {
             "data_source": data.data_source_of(RAW), "source": source.description, "config": fp,
             "counts": {s: int((index.split == s).sum()) for s in data.SPLITS},

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from repropipe.asvspoof.data import PROTOCOL_FILES, PROTOCOL_DIR, SAMPLE_RATE, audio_path
+from repropipe.asvspoof.data import ASV_SCORES, PROTOCOL_DIR, PROTOCOL_FILES, SAMPLE_RATE, SPLIT_LETTER, audio_path
+from repropipe.asvspoof.data import ATTACKS as ATTACK_IDS
 from repropipe.io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("repropipe.asvspoof.synth")
@@ -60,9 +61,7 @@ ATTACKS: dict[str, list[tuple[Any, ...]]] = {
     "A18": [("frame_hold", 4), ("lowpass", 6000.0)],
     "A19": [("hiss", 4.0, 3000.0)],
 }
-SPLIT_ATTACKS = {"train": [f"A0{i}" for i in range(1, 7)], "dev": [f"A0{i}" for i in range(1, 7)],
-                 "eval": [f"A{i:02d}" for i in range(7, 20)]}
-SPLIT_LETTER = {"train": "T", "dev": "D", "eval": "E"}
+SPLIT_ATTACKS = {split: list(ids) for split, ids in ATTACK_IDS.items()}  # the release's: A01-A06, eval A07-A19
 
 
 # --------------------------------------------------------------------------- the voice
@@ -287,8 +286,51 @@ def _unique_ids(rng: np.random.Generator, k: int, low: int, high: int, taken: se
     return out
 
 
+# Synthetic ASV scores, (mean, std) per trial type: a good ASV (EER near 3 %) that accepts a good share of
+# spoofs, whose scores lie between the two bona fide classes, as in the organisers' LA files.
+ASV_SCORE_MODEL = {"target": (25.0, 17.0), "nontarget": (-40.0, 17.0), "spoof": (-12.0, 14.0)}
+NONTARGETS_PER_BONAFIDE = 3  # the real dev and eval files hold several impostor trials per target trial
+
+
+def protocol_line(speaker: str, utt: str, system: str, key: str) -> str:
+    """One CM protocol line as the release writes it: ``LA_0079 LA_T_1138215 - - bonafide``."""
+    return f"{speaker} {utt} - {system} {key}\n"
+
+
+def asv_score_lines(systems: list[str], rng: np.random.Generator) -> str:
+    """An ASV score file in the release's format (README.LA.txt, section 4): ``CM_KEY ASV_KEY SCORE``.
+
+    One target and :data:`NONTARGETS_PER_BONAFIDE` nontarget trials per bona fide utterance (CM_KEY
+    ``bonafide``) and one spoof trial per spoofed utterance (CM_KEY its attack id, e.g. ``A07``),
+    scores with six decimals, grouped target, nontarget, spoof as in the organisers' files.
+    """
+    n_bona = sum(1 for s in systems if s == "-")
+    rows = [("bonafide", "target", rng.normal(*ASV_SCORE_MODEL["target"])) for _ in range(n_bona)]
+    rows += [("bonafide", "nontarget", rng.normal(*ASV_SCORE_MODEL["nontarget"]))
+             for _ in range(n_bona * NONTARGETS_PER_BONAFIDE)]
+    rows += [(s, "spoof", rng.normal(*ASV_SCORE_MODEL["spoof"])) for s in systems if s != "-"]
+    return "".join(f"{cm} {asv} {score:.6f}\n" for cm, asv, score in rows)
+
+
+def zip_la_tree(root: Path, archive: Path) -> Path:
+    """``root/LA/...`` as LA.zip in the release's layout: every member under ``LA/``, deflated.
+
+    The features stage reads such an archive in place (:class:`repropipe.asvspoof.data.ZipSource`).
+    """
+    import zipfile
+
+    with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted((Path(root) / "LA").rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(root).as_posix())
+    return archive
+
+
 def write_synthetic(out_dir: Path, cfg: dict[str, Any], seed: int, progress: bool = True) -> dict[str, Any]:
-    """Write ``out_dir/LA/...`` (FLACs and CM protocols) and return a summary of what was written."""
+    """Write ``out_dir/LA/...`` in the release's layout and formats and return a summary of what was written.
+
+    FLACs (16 kHz, 16-bit, mono), the three CM protocols and the dev and eval ASV score files.
+    """
     import soundfile as sf
     from tqdm import tqdm
 
@@ -303,7 +345,8 @@ def write_synthetic(out_dir: Path, cfg: dict[str, Any], seed: int, progress: boo
         speakers = {sid: speaker(rng) for sid in spk_ids}
         utt_nums = _unique_ids(rng, n, 1_000_000, 10_000_000, taken_utt)
         attacks = SPLIT_ATTACKS[split]
-        lines = []
+        lines: list[str] = []
+        systems: list[str] = []
         for i in tqdm(range(n), desc=f"synth {split}", disable=not progress, leave=False):
             urng = np.random.default_rng([seed, s_idx, i])
             g = torch.Generator().manual_seed(seed * 1_000_003 + s_idx * 100_003 + i)
@@ -319,9 +362,12 @@ def write_synthetic(out_dir: Path, cfg: dict[str, Any], seed: int, progress: boo
             x = channel(x, urng)
             with atomic_path(out_dir / audio_path(split, utt)) as tmp:
                 sf.write(tmp, x.astype(np.float32), SR, format="FLAC", subtype="PCM_16")
-            lines.append(f"LA_{sid:04d} {utt} - {system} {key}")
+            lines.append(protocol_line(f"LA_{sid:04d}", utt, system, key))
+            systems.append(system)
         order = rng.permutation(len(lines))
-        atomic_write_text(out_dir / PROTOCOL_DIR / PROTOCOL_FILES[split], "".join(lines[j] + "\n" for j in order))
+        atomic_write_text(out_dir / PROTOCOL_DIR / PROTOCOL_FILES[split], "".join(lines[j] for j in order))
+        if split in ASV_SCORES:  # its own generator: the audio and protocols do not depend on it
+            atomic_write_text(out_dir / ASV_SCORES[split], asv_score_lines(systems, np.random.default_rng([seed, 2019, s_idx, 1])))
         summary[split] = {"utterances": n, "bonafide": n_bona, "speakers": len(spk_ids), "attacks": attacks}
     atomic_write_json(out_dir / "SYNTHETIC", {"what": "synthetic stand-in for ASVspoof 2019 LA (see "
                                               "repropipe/asvspoof/synth.py for the planted signal)",
