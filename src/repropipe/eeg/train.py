@@ -204,7 +204,9 @@ class _GenState:
 
 
 def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str], tp: dict[str, Any], seed: int,
-              device: torch.device, out_root: Path) -> Path:
+              device: torch.device, out_root: Path, subdir: str = "") -> Path:
+    """Train ``run`` on ``index.split == "train"`` (selecting the epoch on "val") into
+    ``out_root/<run>/<subdir>/model.pt``; ``subdir`` is the within-subject fold ("" for cross-subject)."""
     seed_everything(seed)
     low = run.endswith("_low")
     mask = label_subset(index, tp["label_fraction"], seed) if low else (index.split == "train").to_numpy()
@@ -214,7 +216,7 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
     mask, val = torch.from_numpy(np.asarray(mask).copy()), torch.from_numpy(val)
     y = torch.tensor(index.label.to_numpy().copy(), dtype=torch.long)
     model = build_model(RUN_MODEL[run], **_model_kwargs(run, tp, ch_names)).to(device)
-    run_dir = out_root / run
+    run_dir = out_root / run / subdir if subdir else out_root / run
     epochs = tp["epochs"]
     if low:
         epochs = min(int(math.ceil(epochs / tp["label_fraction"])), tp["max_low_label_epochs"])
