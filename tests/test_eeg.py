@@ -377,3 +377,86 @@ def test_csp_lda_baseline_finds_the_planted_lateralisation(raw_root):
     lps = csp_lda_log_proba(x[torch.from_numpy(np.flatnonzero(tr))], shuffled, x[torch.from_numpy(np.flatnonzero(te))])
     acc_shuffled = float((lps.argmax(1).numpy() == y[te]).mean())
     assert acc >= 0.7 and acc_shuffled < acc - 0.15, (acc, acc_shuffled)
+
+
+# ------------------------------------------------------------------------------- real-mode rehearsal
+@pytest.mark.e2e
+def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypatch):
+    """source: real from a local MNE cache (no network): download -> features -> train -> evaluate,
+    within_subject on one subject. The only substitute is the checksum table (synthetic EDFs are not
+    PhysioNet's bytes): a file in MNE's format made from these files, read by the production parser;
+    the production table is shown to refuse the same files in the test above."""
+    import copy
+    import json
+
+    import yaml
+
+    from conftest import TINY_PARAMS, copy_project
+    from repropipe.stages import STAGES, load_all, run_stage
+
+    cache = tmp_path / "mne_data"  # what eegbci.load_data(path=cache) leaves behind
+    inner = cache / data.MNE_LAYOUT
+    data.synthesize(inner, [1], [4, 8], seed=5, duration_s=60, effect=0.7)
+    monkeypatch.setattr(data, "CHECKSUM_FILE", write_table(tmp_path / "eegbci_checksums.txt", table_for(inner)))
+    params = copy.deepcopy(TINY_PARAMS)
+    params["eeg"].update(source="real", subjects=[1], runs=[4, 8], local_dir=str(cache), evaluation="within_subject",
+                         within_subject_folds=3)
+    params["eeg"]["train"]["runs"] = ["transformer", "linformer", "simclr_low"]
+    project = copy_project(tmp_path / "proj", params)
+    load_all()
+    monkeypatch.chdir(project)
+    for step in ("download", "features", "train", "evaluate"):
+        run_stage(STAGES[f"eeg_{step}"], project / "params.yaml")
+    manifest = json.loads((project / "data/raw/eeg/manifest.json").read_text())
+    assert manifest["source"] == "real" and [f["path"] for f in manifest["files"]] == ["S001/S001R04.edf",
+                                                                                       "S001/S001R08.edf"]
+    assert (project / "data/raw/eeg/S001/S001R04.edf").read_bytes() == (inner / "S001/S001R04.edf").read_bytes()
+    m = json.loads((project / "results/eeg/metrics.json").read_text())
+    assert m["provenance"]["data_source"] == "real (PhysioNet EEG MMI)"
+    assert m["evaluation"] == "within_subject" and m["within_subject_folds"] == 3
+    assert set(m["runs"]) == {"transformer", "linformer", "simclr_low"}
+    for f in range(3):
+        assert (project / f"results/eeg/models/transformer/fold{f}/model.pt").exists()
+    meta = json.loads((project / "data/features/eeg/meta.json").read_text())
+    csp = m["baselines"]["csp_lda"]
+    assert csp["n_trials"] == meta["n_trials"]  # every trial of the one subject scored once, by a model that never saw it
+    assert m["runs"]["transformer"]["n_trials"] == meta["n_trials"]
+    assert set(csp["per_subject_trial_accuracy"]) == {"1"}
+    for key in ("csp_lda/accuracy", "csp_lda/trial_accuracy", "csp_lda/pre_cue_accuracy",
+                "csp_lda/subject_mean_trial_accuracy", "transformer/trial_accuracy_ci_low"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["csp_lda/trial_accuracy"] >= 0.75  # the planted effect, within subject
+    section = json.loads((project / "results/eeg/section.json").read_text())
+    text = json.dumps(section)
+    assert "within-subject 3-fold" in text and "csp_lda" in text
+    assert yaml.safe_load((project / "params.yaml").read_text())["eeg"]["source"] == "real"
+
+
+def test_damaged_feature_and_model_files_are_named(tmp_path):
+    from repropipe.eeg.evaluate import load_run
+    from repropipe.eeg.train import load_features
+
+    (tmp_path / "chunks.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DataError, match=r"chunks\.pt: not an eeg_features chunk file"):
+        load_features(tmp_path)
+    torch.save({"x": torch.zeros(2, 64, 160), "ch_names": ["a"]}, tmp_path / "chunks.pt")
+    with pytest.raises(DataError, match=r"index\.parquet: missing"):
+        load_features(tmp_path)
+    (tmp_path / "index.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(DataError, match=r"index\.parquet: not a readable parquet index"):
+        load_features(tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(DataError, match=r"model\.pt: not a readable EEG model checkpoint"):
+        load_run(tmp_path / "model.pt", torch.device("cpu"))
+
+
+def test_a_manifest_that_is_not_utf8_or_not_a_manifest_is_named(tmp_path, monkeypatch):
+    from repropipe.eeg import stage
+    from repropipe.io import DataError as DE
+
+    bad = tmp_path / "manifest.json"
+    bad.write_bytes(b'{"source": "real\xff"}')
+    with pytest.raises(DE, match=r"manifest\.json: not UTF-8 JSON"):
+        stage._read_json(bad, "missing")
+    with pytest.raises(ValueError, match="not a PhysioNet run name"):
+        stage._subject_run("S001/notes.edf")

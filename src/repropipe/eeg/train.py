@@ -54,9 +54,22 @@ def load_features(root: Path = FEATURES) -> tuple[torch.Tensor, pd.DataFrame, li
     path = root / "chunks.pt"
     if not path.exists():
         raise DataError(path, "missing; run `python -m repropipe eeg features` first")
-    blob = torch.load(path, weights_only=True)
-    index = pd.read_parquet(root / "index.parquet")
-    if len(index) != len(blob["x"]):
+    try:
+        blob = torch.load(path, weights_only=True)
+        x = blob["x"]
+    except Exception as exc:  # truncated, foreign or not a dict with "x": name the file
+        raise DataError(path, f"not an eeg_features chunk file ({type(exc).__name__}: {exc})") from exc
+    ipath = root / "index.parquet"
+    if not ipath.exists():
+        raise DataError(ipath, "missing; run `python -m repropipe eeg features` first")
+    try:
+        index = pd.read_parquet(ipath)
+    except Exception as exc:  # pyarrow raises ArrowInvalid and friends
+        raise DataError(ipath, f"not a readable parquet index ({type(exc).__name__}: {exc})") from exc
+    missing = {"subject", "run", "trial", "label", "chunk", "split"} - set(index.columns)
+    if missing:
+        raise DataError(ipath, f"index lacks columns {sorted(missing)}; run `python -m repropipe eeg features` again")
+    if len(index) != len(x):
         raise DataError(path, f"{len(blob['x'])} chunks but index.parquet has {len(index)} rows")
     return blob["x"], index, list(blob["ch_names"])
 
@@ -225,7 +238,7 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
         epochs = min(epochs, tp["simclr"]["finetune_epochs"])
     pre_history: list[dict[str, float]] = []
     if log_probs:
-        pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy()], tp["simclr"], tp, seed, device,
+        pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy().copy()], tp["simclr"], tp, seed, device,
                                       run_dir / "pretrain")
     lr = tp["simclr"]["finetune_lr"] if log_probs else tp["lr"]
     best, history = _supervised(run, model, x[mask], y[mask], (x[val], y[val]), epochs, tp, seed, device,
