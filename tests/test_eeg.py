@@ -460,3 +460,30 @@ def test_a_manifest_that_is_not_utf8_or_not_a_manifest_is_named(tmp_path, monkey
         stage._read_json(bad, "missing")
     with pytest.raises(ValueError, match="not a PhysioNet run name"):
         stage._subject_run("S001/notes.edf")
+
+
+def test_schema_checks_the_protocol_and_allows_one_subject_only_within_subject(tmp_path):
+    import copy
+
+    import yaml
+
+    from conftest import ROOT, TINY_PARAMS
+    from repropipe.params import ParamsError, load_params
+
+    (tmp_path / "workflow" / "schemas").mkdir(parents=True)
+    (tmp_path / "workflow/schemas/params.schema.yaml").write_text(
+        (ROOT / "workflow/schemas/params.schema.yaml").read_text())
+
+    def check(**eeg):
+        p = copy.deepcopy(TINY_PARAMS)
+        p["eeg"].update(eeg)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        return load_params(tmp_path / "params.yaml")
+
+    assert check(subjects=[7], evaluation="within_subject")["eeg"]["subjects"] == [7]
+    with pytest.raises(ParamsError, match=r"eeg\.subjects"):
+        check(subjects=[7], evaluation="cross_subject")
+    with pytest.raises(ParamsError, match=r"eeg\.evaluation'.*'leave_one_out' is not one of"):
+        check(evaluation="leave_one_out")
+    with pytest.raises(ParamsError, match=r"eeg\.within_subject_folds"):
+        check(within_subject_folds=1)
