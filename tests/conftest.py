@@ -38,8 +38,9 @@ TINY_PARAMS = {
         "evaluate": {"batch_size": 8, "max_trials": 1000, "top_k": 5},
     },
     "eeg": {
-        "source": "synthetic", "subjects": [1, 2, 3], "runs": [4], "local_dir": None, "exclude_known_bad": True,
-        "on_bad": "error", "synthetic": {"duration_s": 40, "effect": 0.5},
+        "source": "synthetic", "subjects": [1, 2, 3], "runs": [4], "local_dir": None, "cache_dir": "data/cache/eeg",
+        "exclude_known_bad": True, "on_bad": "error", "evaluation": "cross_subject", "within_subject_folds": 2,
+        "synthetic": {"duration_s": 40, "effect": 0.5},
         "features": {"l_freq": 7.0, "h_freq": 30.0, "tmin": -1.0, "tmax": 4.0, "chunk": 160, "overlap": 80},
         "split": {"val_subjects": 1, "test_subjects": 1},
         "train": {"runs": ["transformer", "linformer", "transformer_low", "simclr_low"], "threads": 1, "epochs": 1,

@@ -200,10 +200,290 @@ def test_label_subset_takes_whole_training_trials():
     assert (m == label_subset(index, 0.2, seed=0)).all()
 
 
+# ------------------------------------------------------------------------------- real-data integrity
+def table_for(root):
+    """A checksum table in MNE's format for synthetic files (which are not PhysioNet's bytes)."""
+    from repropipe.io import sha256_file
+
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.glob("S*/S*R*.edf"))}
+
+
+def write_table(path, table):
+    path.write_text("".join(f"{k:<30s} {v}\n" for k, v in table.items()))  # the layout of mne/data/eegbci_checksums.txt
+    return path
+
+
+def test_synthetic_run_matches_physionets_s001r04_as_mne_reads_it(tmp_path):
+    """What MNE prints for PhysioNet's S001R04.edf (C. Brunner, "Loading EEG data in Python", which reads
+    https://physionet.org/files/eegmmidb/1.0.0/S001/S001R04.edf):
+
+        <RawEDF | S001R04.edf, 64 x 20000 (125.0 s), ~9.8 MB, data loaded>
+         ch_names: Fc5., Fc3., Fc1., Fcz., Fc2., Fc4., Fc6., C5.., C3.., C1.., ...
+         highpass: 0.0 Hz
+         lowpass: 80.0 Hz
+         meas_date: 2009-08-12 16:15:00 UTC
+         sfreq: 160.0 Hz
+        <Annotations | 30 segments: T0 (15), T1 (8), T2 (7)>
+
+    PhysioNet: "T0 corresponds to rest", T1 to the left fist, T2 to the right fist (runs 4, 8, 12: imagined).
+    """
+    import mne
+
+    [path] = data.synthesize(tmp_path, [1], [4], seed=0, duration_s=125, effect=0.7)
+    assert path.relative_to(tmp_path).as_posix() == "S001/S001R04.edf"
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+    assert repr(raw).startswith("<RawEDF | S001R04.edf, 64 x 20000 (125.0 s)")
+    assert ", ".join(raw.ch_names[:10]) == "Fc5., Fc3., Fc1., Fcz., Fc2., Fc4., Fc6., C5.., C3.., C1.."
+    assert raw.info["highpass"] == 0.0 and raw.info["lowpass"] == 80.0 and raw.info["sfreq"] == 160.0
+    assert str(raw.info["meas_date"]) == "2009-08-12 16:15:00+00:00"
+    assert repr(raw.annotations) == "<Annotations | 30 segments: T0 (15), T1 (8), T2 (7)>"
+    head = path.read_bytes()[:256]
+    assert head[:8] == b"0       " and head[192:197] == b"EDF+C"  # EDF+ (continuous), as PhysioNet's release
+
+
+def test_mne_checksum_table_lists_every_imagery_run():
+    """The production table: MNE's mne/data/eegbci_checksums.txt, every subject's runs 4/8/12."""
+    table = data.checksum_table()
+    assert all(f"S{s:03d}/S{s:03d}R{r:02d}.edf" in table for s in range(1, 110) for r in (4, 8, 12))
+    assert table["S001/S001R04.edf"] == "3d161f88e1c00632585287d2ce584c2bc0f08862438eb255ea8723e00fac693d"
+
+
+def test_a_malformed_checksum_table_is_named_with_its_line(tmp_path):
+    bad = tmp_path / "sums.txt"
+    bad.write_text("S001/S001R04.edf 3d161f88e1c00632585287d2ce584c2bc0f08862438eb255ea8723e00fac693d\nS001/S001R08.edf xyz\n")
+    with pytest.raises(DataError, match=r"sums\.txt:2: expected '<file> <sha256 hex>'"):
+        data.checksum_table(bad)
+
+
+def test_a_crlf_damaged_copy_is_rejected_with_the_text_mode_hint(tmp_path, raw_root):
+    """A text-mode copy turns every LF byte of the samples into CR LF: longer than the header promises,
+    and not PhysioNet's bytes. Both checks say so, naming the file."""
+    good = raw_root / "S001" / "S001R04.edf"
+    table = table_for(raw_root)
+    damaged = tmp_path / "S001" / "S001R04.edf"
+    damaged.parent.mkdir()
+    damaged.write_bytes(good.read_bytes().replace(b"\n", b"\r\n"))
+    n_lf = good.read_bytes().count(b"\n")
+    assert n_lf > 0 and damaged.stat().st_size == good.stat().st_size + n_lf
+    with pytest.raises(DataError) as exc:
+        data.download_real(tmp_path / "out", [1], [4], str(tmp_path), checksums=table)
+    msg = str(exc.value)
+    assert msg.startswith(f"{damaged}: SHA-256 ") and "these bytes are not PhysioNet's" in msg
+    assert f"{n_lf} bytes longer than its EDF header promises" in msg and "text-mode (LF->CRLF) copy does this" in msg
+    assert not (tmp_path / "out" / "S001" / "S001R04.edf").exists()
+    # the reader's size check alone rejects it too (a file the table does not list)
+    with pytest.raises(DataError, match=rf"S001R04\.edf: EDF longer than its header promises: .* {n_lf} more .*"
+                                        r"text-mode \(LF->CRLF\) copy does this"):
+        data.read_run(damaged)
+
+
+def test_production_table_rejects_bytes_that_are_not_physionets(tmp_path, raw_root):
+    """Without a substituted table the real one is used: a synthetic S001R04 is not PhysioNet's."""
+    with pytest.raises(DataError, match=r"S001R04\.edf: SHA-256 [0-9a-f]{64} is not PhysioNet's 3d161f88"):
+        data.download_real(tmp_path / "out", [1], [4], str(raw_root))
+
+
+@pytest.mark.parametrize("layout", ["MNE-eegbci-data/files/eegmmidb/1.0.0", "eegmmidb/1.0.0", "files", ""])
+def test_local_dir_accepts_mne_cache_physionet_zip_and_flat_layouts(tmp_path, raw_root, layout):
+    """eeg.local_dir may be MNE's cache root (~/mne_data), its eegmmidb/1.0.0 folder, the unpacked
+    PhysioNet zip (files/S001/...) or a folder holding S001/ (the last three all point at S001's parent)."""
+    import shutil
+
+    user = tmp_path / "user"
+    shutil.copytree(raw_root, user / layout)
+    files = data.download_real(tmp_path / "out", [1, 2], [4], str(user), checksums=table_for(raw_root))
+    assert [f.relative_to(tmp_path / "out").as_posix() for f in files] == ["S001/S001R04.edf", "S002/S002R04.edf"]
+    assert files[0].read_bytes() == (raw_root / "S001" / "S001R04.edf").read_bytes()
+
+
+def test_local_dir_without_the_layout_says_where_it_looked(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: eeg.local_dir holds no PhysioNet layout: looked for S001/S001R04\.edf"):
+        data.download_real(tmp_path / "out", [1], [4], str(tmp_path / "empty"), checksums={})
+
+
 def test_real_source_from_a_local_folder_copies_the_physionet_layout(tmp_path, raw_root):
     """source: real with eeg.local_dir never touches the network; a missing run is named."""
-    files = data.download_real(tmp_path / "out", [1, 2], [4], str(raw_root))
+    table = table_for(raw_root)
+    files = data.download_real(tmp_path / "out", [1, 2], [4], str(raw_root), checksums=table)
     assert [f.relative_to(tmp_path / "out").as_posix() for f in files] == ["S001/S001R04.edf", "S002/S002R04.edf"]
     assert files[0].read_bytes() == (raw_root / "S001" / "S001R04.edf").read_bytes()
     with pytest.raises(DataError, match=r"S001R08\.edf: eeg.local_dir has no file for subject 1 run 8"):
-        data.download_real(tmp_path / "out2", [1], [8], str(raw_root))
+        data.download_real(tmp_path / "out2", [1], [8], str(raw_root), checksums=table)
+
+
+# ------------------------------------------------------------------------------ evaluation protocols
+def test_within_subject_folds_are_stratified_per_subject_and_keep_trials_whole(tmp_path):
+    root = tmp_path / "raw"
+    data.synthesize(root, [1], [4, 8], seed=0, duration_s=60, effect=0.7)
+    x, index, _, _ = features.build(root, [1], [4, 8], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error",
+                                    evaluation="within_subject", folds=3)
+    assert set(index.split) == {"cv"} and set(index.fold) == {0, 1, 2}
+    assert (index.groupby(["subject", "run", "trial"]).fold.nunique() == 1).all()
+    trials = index.groupby(["subject", "run", "trial"]).agg(label=("label", "first"), fold=("fold", "first"))
+    for _, g in trials.groupby("fold"):
+        assert set(g.label) == {0, 1}  # stratified: both classes in every fold
+    sp = features.fold_split(index, 1, 3)
+    assert set(sp[index.fold == 1]) == {"test"} and set(sp[index.fold == 2]) == {"val"} and set(sp[index.fold == 0]) == {"train"}
+    assert set(features.fold_split(index.assign(fold=index.fold % 2), 0, 2)) == {"test", "train"}  # k=2: no val fold
+    with pytest.raises(DataError, match=r"S001: eeg.evaluation within_subject with 9 folds needs at least 9 trials"):
+        features.build(root, [1], [4, 8], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error",
+                       evaluation="within_subject", folds=9)
+
+
+def test_chunk_scores_use_post_cue_windows_and_report_pre_cue_apart():
+    from repropipe.eeg.evaluate import evaluate_run
+
+    rows = [{"subject": s, "run": 4, "trial": t, "label": t % 2, "chunk": c, "start_s": -1.0 + 0.5 * c,
+             "end_s": 0.5 * c} for s in (1, 2) for t in range(6) for c in range(4)]
+    test = pd.DataFrame(rows)
+    # right after the cue, wrong before it and across it
+    correct = (test.start_s >= 0).to_numpy()
+    pred = np.where(correct, test.label, 1 - test.label)
+    lp = torch.log(torch.tensor(np.stack([pred == 0, pred == 1], 1) * 0.98 + 0.01, dtype=torch.float32))
+    r = evaluate_run(lp, test, seed=0)
+    assert r["chunk"]["accuracy"] == 1.0 and r["n_chunks"] == 24  # chunks 2, 3 of 12 trials
+    assert r["pre_cue"]["accuracy"] == 0.0 and r["n_pre_cue_chunks"] == 12  # chunk 0 ends at the cue, chunk 1 crosses it
+    assert r["all_chunks"]["accuracy"] == 0.5
+    assert r["trial"]["accuracy"] == 1.0 and r["n_trials"] == 12 and r["trial"]["ci_low"] == 1.0
+    assert r["per_subject_trial_accuracy"] == {"1": 1.0, "2": 1.0}
+
+
+def test_bootstrap_interval_resamples_subjects():
+    from repropipe.eeg.evaluate import bootstrap_ci
+
+    correct = np.array([1] * 10 + [0] * 10, float)
+    subj = np.array([1] * 10 + [2] * 10)
+    lo, hi = bootstrap_ci(correct, subj, seed=0)
+    assert lo == 0.0 and hi == 1.0  # two subjects, one perfect and one wrong: anything between
+    lo1, hi1 = bootstrap_ci(correct, np.ones(20), seed=0)  # one subject: over trials
+    assert 0.2 < lo1 < 0.5 < hi1 < 0.8
+
+
+def test_csp_lda_baseline_finds_the_planted_lateralisation(raw_root):
+    """CSP + LDA trained on two subjects' post-cue chunks beats chance on the third; with shuffled
+    training labels it does not."""
+    from repropipe.eeg.evaluate import csp_lda_log_proba
+
+    x, index, _, _ = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error")
+    x = torch.from_numpy(x)
+    post = (index.start_s >= 0).to_numpy()
+    tr, te = post & (index.subject != 3).to_numpy(), post & (index.subject == 3).to_numpy()
+    y = index.label.to_numpy()
+    lp = csp_lda_log_proba(x[torch.from_numpy(np.flatnonzero(tr))], y[tr], x[torch.from_numpy(np.flatnonzero(te))])
+    assert lp.shape == (te.sum(), 2) and torch.allclose(lp.exp().sum(1), torch.ones(te.sum()), atol=1e-5)
+    acc = float((lp.argmax(1).numpy() == y[te]).mean())
+    shuffled = np.random.default_rng(0).permutation(y[tr])
+    lps = csp_lda_log_proba(x[torch.from_numpy(np.flatnonzero(tr))], shuffled, x[torch.from_numpy(np.flatnonzero(te))])
+    acc_shuffled = float((lps.argmax(1).numpy() == y[te]).mean())
+    assert acc >= 0.7 and acc_shuffled < acc - 0.15, (acc, acc_shuffled)
+
+
+# ------------------------------------------------------------------------------- real-mode rehearsal
+@pytest.mark.e2e
+def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypatch):
+    """source: real from a local MNE cache (no network): download -> features -> train -> evaluate,
+    within_subject on one subject. The only substitute is the checksum table (synthetic EDFs are not
+    PhysioNet's bytes): a file in MNE's format made from these files, read by the production parser;
+    the production table is shown to refuse the same files in the test above."""
+    import copy
+    import json
+
+    import yaml
+
+    from conftest import TINY_PARAMS, copy_project
+    from repropipe.stages import STAGES, load_all, run_stage
+
+    cache = tmp_path / "mne_data"  # what eegbci.load_data(path=cache) leaves behind
+    inner = cache / data.MNE_LAYOUT
+    data.synthesize(inner, [1], [4, 8], seed=5, duration_s=60, effect=0.7)
+    monkeypatch.setattr(data, "CHECKSUM_FILE", write_table(tmp_path / "eegbci_checksums.txt", table_for(inner)))
+    params = copy.deepcopy(TINY_PARAMS)
+    params["eeg"].update(source="real", subjects=[1], runs=[4, 8], local_dir=str(cache), evaluation="within_subject",
+                         within_subject_folds=3)
+    params["eeg"]["train"]["runs"] = ["transformer", "linformer", "simclr_low"]
+    project = copy_project(tmp_path / "proj", params)
+    load_all()
+    monkeypatch.chdir(project)
+    for step in ("download", "features", "train", "evaluate"):
+        run_stage(STAGES[f"eeg_{step}"], project / "params.yaml")
+    manifest = json.loads((project / "data/raw/eeg/manifest.json").read_text())
+    assert manifest["source"] == "real" and [f["path"] for f in manifest["files"]] == ["S001/S001R04.edf",
+                                                                                       "S001/S001R08.edf"]
+    assert (project / "data/raw/eeg/S001/S001R04.edf").read_bytes() == (inner / "S001/S001R04.edf").read_bytes()
+    m = json.loads((project / "results/eeg/metrics.json").read_text())
+    assert m["provenance"]["data_source"] == "real (PhysioNet EEG MMI)"
+    assert m["evaluation"] == "within_subject" and m["within_subject_folds"] == 3
+    assert set(m["runs"]) == {"transformer", "linformer", "simclr_low"}
+    for f in range(3):
+        assert (project / f"results/eeg/models/transformer/fold{f}/model.pt").exists()
+    meta = json.loads((project / "data/features/eeg/meta.json").read_text())
+    csp = m["baselines"]["csp_lda"]
+    assert csp["n_trials"] == meta["n_trials"]  # every trial of the one subject scored once, by a model that never saw it
+    assert m["runs"]["transformer"]["n_trials"] == meta["n_trials"]
+    assert set(csp["per_subject_trial_accuracy"]) == {"1"}
+    for key in ("csp_lda/accuracy", "csp_lda/trial_accuracy", "csp_lda/pre_cue_accuracy",
+                "csp_lda/subject_mean_trial_accuracy", "transformer/trial_accuracy_ci_low"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["csp_lda/trial_accuracy"] >= 0.75  # the planted effect, within subject
+    section = json.loads((project / "results/eeg/section.json").read_text())
+    text = json.dumps(section)
+    assert "within-subject 3-fold" in text and "csp_lda" in text
+    assert yaml.safe_load((project / "params.yaml").read_text())["eeg"]["source"] == "real"
+
+
+def test_damaged_feature_and_model_files_are_named(tmp_path):
+    from repropipe.eeg.evaluate import load_run
+    from repropipe.eeg.train import load_features
+
+    (tmp_path / "chunks.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DataError, match=r"chunks\.pt: not an eeg_features chunk file"):
+        load_features(tmp_path)
+    torch.save({"x": torch.zeros(2, 64, 160), "ch_names": ["a"]}, tmp_path / "chunks.pt")
+    with pytest.raises(DataError, match=r"index\.parquet: missing"):
+        load_features(tmp_path)
+    (tmp_path / "index.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(DataError, match=r"index\.parquet: not a readable parquet index"):
+        load_features(tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(DataError, match=r"model\.pt: not a readable EEG model checkpoint"):
+        load_run(tmp_path / "model.pt", torch.device("cpu"))
+
+
+def test_a_manifest_that_is_not_utf8_or_not_a_manifest_is_named(tmp_path, monkeypatch):
+    from repropipe.eeg import stage
+    from repropipe.io import DataError as DE
+
+    bad = tmp_path / "manifest.json"
+    bad.write_bytes(b'{"source": "real\xff"}')
+    with pytest.raises(DE, match=r"manifest\.json: not UTF-8 JSON"):
+        stage._read_json(bad, "missing")
+    with pytest.raises(ValueError, match="not a PhysioNet run name"):
+        stage._subject_run("S001/notes.edf")
+
+
+def test_schema_checks_the_protocol_and_allows_one_subject_only_within_subject(tmp_path):
+    import copy
+
+    import yaml
+
+    from conftest import ROOT, TINY_PARAMS
+    from repropipe.params import ParamsError, load_params
+
+    (tmp_path / "workflow" / "schemas").mkdir(parents=True)
+    (tmp_path / "workflow/schemas/params.schema.yaml").write_text(
+        (ROOT / "workflow/schemas/params.schema.yaml").read_text())
+
+    def check(**eeg):
+        p = copy.deepcopy(TINY_PARAMS)
+        p["eeg"].update(eeg)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        return load_params(tmp_path / "params.yaml")
+
+    assert check(subjects=[7], evaluation="within_subject")["eeg"]["subjects"] == [7]
+    with pytest.raises(ParamsError, match=r"eeg\.subjects"):
+        check(subjects=[7], evaluation="cross_subject")
+    with pytest.raises(ParamsError, match=r"eeg\.evaluation'.*'leave_one_out' is not one of"):
+        check(evaluation="leave_one_out")
+    with pytest.raises(ParamsError, match=r"eeg\.within_subject_folds"):
+        check(within_subject_folds=1)

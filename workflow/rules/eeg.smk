@@ -21,6 +21,7 @@ rule eeg_download:
         eeg__subjects=param("eeg.subjects"),
         eeg__runs=param("eeg.runs"),
         eeg__local_dir=param("eeg.local_dir"),
+        eeg__cache_dir=param("eeg.cache_dir"),
         eeg__exclude_known_bad=param("eeg.exclude_known_bad"),
         eeg__synthetic=param("eeg.synthetic"),
     log:
@@ -41,7 +42,18 @@ rule eeg_download:
 
 rule eeg_features:
     input:
-        "data/raw/eeg",
+        "d",
+        "a",
+        "t",
+        "a",
+        "/",
+        "r",
+        "a",
+        "w",
+        "/",
+        "e",
+        "e",
+        "g",
         "src/repropipe/__init__.py",
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
@@ -62,6 +74,8 @@ rule eeg_features:
         eeg__on_bad=param("eeg.on_bad"),
         eeg__features=param("eeg.features"),
         eeg__split=param("eeg.split"),
+        eeg__evaluation=param("eeg.evaluation"),
+        eeg__within_subject_folds=param("eeg.within_subject_folds"),
     log:
         "logs/eeg_features.log",
     benchmark:
@@ -71,7 +85,7 @@ rule eeg_features:
         mem_mb=8000,
         runtime=60,
     message:
-        "Band-pass 7-30 Hz, epoch -1..4 s around T1/T2, chunk, normalise per channel, split by subject."
+        "Band-pass 7-30 Hz, epoch -1..4 s around T1/T2, chunk, normalise per channel, split by subject (cross_subject) or into stratified folds of each subject's trials (within_subject)."
     conda:
         "../envs/repropipe.yaml"
     shell:
@@ -89,6 +103,7 @@ rule eeg_train:
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/augment.py",
         "src/repropipe/eeg/data.py",
+        "src/repropipe/eeg/features.py",
         "src/repropipe/eeg/models.py",
         "src/repropipe/eeg/stage.py",
         "src/repropipe/eeg/train.py",
@@ -114,7 +129,7 @@ rule eeg_train:
         runtime=240,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
     message:
-        "Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects."
+        "Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects (cross_subject) or once per fold of every subject's trials (within_subject)."
     conda:
         "../envs/repropipe.yaml"
     shell:
@@ -134,6 +149,7 @@ rule eeg_evaluate:
         "src/repropipe/eeg/augment.py",
         "src/repropipe/eeg/data.py",
         "src/repropipe/eeg/evaluate.py",
+        "src/repropipe/eeg/features.py",
         "src/repropipe/eeg/models.py",
         "src/repropipe/eeg/stage.py",
         "src/repropipe/eeg/train.py",
@@ -166,7 +182,7 @@ rule eeg_evaluate:
         mem_mb=8000,
         runtime=60,
     message:
-        "Macro F1, accuracy, confusion, per-subject accuracy on held-out subjects; Transformer vs Linformer benchmark."
+        "Post-cue chunk and trial macro F1 / accuracy (trial accuracy with a 95 % subject-bootstrap interval), pre-cue sanity scores, confusion, per-subject accuracy, the CSP + LDA baseline; Transformer vs Linformer benchmark."
     conda:
         "../envs/repropipe.yaml"
     shell:

@@ -15,6 +15,7 @@ event-related desynchronisation, learnable across subjects but noisy within a tr
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import os
@@ -45,49 +46,192 @@ assert len(PHYSIONET_CHANNELS) == 64
 # instead of 160 Hz, and 104's imagery runs carry mis-timed/short annotation sets. MOABB and
 # braindecode exclude the same four.
 KNOWN_BAD_SUBJECTS = (88, 92, 100, 104)
+# S001R04's start as MNE reports it (``meas_date: 2009-08-12 16:15:00 UTC``); synthetic files carry the same.
+MEAS_DATE = datetime.datetime(2009, 8, 12, 16, 15, tzinfo=datetime.timezone.utc)
 
 
 def run_path(root: str | os.PathLike[str], subject: int, run: int) -> Path:
     return Path(root) / f"S{subject:03d}" / f"S{subject:03d}R{run:02d}.edf"
 
 
-# ----------------------------------------------------------------------------------------- real
-def download_real(root: str | os.PathLike[str], subjects: list[int], runs: list[int], local_dir: str | None) -> list[Path]:
-    """Fetch (or copy from ``local_dir``) the EDF files into ``root/Sxxx/SxxxRyy.edf``.
+# -------------------------------------------------------------------------------------- integrity
+# The SHA-256 table MNE ships for every PhysioNet EEG MMI file (pooch registry format, one
+# "S001/S001R04.edf <hex>" per line). None reads MNE's own file; tests that feed synthetic EDFs (which
+# are not PhysioNet's bytes) point this at a table in the same format made from their files, so the
+# parser and the checks the real data meets are the ones exercised.
+CHECKSUM_FILE: str | os.PathLike[str] | None = None
+MNE_LAYOUT = Path("MNE-eegbci-data") / "files" / "eegmmidb" / "1.0.0"  # under MNE's cache root (~/mne_data)
 
-    mne's ``eegbci.load_data`` downloads from PhysioNet with its own hash checks and caching; we
-    point it at a staging folder inside ``root`` and move the files into the flat PhysioNet layout.
-    Never called by tests (no network).
+
+def checksum_table(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """``{"S001/S001R04.edf": sha256 hex}`` from MNE's ``mne/data/eegbci_checksums.txt`` (or ``path``,
+    or :data:`CHECKSUM_FILE`): the only record of what PhysioNet's bytes are, since PhysioNet serves the
+    files without a checksum list of its own."""
+    path = path if path is not None else CHECKSUM_FILE
+    if path is None:
+        from importlib.resources import files
+
+        res = files("mne").joinpath("data", "eegbci_checksums.txt")
+        return _parse_checksums(res.read_bytes(), str(res))
+    return _parse_checksums(Path(path).read_bytes(), str(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_checksums(raw: bytes, where: str) -> dict[str, str]:
+    table: dict[str, str] = {}
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DataError(where, f"not an ASCII checksum table (byte {exc.start})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        digest = parts[1] if len(parts) >= 2 else ""
+        if ":" in digest:
+            alg, digest = digest.split(":", 1)
+            if alg.lower() != "sha256":
+                raise DataError(where, f"hash {alg!r}, expected sha256", line=lineno)
+        if len(parts) != 2 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+            raise DataError(where, f"expected '<file> <sha256 hex>', got {line.strip()!r}", line=lineno)
+        table[parts[0]] = digest.lower()
+    return table
+
+
+def _edf_layout(path: Path) -> tuple[int, int, int, int]:
+    """(size on disk, bytes the header promises, records, bytes per record) from the EDF header."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+        if len(head) < 256:
+            raise DataError(path, f"truncated EDF: {size} bytes, shorter than the 256-byte header")
+        try:
+            header_bytes = int(head[184:192].decode("ascii").strip())
+            n_records = int(head[236:244].decode("ascii").strip())
+            n_signals = int(head[252:256].decode("ascii").strip())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(path, f"not an EDF file (unreadable header fields: {exc})") from None
+        if header_bytes != 256 * (n_signals + 1):
+            raise DataError(path, f"not an EDF file: header size {header_bytes} bytes for {n_signals} signals "
+                                  f"(EDF needs 256 * (signals + 1) = {256 * (n_signals + 1)})")
+        fh.seek(256 + n_signals * 216)
+        spr = fh.read(n_signals * 8)
+    if len(spr) < n_signals * 8:
+        raise DataError(path, f"truncated EDF: {size} bytes, the {n_signals} signal headers are incomplete")
+    try:
+        per_record = sum(int(spr[i * 8:(i + 1) * 8].decode("ascii").strip()) for i in range(n_signals)) * 2
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not an EDF file (unreadable samples-per-record field: {exc})") from None
+    return size, header_bytes + max(n_records, 0) * per_record, n_records, per_record
+
+
+def _crlf_hint(path: Path) -> str:
+    crlf = path.read_bytes().count(b"\r\n")
+    return (f"it holds {crlf} CR LF byte pairs: a text-mode (LF->CRLF) copy does this (FTP in ASCII mode, "
+            f"git with autocrlf, a Windows text-mode write); copy the file in binary mode or fetch it again")
+
+
+def check_edf_size(path: str | os.PathLike[str]) -> None:
+    """The file is exactly as long as its EDF header promises.
+
+    Shorter: an interrupted copy (reads as garbage or fails deep inside a reader). Longer: most often
+    a text-mode copy that turned every LF byte of the binary samples into CR LF, which MNE reads as
+    shifted samples or fails on with a misleading encoding hint. Either way, name the file first.
     """
-    root = Path(root)
-    out: list[Path] = []
-    if local_dir:
-        src_root = Path(local_dir)
-        for s in subjects:
-            for r in runs:
-                src = run_path(src_root, s, r)
-                if not src.exists():
-                    raise DataError(src, f"eeg.local_dir has no file for subject {s} run {r} "
-                                         f"(expected the PhysioNet layout Sxxx/SxxxRyy.edf)")
-                dst = run_path(root, s, r)
-                with atomic_path(dst) as tmp:
-                    shutil.copyfile(src, tmp)
-                out.append(dst)
-        return out
-    from mne.datasets import eegbci
+    path = Path(path)
+    size, expected, n_records, per_record = _edf_layout(path)
+    if size < expected:
+        raise DataError(path, f"truncated EDF: {size} bytes on disk, header promises {expected} "
+                              f"({n_records} records of {per_record} bytes)")
+    if size > expected and n_records >= 0:
+        raise DataError(path, f"EDF longer than its header promises: {size} bytes on disk, {size - expected} more "
+                              f"than the {expected} of {n_records} records of {per_record} bytes; "
+                              + _crlf_hint(path))
 
-    staging = root / ".mne-download"
-    staging.mkdir(parents=True, exist_ok=True)
+
+def verify_physionet(path: str | os.PathLike[str], rel: str, table: dict[str, str]) -> bool:
+    """Check one EDF against PhysioNet's SHA-256 (``rel`` like ``S001/S001R04.edf``) and its header size.
+
+    Returns whether the table lists the run (an unlisted run gets the size check only). A mismatch
+    says the bytes are not PhysioNet's and, when the size gives it away, what happened to them.
+    """
+    path = Path(path)
+    expected = table.get(rel)
+    if expected is not None:
+        got = sha256_file(path)
+        if got != expected:
+            size, promised, _, _ = _edf_layout(path)
+            why = ""
+            if size > promised:
+                why = (f" The file is {size - promised} bytes longer than its EDF header promises ({promised}); "
+                       + _crlf_hint(path) + ".")
+            elif size < promised:
+                why = f" The file is {promised - size} bytes shorter than its EDF header promises: an interrupted copy."
+            raise DataError(path, f"SHA-256 {got} is not PhysioNet's {expected} for {rel} (MNE's "
+                                  f"eegbci_checksums.txt): these bytes are not PhysioNet's.{why} Delete it and fetch "
+                                  f"it again (eeg.local_dir: null downloads from PhysioNet).")
+    check_edf_size(path)
+    return expected is not None
+
+
+# ----------------------------------------------------------------------------------------- real
+def resolve_local_dir(local_dir: str | os.PathLike[str]) -> Path:
+    """The folder holding ``S001/`` in any layout people have the files in: MNE's cache root
+    (``<root>/MNE-eegbci-data/files/eegmmidb/1.0.0``), PhysioNet's zip (``<dir>/files``), the
+    ``eegmmidb/1.0.0`` folder, or a folder holding ``S001/`` itself."""
+    d = Path(local_dir).expanduser()
+    if not d.is_dir():
+        raise DataError(d, "eeg.local_dir is not a folder")
+    candidates = [d / MNE_LAYOUT, d / "files" / "eegmmidb" / "1.0.0", d / "eegmmidb" / "1.0.0", d / "1.0.0",
+                  d / "files", d]
+    for c in candidates:
+        if c.is_dir() and any(p.is_dir() and len(p.name) == 4 and p.name[0] == "S" and p.name[1:].isdigit()
+                              for p in c.iterdir()):
+            return c
+    raise DataError(d, "eeg.local_dir holds no PhysioNet layout: looked for S001/S001R04.edf ... under "
+                       + ", ".join(str(c) for c in candidates))
+
+
+def download_real(root: str | os.PathLike[str], subjects: list[int], runs: list[int], local_dir: str | None,
+                  cache_dir: str | os.PathLike[str] | None = None, checksums: dict[str, str] | None = None) -> list[Path]:
+    """Copy every run into ``root/Sxxx/SxxxRyy.edf`` from ``local_dir`` or, without one, from MNE's
+    downloader into ``cache_dir`` (kept between runs, so an interrupted download resumes per file).
+
+    Every source file is checked against PhysioNet's SHA-256 (:func:`verify_physionet`) before it is
+    copied: MNE's ``load_data`` trusts any file already in its cache, and a local copy may have been
+    damaged on the way. The network part is never called by tests.
+    """
+    table = checksum_table() if checksums is None else checksums
+    root = Path(root)
+    if not local_dir:
+        from mne.datasets import eegbci
+
+        cache = Path(cache_dir if cache_dir is not None else root / ".mne-download")
+        cache.mkdir(parents=True, exist_ok=True)
+        for s in subjects:
+            files = eegbci.load_data(s, list(runs), path=str(cache), update_path=False)
+            log.info("eeg_download event=subject subject=%d files=%d cache=%s", s, len(files), cache)
+        local_dir = str(cache)
+    src_root = resolve_local_dir(local_dir)
+    out: list[Path] = []
+    unlisted = []
     for s in subjects:
-        files = eegbci.load_data(s, list(runs), path=str(staging), update_path=False)
-        for f in files:
-            f = Path(f)
-            dst = root / f.parent.name / f.name  # .../S001/S001R04.edf
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(f, dst)
+        for r in runs:
+            src = run_path(src_root, s, r)
+            if not src.exists():
+                raise DataError(src, f"eeg.local_dir has no file for subject {s} run {r} "
+                                     f"(expected the PhysioNet layout Sxxx/SxxxRyy.edf under {src_root})")
+            rel = src.relative_to(src_root).as_posix()
+            if not verify_physionet(src, rel, table):
+                unlisted.append(rel)
+            dst = run_path(root, s, r)
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
             out.append(dst)
-        log.info("eeg_download event=subject subject=%d files=%d", s, len(files))
-    shutil.rmtree(staging, ignore_errors=True)
+    if unlisted:
+        log.warning("eeg_download event=unverified files=%s reason=not_in_checksum_table", unlisted)
+    if not cache_dir:
+        shutil.rmtree(root / ".mne-download", ignore_errors=True)
     return out
 
 
@@ -209,6 +353,7 @@ def write_edf(path: str | os.PathLike[str], data: np.ndarray, events: list[tuple
 
     info = mne.create_info(list(ch_names), sfreq, ch_types="eeg")
     raw = mne.io.RawArray(data, info, verbose="error")
+    raw.set_meas_date(MEAS_DATE)
     if events:
         on, du, de = zip(*events)
         raw.set_annotations(mne.Annotations(list(on), list(du), list(de)))
@@ -241,31 +386,6 @@ def write_manifest(root: str | os.PathLike[str], files: list[Path], source: str)
 
 
 # --------------------------------------------------------------------------------------- reader
-def _check_edf_size(path: Path) -> None:
-    """A truncated EDF (interrupted copy) reads as garbage or raises deep in a reader: check the
-    header's record count against the file size first and name the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(256)
-        if len(head) < 256:
-            raise DataError(path, f"truncated EDF: {size} bytes, shorter than the 256-byte header")
-        try:
-            header_bytes = int(head[184:192].decode("ascii").strip())
-            n_records = int(head[236:244].decode("ascii").strip())
-            n_signals = int(head[252:256].decode("ascii").strip())
-        except ValueError as exc:
-            raise DataError(path, f"not an EDF file (unreadable header fields: {exc})") from None
-        fh.seek(256 + n_signals * 216)
-        spr = fh.read(n_signals * 8)
-    if len(spr) < n_signals * 8:
-        raise DataError(path, "truncated EDF: signal headers incomplete")
-    per_record = sum(int(spr[i * 8:(i + 1) * 8].decode("ascii").strip()) for i in range(n_signals)) * 2
-    expected = header_bytes + max(n_records, 0) * per_record
-    if size < expected:
-        raise DataError(path, f"truncated EDF: {size} bytes on disk, header promises {expected} "
-                              f"({n_records} records of {per_record} bytes)")
-
-
 def read_run(path: str | os.PathLike[str], expect_sfreq: float = SFREQ, expect_channels: int = 64) -> Any:
     """Open one recording with ``mne.io.read_raw_edf`` and check what the pipeline relies on.
 
@@ -277,7 +397,7 @@ def read_run(path: str | os.PathLike[str], expect_sfreq: float = SFREQ, expect_c
     path = Path(path)
     if not path.exists():
         raise DataError(path, "missing recording")
-    _check_edf_size(path)
+    check_edf_size(path)
     try:
         raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
     except Exception as exc:  # mne raises many types for malformed files

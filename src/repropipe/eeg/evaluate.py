@@ -1,8 +1,12 @@
-"""Held-out-subject evaluation and the quadratic-vs-Linformer benchmark.
+"""Evaluation on held-out data (subjects, or folds of each subject's trials) and the benchmark.
 
-Chunk-level and trial-level (mean log-probability over a trial's chunks) macro F1 and accuracy,
-confusion matrix, per-subject accuracy; plus, for the two Transformers, accuracy on windows of
-growing length after the cue and inference time as the token sequence grows.
+Scores measure the task: chunk-level macro F1 / accuracy use only windows that start at or after
+the cue (``start_s >= 0``); windows that end at or before the cue are scored apart (``pre_cue``), a
+sanity check that must stay near chance since nothing in them tells left from right; windows across
+the cue are in neither. Trial-level scores average a trial's post-cue log-probabilities and carry a
+95 % bootstrap interval clustered by subject (trials of one subject are not independent). Plus the
+classical baseline (CSP + LDA on the same chunks) and, for the two Transformers, accuracy on windows
+of growing length after the cue and inference time as the token sequence grows.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from repropipe.models import build_model
 
 
 def load_run(path: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    blob = torch_load(path, map_location=device)  # weights_only: a pulled model.pt cannot run code
+    from repropipe.io import DataError
+
+    try:
+        blob = torch_load(path, map_location=device)  # weights_only: a pulled model.pt cannot run code
+    except DataError:
+        raise
+    except Exception as exc:  # a foreign file: name it
+        raise DataError(path, f"not a readable EEG model checkpoint ({type(exc).__name__}: {exc})") from exc
     model = build_model(blob["model"], **blob["kwargs"]).to(device)
     model.load_state_dict(blob["weights"])
     model.eval()
@@ -35,19 +46,82 @@ def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
             "confusion": confusion_matrix(y, pred, labels=[0, 1]).tolist()}
 
 
-def evaluate_run(lp: torch.Tensor, test: pd.DataFrame) -> dict[str, Any]:
-    """``lp`` log-probs for the rows of ``test`` (in order)."""
+def bootstrap_ci(correct: np.ndarray, groups: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, float]:
+    """95 % percentile interval of mean(correct), resampling whole groups (subjects) with replacement;
+    with a single group, resampling its trials."""
+    correct = np.asarray(correct, dtype=float)
+    if not len(correct):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng([seed, 31])
+    uniq = np.unique(groups)
+    if len(uniq) >= 2:
+        sums = np.array([correct[groups == g].sum() for g in uniq])
+        counts = np.array([(groups == g).sum() for g in uniq])
+        pick = rng.integers(0, len(uniq), (n_boot, len(uniq)))
+        means = sums[pick].sum(1) / counts[pick].sum(1)
+    else:
+        means = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def evaluate_run(lp: torch.Tensor, test: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """``lp`` log-probs [N, 2] for the rows of ``test`` (in order); ``test`` has start_s/end_s when
+    the features are chunked around the cue (older indexes without them count every chunk)."""
+    lp = lp.float()
     y = test.label.to_numpy()
     pred = lp.argmax(1).numpy()
-    chunk = scores(y, pred)
+    if "start_s" in test:
+        post = (test.start_s.to_numpy() >= -1e-9)
+        pre = (test.end_s.to_numpy() <= 1e-9)
+    else:
+        post, pre = np.ones(len(test), bool), np.zeros(len(test), bool)
+    if not post.any():  # whole epochs (chunk: 0) span the cue: score them whole
+        post = np.ones(len(test), bool)
+    out: dict[str, Any] = {"chunk": scores(y[post], pred[post]), "all_chunks": scores(y, pred),
+                           "n_chunks": int(post.sum()), "n_pre_cue_chunks": int(pre.sum())}
+    if pre.any():
+        out["pre_cue"] = scores(y[pre], pred[pre])
     df = test[["subject", "run", "trial", "label"]].copy()
     df["lp0"], df["lp1"], df["correct"] = lp[:, 0].numpy(), lp[:, 1].numpy(), pred == y
-    trials = df.groupby(["subject", "run", "trial"], sort=True).agg(label=("label", "first"), lp0=("lp0", "mean"),
-                                                                   lp1=("lp1", "mean"))
-    trial = scores(trials.label.to_numpy(), (trials.lp1 > trials.lp0).astype(int).to_numpy())
-    per_subject = {str(s): float(g.correct.mean()) for s, g in df.groupby("subject", sort=True)}
-    return {"chunk": chunk, "trial": trial, "per_subject_accuracy": per_subject, "n_chunks": int(len(df)),
-            "n_trials": int(len(trials))}
+    dp = df[post]
+    trials = dp.groupby(["subject", "run", "trial"], sort=True).agg(label=("label", "first"), lp0=("lp0", "mean"),
+                                                                    lp1=("lp1", "mean")).reset_index()
+    tpred = (trials.lp1 > trials.lp0).astype(int).to_numpy()
+    out["trial"] = scores(trials.label.to_numpy(), tpred)
+    tcorrect = tpred == trials.label.to_numpy()
+    lo, hi = bootstrap_ci(tcorrect, trials.subject.to_numpy(), seed)
+    out["trial"].update(ci_low=lo, ci_high=hi, ci="95 % bootstrap over subjects (over trials with one subject)")
+    out["per_subject_accuracy"] = {str(s): float(g.correct.mean()) for s, g in dp.groupby("subject", sort=True)}
+    per_subject_trial = {str(s): float(c.mean()) for s, c in
+                         pd.Series(tcorrect).groupby(trials.subject.to_numpy(), sort=True)}
+    out["per_subject_trial_accuracy"] = per_subject_trial
+    out["subject_mean_accuracy"] = float(np.mean(list(out["per_subject_accuracy"].values())))
+    out["subject_mean_trial_accuracy"] = float(np.mean(list(per_subject_trial.values())))
+    out["n_trials"] = int(len(trials))
+    return out
+
+
+CSP_COMPONENTS = 4
+
+
+def csp_lda_log_proba(x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor) -> torch.Tensor:
+    """The classical baseline: ``mne.decoding.CSP`` (4 components, log-variance features) + scikit-learn
+    LDA, fitted on the training chunks (the same band-passed, normalised chunks the deep models get);
+    log-probabilities [N, 2] for the test chunks."""
+    from mne.decoding import CSP
+    from mne.utils import use_log_level
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.pipeline import make_pipeline
+
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("CSP + LDA needs training chunks of both classes")
+    clf = make_pipeline(CSP(n_components=CSP_COMPONENTS, log=True, norm_trace=False),
+                        LinearDiscriminantAnalysis())
+    with use_log_level("warning"):  # CSP logs its rank estimate and covariances at INFO
+        clf.fit(x_train.double().numpy(), y_train)
+        lp = clf.predict_log_proba(x_test.double().numpy())
+    return torch.from_numpy(lp[:, np.searchsorted(clf.classes_, [0, 1])]).float()
 
 
 def reassemble_trials(x: torch.Tensor, index: pd.DataFrame, chunk: int, overlap: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

@@ -9,8 +9,16 @@ z-score would erase the very power difference between C3 and C4 that carries the
 per-run statistics still remove subject and session gain.
 
 Output: ``data/features/eeg/chunks.pt`` (float16 tensor [N, C, T] plus channel names) and
-``data/features/eeg/index.parquet`` with one row per chunk: subject, run, trial, label, chunk, split.
-Splits are by subject; every chunk of a trial shares its subject, so no trial crosses splits.
+``data/features/eeg/index.parquet`` with one row per chunk: subject, run, trial, label, chunk,
+start_s/end_s (chunk window in seconds relative to the cue, so evaluation can keep post-cue windows),
+split and fold.
+
+Evaluation protocols (``eeg.evaluation``):
+  cross_subject   splits by subject (``eeg.split``): every chunk of a trial shares its subject, so no
+                  trial crosses splits; ``fold`` is -1.
+  within_subject  every subject's trials go into ``eeg.within_subject_folds`` stratified folds
+                  (``split`` is "cv"); fold f is tested by models that never saw its trials but did see
+                  the subject's other folds (MOABB's within-session evaluation, most EEGNet tables).
 """
 
 from __future__ import annotations
@@ -56,6 +64,20 @@ def preprocess_raw(raw: Any, l_freq: float, h_freq: float, tmin: float, tmax: fl
                      list(epochs.ch_names))
 
 
+def preprocess_file(path: Path, fp: dict[str, Any]) -> RunEpochs:
+    """:func:`preprocess_raw` on one checked recording; whatever MNE raises on it names the file."""
+    from repropipe.eeg.data import read_run
+
+    raw = read_run(path)
+    try:
+        ep = preprocess_raw(raw, fp["l_freq"], fp["h_freq"], fp["tmin"], fp["tmax"])
+    except (ValueError, RuntimeError, KeyError, IndexError) as exc:
+        raise DataError(path, f"cannot epoch this recording ({type(exc).__name__}: {exc})") from exc
+    if not len(ep.x):
+        raise DataError(path, f"no complete T1/T2 epoch from {fp['tmin']} s to {fp['tmax']} s around a cue")
+    return ep
+
+
 def chunk_starts(n_times: int, chunk: int, overlap: int) -> list[int]:
     """Start indices of every full chunk; ``chunk <= 0`` keeps the epoch whole."""
     if chunk <= 0 or chunk >= n_times:
@@ -77,13 +99,48 @@ def split_subjects(subjects: list[int], seed: int, n_val: int, n_test: int) -> d
     return out
 
 
+def within_subject_folds(index: "Any", k: int, seed: int, raw_root: str | Path = ".") -> np.ndarray:
+    """Fold (0..k-1) of every row: a seeded stratified k-fold over each subject's *trials* (all chunks of
+    a trial share its fold). A subject with fewer than ``k`` trials of a class cannot be split so."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from repropipe.eeg.data import run_path
+
+    trials = index.groupby(["subject", "run", "trial"], sort=True).label.first().reset_index()
+    fold_of: dict[tuple[int, int, int], int] = {}
+    for s, g in trials.groupby("subject", sort=True):
+        counts = g.label.value_counts().reindex([0, 1], fill_value=0)
+        if int(counts.min()) < k:
+            runs = sorted(set(g.run))
+            raise DataError(run_path(raw_root, int(s), runs[0]).parent,
+                            f"eeg.evaluation within_subject with {k} folds needs at least {k} trials of each class "
+                            f"per subject; subject {int(s)} has {int(counts[0])} left (T1) and {int(counts[1])} right "
+                            f"(T2) in runs {runs}: lower eeg.within_subject_folds or add runs")
+        rs = int(np.random.default_rng([seed, 13, int(s)]).integers(2**31 - 1))
+        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=rs)
+        for f, (_, test) in enumerate(skf.split(np.zeros(len(g)), g.label.to_numpy())):
+            for row in g.iloc[test].itertuples(index=False):
+                fold_of[(int(row.subject), int(row.run), int(row.trial))] = f
+    return np.array([fold_of[(int(a), int(b), int(c))] for a, b, c in
+                     index[["subject", "run", "trial"]].itertuples(index=False)], dtype=np.int64)
+
+
+def fold_split(index: "Any", fold: int, k: int) -> "Any":
+    """train/val/test labels for within-subject fold ``fold``: its trials are the test set, the next
+    fold (k >= 3) selects the epoch, the rest train. With k = 2 there is no validation fold."""
+    val = (fold + 1) % k if k >= 3 else -1
+    f = index["fold"].to_numpy()
+    return np.where(f == fold, "test", np.where(f == val, "val", "train"))
+
+
 def build(raw_root: str | Path, subjects: list[int], runs: list[int], fp: dict[str, Any], split: dict[str, int],
-          seed: int, on_bad: str) -> tuple[np.ndarray, "Any", list[str], list[dict[str, str]]]:
+          seed: int, on_bad: str, evaluation: str = "cross_subject",
+          folds: int = 5) -> tuple[np.ndarray, "Any", list[str], list[dict[str, str]]]:
     """Every run of every subject -> (chunks [N, C, T] float16, index DataFrame, channel names, skipped)."""
     import pandas as pd
     from tqdm import tqdm
 
-    from repropipe.eeg.data import read_run, run_path
+    from repropipe.eeg.data import SFREQ, read_run, run_path
 
     chunks, rows, skipped, ch_names = [], [], [], None
     for s in tqdm(subjects, desc="eeg_features", unit="subject"):
@@ -91,7 +148,7 @@ def build(raw_root: str | Path, subjects: list[int], runs: list[int], fp: dict[s
         for r in runs:
             path = run_path(raw_root, s, r)
             try:
-                ep = preprocess_raw(read_run(path), fp["l_freq"], fp["h_freq"], fp["tmin"], fp["tmax"])
+                ep = preprocess_file(path, fp)
             except DataError as exc:
                 if on_bad != "skip":
                     raise
@@ -107,11 +164,20 @@ def build(raw_root: str | Path, subjects: list[int], runs: list[int], fp: dict[s
             for i in range(len(ep.x)):
                 for c, st in enumerate(starts):
                     chunks.append(ep.x[i, :, st:st + width].astype(np.float16))
-                    rows.append({"subject": s, "run": r, "trial": trial, "label": int(ep.labels[i]), "chunk": c})
+                    t0 = round(float(fp["tmin"]) + st / SFREQ, 6)
+                    rows.append({"subject": s, "run": r, "trial": trial, "label": int(ep.labels[i]), "chunk": c,
+                                 "start_s": t0, "end_s": round(t0 + width / SFREQ, 6)})
                 trial += 1
     if not rows:
         raise DataError(raw_root, "no usable trials in any recording")
     index = pd.DataFrame(rows)
-    sp = split_subjects(sorted(set(index.subject)), seed, int(split["val_subjects"]), int(split["test_subjects"]))
-    index["split"] = index.subject.map(sp)
+    if evaluation == "within_subject":
+        index["split"] = "cv"
+        index["fold"] = within_subject_folds(index, int(folds), seed, raw_root)
+    elif evaluation == "cross_subject":
+        sp = split_subjects(sorted(set(index.subject)), seed, int(split["val_subjects"]), int(split["test_subjects"]))
+        index["split"] = index.subject.map(sp)
+        index["fold"] = -1
+    else:
+        raise ValueError(f"eeg.evaluation must be cross_subject or within_subject, got {evaluation!r}")
     return np.stack(chunks), index, ch_names or [], skipped

@@ -25,7 +25,8 @@ ANCHOR = ("Anchor: EEGNet, cross-subject, two classes (left/right imagined fist)
 @stage(
     "eeg_download", branch="eeg", step="download",
     help="Fetch PhysioNet EEG MMI runs 4/8/12 (source: real) or write synthetic EDF+ files in the same layout.",
-    params=("seed", "eeg.source", "eeg.subjects", "eeg.runs", "eeg.local_dir", "eeg.exclude_known_bad", "eeg.synthetic"),
+    params=("seed", "eeg.source", "eeg.subjects", "eeg.runs", "eeg.local_dir", "eeg.cache_dir", "eeg.exclude_known_bad",
+            "eeg.synthetic"),
     deps=(),
     outs=(RAW,),
     resources={"mem_mb": 4000, "runtime": 240, "threads": 1},
@@ -43,7 +44,7 @@ def download(ctx: StageContext) -> None:
             log.info("eeg_download event=exclude subjects=%s reason=known_bad_recordings", dropped)
     with io.atomic_dir(RAW) as tmp:  # built whole, so no stale recording survives and a failure keeps the old one
         if p["source"] == "real":
-            files = data.download_real(tmp, subjects, list(p["runs"]), p["local_dir"])
+            files = data.download_real(tmp, subjects, list(p["runs"]), p["local_dir"], cache_dir=p["cache_dir"])
         else:
             sp = p["synthetic"]
             files = data.synthesize(tmp, subjects, list(p["runs"]), ctx.seed, float(sp["duration_s"]),
@@ -54,9 +55,10 @@ def download(ctx: StageContext) -> None:
 
 @stage(
     "eeg_features", branch="eeg", step="features",
-    help="Band-pass 7-30 Hz, epoch -1..4 s around T1/T2, chunk, normalise per channel, split by subject.",
-    params=("seed", "eeg.on_bad", "eeg.features", "eeg.split"),
-    deps=(RAW,),
+    help="Band-pass 7-30 Hz, epoch -1..4 s around T1/T2, chunk, normalise per channel, split by subject "
+         "(cross_subject) or into stratified folds of each subject's trials (within_subject).",
+    params=("seed", "eeg.on_bad", "eeg.features", "eeg.split", "eeg.evaluation", "eeg.within_subject_folds"),
+    deps=(RAW),
     outs=(FEAT,),
     resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
 )
@@ -67,18 +69,23 @@ def features(ctx: StageContext) -> None:
 
     p = ctx.params["eeg"]
     manifest_path = Path(RAW) / "manifest.json"
-    if not manifest_path.exists():
-        raise io.DataError(manifest_path, "missing; run `python -m repropipe eeg download` first")
-    manifest = json.loads(manifest_path.read_text())
-    pairs = sorted({_subject_run(f["path"]) for f in manifest["files"]})
+    manifest = _read_json(manifest_path, "missing; run `python -m repropipe eeg download` first")
+    try:
+        pairs = sorted({_subject_run(f["path"]) for f in manifest["files"]})
+        source = str(manifest["source"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise io.DataError(manifest_path, f"not an eeg_download manifest ({type(exc).__name__}: {exc})") from exc
     subjects = sorted({s for s, _ in pairs})
     runs = sorted({r for _, r in pairs})
-    x, index, ch_names, skipped = feat.build(RAW, subjects, runs, p["features"], p["split"], ctx.seed, p["on_bad"])
+    protocol, folds = p["evaluation"], int(p["within_subject_folds"])
+    x, index, ch_names, skipped = feat.build(RAW, subjects, runs, p["features"], p["split"], ctx.seed, p["on_bad"],
+                                             evaluation=protocol, folds=folds)
     io.atomic_torch_save(f"{FEAT}/chunks.pt", {"x": torch.from_numpy(x), "ch_names": ch_names})
     with io.atomic_path(f"{FEAT}/index.parquet") as tmp:
         index.to_parquet(tmp, index=False)
     io.atomic_write_json(f"{FEAT}/meta.json", {
-        "source": manifest["source"], "ch_names": ch_names, "sfreq": 160.0, "features": p["features"],
+        "source": source, "ch_names": ch_names, "sfreq": 160.0, "features": p["features"],
+        "evaluation": {"protocol": protocol, "folds": folds if protocol == "within_subject" else None},
         "skipped": skipped, "n_skipped": len(skipped), "n_chunks": len(index),
         "n_trials": int(index.groupby(["subject", "run", "trial"]).ngroups),
         "subjects_by_split": {k: sorted(map(int, g.subject.unique())) for k, g in index.groupby("split")},
@@ -88,12 +95,33 @@ def features(ctx: StageContext) -> None:
 
 def _subject_run(rel: str) -> tuple[int, int]:
     name = Path(rel).stem  # S001R04
+    if len(name) != 7 or name[0] != "S" or name[4] != "R":
+        raise ValueError(f"{rel!r} is not a PhysioNet run name (SxxxRyy.edf)")
     return int(name[1:4]), int(name[5:7])
+
+
+def _read_json(path: str | Path, missing: str) -> Any:
+    """io.read_json, plus a file that is not UTF-8 named as such (not a bare UnicodeDecodeError)."""
+    try:
+        return io.read_json(path, missing)
+    except UnicodeDecodeError as exc:
+        raise io.DataError(path, f"not UTF-8 JSON (byte {exc.start}: {exc.reason})") from exc
+
+
+def _protocol(meta: dict[str, Any]) -> tuple[str, int]:
+    ev = meta.get("evaluation") or {}
+    return str(ev.get("protocol", "cross_subject")), int(ev.get("folds") or 0)
+
+
+def _model_dirs(protocol: str, folds: int) -> list[str]:
+    """Where each run's model(s) live under results/eeg/models/<run>/: '' (cross_subject) or fold<f>."""
+    return [""] if protocol == "cross_subject" else [f"fold{f}" for f in range(folds)]
 
 
 @stage(
     "eeg_train", branch="eeg", step="train",
-    help="Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects.",
+    help="Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects "
+         "(cross_subject) or once per fold of every subject's trials (within_subject).",
     params=("seed", "device", "eeg.train"),
     deps=(FEAT,),
     outs=(f"{OUT}/models",),
@@ -108,16 +136,26 @@ def train(ctx: StageContext) -> None:
     tp = ctx.params["eeg"]["train"]
     torch.set_num_threads(int(tp["threads"]))
     device = select_device(ctx.params["device"])
+    from repropipe.eeg.features import fold_split
+
     x, index, ch_names = load_features()
+    protocol, folds = _protocol(_read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`"))
     with ctx.resumable(f"{OUT}/models") as work:  # a killed run resumes from its checkpoints
-        for run in tp["runs"]:
-            path = train_run(run, x, index, ch_names, tp, ctx.seed, device, work)
-            log.info("eeg_train event=trained run=%s path=%s", run, path)
+        for sub in _model_dirs(protocol, folds):
+            idx = index
+            if sub:
+                idx = index.copy()
+                idx["split"] = fold_split(index, int(sub[4:]), folds)
+            for run in tp["runs"]:
+                path = train_run(run, x, idx, ch_names, tp, ctx.seed, device, work, subdir=sub)
+                log.info("eeg_train event=trained run=%s path=%s", run, path)
 
 
 @stage(
     "eeg_evaluate", branch="eeg", step="evaluate",
-    help="Macro F1, accuracy, confusion, per-subject accuracy on held-out subjects; Transformer vs Linformer benchmark.",
+    help="Post-cue chunk and trial macro F1 / accuracy (trial accuracy with a 95 % subject-bootstrap interval), "
+         "pre-cue sanity scores, confusion, per-subject accuracy, the CSP + LDA baseline; Transformer vs Linformer "
+         "benchmark.",
     params=("seed", "device", "eeg.evaluate"),
     deps=(FEAT, f"{OUT}/models"),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
@@ -128,59 +166,126 @@ def train(ctx: StageContext) -> None:
                 series="run")),
 )
 def evaluate(ctx: StageContext) -> None:
+    import numpy as np
     import pandas as pd
     import torch
 
     from repropipe.eeg import evaluate as ev
+    from repropipe.eeg.features import fold_split
     from repropipe.eeg.train import load_features, predict
     from repropipe.training import select_device
 
     ep = ctx.params["eeg"]["evaluate"]
     torch.set_num_threads(int(ep["threads"]))
     device = select_device(ctx.params["device"])
-    meta = json.loads(Path(f"{FEAT}/meta.json").read_text())
+    meta = _read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`")
     x, index, ch_names = load_features()
-    test = index[index.split == "test"]
-    xt = x[torch.tensor(test.index.to_numpy().copy())]
-    runs = sorted(p.name for p in Path(f"{OUT}/models").iterdir() if (p / "model.pt").exists())
+    protocol, folds = _protocol(meta)
+    subs = _model_dirs(protocol, folds)
+    splits = {sub: (fold_split(index, int(sub[4:]), folds) if sub else index.split.to_numpy()) for sub in subs}
+    models_dir = Path(f"{OUT}/models")
+    runs = sorted(p.name for p in models_dir.iterdir() if p.is_dir() and all((p / sub / "model.pt").exists()
+                                                                              for sub in subs)) \
+        if models_dir.is_dir() else []
     if not runs:
-        raise io.DataError(f"{OUT}/models", "no trained model.pt found; run `python -m repropipe eeg train`")
+        raise io.DataError(models_dir, f"no trained model.pt found (protocol {protocol}); run `python -m repropipe eeg "
+                                       "train`")
+    tested = np.zeros(len(index), bool)
+    for sub in subs:
+        tested |= splits[sub] == "test"
+    test = index[tested].reset_index(drop=True)
     results: dict[str, Any] = {}
     curves, models = [], {}
     for run in runs:
-        model, blob = ev.load_run(Path(f"{OUT}/models/{run}/model.pt"), device)
-        models[run] = (model, blob)
-        lp = predict(model, xt, device, log_probs=blob["log_probs"])
-        results[run] = ev.evaluate_run(lp, test.reset_index(drop=True))
-        results[run].update(best_epoch=blob["best_epoch"], best_val_f1=blob["best_val_f1"],
-                            n_train_chunks=blob["n_train_chunks"], epochs=blob["epochs"])
-        for h in blob["history"]:
+        lp_all = torch.zeros(len(index), 2)
+        blobs = []
+        for sub in subs:
+            rows = np.flatnonzero(splits[sub] == "test")
+            model, blob = ev.load_run(models_dir / run / sub / "model.pt", device)
+            lp_all[rows] = predict(model, x[torch.from_numpy(rows)], device, log_probs=blob["log_probs"])
+            blobs.append(blob)
+            if sub == subs[0]:
+                models[run] = (model, blob)
+        results[run] = ev.evaluate_run(lp_all[torch.from_numpy(np.flatnonzero(tested))], test, ctx.seed)
+        results[run].update(best_epoch=blobs[0]["best_epoch"], best_val_f1=blobs[0]["best_val_f1"],
+                            n_train_chunks=blobs[0]["n_train_chunks"], epochs=blobs[0]["epochs"])
+        if len(blobs) > 1:
+            results[run]["best_epoch_by_fold"] = [int(b["best_epoch"]) for b in blobs]
+        for h in blobs[0]["history"]:
             curves.append({"run": run, "phase": "train", "epoch": int(h["epoch"]), "loss": h.get("loss"),
                            "val_loss": h.get("val_loss"), "val_f1": h.get("val_f1")})
-        for h in blob["pretrain_history"]:
+        for h in blobs[0]["pretrain_history"]:
             curves.append({"run": run, "phase": "pretrain", "epoch": int(h["epoch"]), "loss": h.get("ntxent"),
                            "val_loss": None, "val_f1": None})
-    bench = _benchmark(models, x, index, meta, ep, device, ctx.seed)
+    baselines = {"csp_lda": _csp_lda(x, index, splits, tested, protocol, ctx.seed)}
+    bench_test = index[splits[subs[0]] == "test"]
+    bench = _benchmark(models, x, bench_test, meta, ep, device, ctx.seed)
     source = meta["source"]
     data_source = "synthetic" if source == "synthetic" else "real (PhysioNet EEG MMI)"
-    _write_plots(results, pd.DataFrame(curves), bench)
-    figures = _figures(results, pd.DataFrame(curves), bench)
-    headline = {f"{run}/macro_f1": r["chunk"]["macro_f1"] for run, r in results.items()}
-    headline.update({f"{run}/accuracy": r["chunk"]["accuracy"] for run, r in results.items()})
-    headline.update({f"{run}/trial_accuracy": r["trial"]["accuracy"] for run, r in results.items()})
+    every = {**results, **baselines}
+    _write_plots(every, pd.DataFrame(curves), bench)
+    figures = _figures(every, pd.DataFrame(curves), bench)
+    headline: dict[str, Any] = {}
+    for run, r in every.items():
+        headline[f"{run}/macro_f1"] = r["chunk"]["macro_f1"]
+        headline[f"{run}/accuracy"] = r["chunk"]["accuracy"]
+        headline[f"{run}/trial_accuracy"] = r["trial"]["accuracy"]
+        headline[f"{run}/trial_accuracy_ci_low"] = r["trial"]["ci_low"]
+        headline[f"{run}/trial_accuracy_ci_high"] = r["trial"]["ci_high"]
+        if "pre_cue" in r:
+            headline[f"{run}/pre_cue_accuracy"] = r["pre_cue"]["accuracy"]
+        if protocol == "within_subject":
+            headline[f"{run}/subject_mean_trial_accuracy"] = r["subject_mean_trial_accuracy"]
     ctx.write_metrics(f"{OUT}/metrics.json", {
-        **headline, "runs": results, "benchmark": bench, "n_skipped_recordings": meta["n_skipped"],
-        "subjects_by_split": meta["subjects_by_split"], "anchor_eegnet_accuracy": 0.8243,
+        **headline, "runs": results, "baselines": baselines, "benchmark": bench, "evaluation": protocol,
+        "within_subject_folds": folds if protocol == "within_subject" else None,
+        "n_skipped_recordings": meta["n_skipped"], "subjects_by_split": meta["subjects_by_split"],
+        "anchor_eegnet_accuracy": 0.8243,
     }, data_source=data_source, device=str(device.type))
-    _section(results, bench, meta, data_source, source == "synthetic", figures).write(f"{OUT}/section.json")
-    print("\neeg_evaluate on held-out subjects", meta["subjects_by_split"].get("test"))
-    for run, r in results.items():
+    _section(every, bench, meta, data_source, source == "synthetic", figures, protocol, folds).write(
+        f"{OUT}/section.json")
+    where = (f"held-out subjects {meta['subjects_by_split'].get('test')}" if protocol == "cross_subject" else
+             f"{folds}-fold within-subject, subjects {sorted(map(int, set(test.subject)))}")
+    print(f"\neeg_evaluate ({where}); chunk scores on post-cue windows")
+    for run, r in every.items():
         print(f"  {run:16s} chunk F1 {r['chunk']['macro_f1']:.3f} acc {r['chunk']['accuracy']:.3f} | "
-              f"trial F1 {r['trial']['macro_f1']:.3f} acc {r['trial']['accuracy']:.3f}")
+              f"trial F1 {r['trial']['macro_f1']:.3f} acc {r['trial']['accuracy']:.3f} "
+              f"[{r['trial']['ci_low']:.3f}, {r['trial']['ci_high']:.3f}] | pre-cue acc "
+              f"{r.get('pre_cue', {}).get('accuracy', float('nan')):.3f}")
     _print_benchmark(bench)
 
 
-def _benchmark(models: dict[str, Any], x: Any, index: Any, meta: dict[str, Any], ep: dict[str, Any], device: Any,
+def _csp_lda(x: Any, index: Any, splits: dict[str, Any], tested: Any, protocol: str, seed: int) -> dict[str, Any]:
+    """CSP(4) + LDA beside the deep models on the same chunks and the same test rows: fitted on the
+    training subjects (cross_subject), or per subject on its other folds (within_subject, as MOABB's
+    within-session evaluation fits one pipeline per subject)."""
+    import numpy as np
+    import torch
+
+    from repropipe.eeg import evaluate as ev
+
+    y = index.label.to_numpy()
+    lp = torch.zeros(len(index), 2)
+    n_train = 0
+    for sub, sp in splits.items():
+        if protocol == "cross_subject":
+            groups = [(sp == "train", sp == "test")]
+        else:
+            subj = index.subject.to_numpy()
+            groups = [((subj == s) & (sp != "test"), (subj == s) & (sp == "test")) for s in np.unique(subj)]
+        for tr, te in groups:
+            if not te.any():
+                continue
+            tr_rows, te_rows = torch.from_numpy(np.flatnonzero(tr)), torch.from_numpy(np.flatnonzero(te))
+            lp[te_rows] = ev.csp_lda_log_proba(x[tr_rows], y[tr], x[te_rows])
+            n_train = max(n_train, int(tr.sum()))
+    out = ev.evaluate_run(lp[torch.from_numpy(np.flatnonzero(tested))], index[tested].reset_index(drop=True), seed)
+    out.update(n_train_chunks=n_train, components=ev.CSP_COMPONENTS,
+               method="mne.decoding.CSP (4 components, log-variance) + sklearn LinearDiscriminantAnalysis")
+    return out
+
+
+def _benchmark(models: dict[str, Any], x: Any, test: Any, meta: dict[str, Any], ep: dict[str, Any], device: Any,
                seed: int) -> dict[str, Any]:
     """Quadratic Transformer vs Linformer: accuracy on growing post-cue windows, time on growing sequences."""
     from repropipe.eeg import evaluate as ev
@@ -190,7 +295,6 @@ def _benchmark(models: dict[str, Any], x: Any, index: Any, meta: dict[str, Any],
     out: dict[str, Any] = {"accuracy_by_window": {}, "time_by_tokens": {}}
     if not pair:
         return out
-    test = index[index.split == "test"]
     chunk, overlap = int(f["chunk"]), int(f["overlap"])
     if 0 < chunk and overlap < chunk and len(test):
         trials, labels, _ = ev.reassemble_trials(x, test, chunk, overlap)
@@ -302,22 +406,44 @@ def _figures(results: dict[str, Any], curves: Any, bench: dict[str, Any]) -> lis
 
 
 def _section(results: dict[str, Any], bench: dict[str, Any], meta: dict[str, Any], data_source: str, synthetic: bool,
-             figures: list[Any]) -> Any:
+             figures: list[Any], protocol: str = "cross_subject", folds: int = 0) -> Any:
     from repropipe.report.section import Section, Table
 
-    main = Table(
-        title=f"Left vs right imagined fist on held-out subjects {meta['subjects_by_split'].get('test')}",
-        columns=["run", "training labels", "chunk macro F1", "chunk accuracy", "trial macro F1", "trial accuracy",
-                 "best epoch (val F1)"],
-        rows=[[run, r["n_train_chunks"], r["chunk"]["macro_f1"], r["chunk"]["accuracy"], r["trial"]["macro_f1"],
-               r["trial"]["accuracy"], f"{r['best_epoch']} ({r['best_val_f1']:.3f})"] for run, r in results.items()]
-        + [["EEGNet (published anchor)", "all", "", 0.8243, "", "", ""]],
-        anchor=ANCHOR,
-    )
+    def best(r: dict[str, Any]) -> str:
+        return f"{r['best_epoch']} ({r['best_val_f1']:.3f})" if "best_epoch" in r else "no epochs (closed form)"
+
+    def trial(r: dict[str, Any]) -> str:
+        t = r["trial"]
+        return f"{t['accuracy']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}]"
+
+    within = protocol == "within_subject"
     subjects = sorted({s for r in results.values() for s in r["per_subject_accuracy"]}, key=int)
+    if within:
+        title = (f"Left vs right imagined fist, within-subject {folds}-fold cross-validation over each subject's "
+                 f"trials (subjects {[int(s) for s in subjects]}; scores per subject, then averaged)")
+    else:
+        title = f"Left vs right imagined fist on held-out subjects {meta['subjects_by_split'].get('test')}"
+    columns = ["run", "training chunks", "chunk macro F1 (post-cue)", "chunk accuracy (post-cue)",
+               "pre-cue chunk accuracy (sanity, ~0.5)", "trial macro F1", "trial accuracy [95 % CI]"]
+    if within:
+        columns.append("subject-mean trial accuracy")
+    columns.append("best epoch (val F1)")
+    rows = []
+    for run, r in results.items():
+        row = [run, r["n_train_chunks"], r["chunk"]["macro_f1"], r["chunk"]["accuracy"],
+               r.get("pre_cue", {}).get("accuracy", ""), r["trial"]["macro_f1"], trial(r)]
+        if within:
+            row.append(r["subject_mean_trial_accuracy"])
+        rows.append(row + [best(r)])
+    anchor_row = ["EEGNet (published anchor, cross-subject)", "all", "", 0.8243, "", "", ""] + ([""] if within else [])
+    main = Table(title=title, columns=columns, rows=rows + [anchor_row + [""]],
+                 anchor=ANCHOR + (" The anchor is cross-subject; within-subject numbers are not comparable with it."
+                                  if within else ""))
     per_subject = Table(
-        title="Per-subject chunk accuracy (held-out subjects)", columns=["run"] + [f"S{int(s):03d}" for s in subjects],
-        rows=[[run] + [r["per_subject_accuracy"].get(s) for s in subjects] for run, r in results.items()],
+        title="Per-subject trial accuracy" + (" (every subject, its own held-out folds)" if within else
+                                              " (held-out subjects)"),
+        columns=["run"] + [f"S{int(s):03d}" for s in subjects],
+        rows=[[run] + [r["per_subject_trial_accuracy"].get(s) for s in subjects] for run, r in results.items()],
     )
     tables = [main, per_subject]
     t = bench.get("time_by_tokens", {})
@@ -327,12 +453,18 @@ def _section(results: dict[str, Any], bench: dict[str, Any], meta: dict[str, Any
         tables.append(Table(title="Inference time of one sequence (s) by token count",
                             columns=["tokens"] + runs, rows=[[n] + [t[r].get(n) for r in runs] for n in ns],
                             anchor="Linformer (Wang et al. 2020) projects keys/values to k rows: O(n k) vs O(n^2)."))
+    split_words = (f"each subject's trials are split into {folds} stratified folds and every fold is scored by models "
+                   f"that never saw its trials (but did see the subject's other folds)" if within else
+                   "subjects in the test split were never seen in training")
     return Section(
         branch="eeg", title="EEG motor imagery: Transformer, Linformer and SimCLR (PhysioNet EEG MMI)",
         summary="64-channel EEG, runs 4/8/12, band-passed 7-30 Hz, epochs -1..4 s around the cue cut into 1 s chunks, "
-                "classified left vs right fist imagery; subjects in the test split were never seen in training. "
-                "'_low' runs use only a fraction of the training labels (SimCLR pretrains on all training chunks "
-                "without labels first).",
+                f"classified left vs right fist imagery; {split_words}. Chunk scores count only windows that start at "
+                "or after the cue; windows wholly before it are scored apart as a sanity check (nothing in them tells "
+                "left from right, so they should sit near 0.5). Trial scores average a trial's post-cue chunks; the "
+                "interval resamples subjects (trials with one subject). 'csp_lda' is the classical baseline "
+                "(mne.decoding.CSP, 4 components, + LDA) on the same chunks. '_low' runs use only a fraction of the "
+                "training labels (SimCLR pretrains on all training chunks without labels first).",
         data_source=data_source, synthetic=synthetic, tables=tables, figures=figures,
         notes=[f"{meta['n_skipped']} recording(s) skipped as bad input."] if meta["n_skipped"] else [],
     )

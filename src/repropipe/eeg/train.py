@@ -54,9 +54,22 @@ def load_features(root: Path = FEATURES) -> tuple[torch.Tensor, pd.DataFrame, li
     path = root / "chunks.pt"
     if not path.exists():
         raise DataError(path, "missing; run `python -m repropipe eeg features` first")
-    blob = torch_load(path)
-    index = pd.read_parquet(root / "index.parquet")
-    if len(index) != len(blob["x"]):
+    try:
+        blob = torch_load(path)
+        x = blob["x"]
+    except Exception as exc:  # truncated, foreign or not a dict with "x": name the file
+        raise DataError(path, f"not an eeg_features chunk file ({type(exc).__name__}: {exc})") from exc
+    ipath = root / "index.parquet"
+    if not ipath.exists():
+        raise DataError(ipath, "missing; run `python -m repropipe eeg features` first")
+    try:
+        index = pd.read_parquet(ipath)
+    except Exception as exc:  # pyarrow raises ArrowInvalid and friends
+        raise DataError(ipath, f"not a readable parquet index ({type(exc).__name__}: {exc})") from exc
+    missing = {"subject", "run", "trial", "label", "chunk", "split"} - set(index.columns)
+    if missing:
+        raise DataError(ipath, f"index lacks columns {sorted(missing)}; run `python -m repropipe eeg features` again")
+    if len(index) != len(x):
         raise DataError(path, f"{len(blob['x'])} chunks but index.parquet has {len(index)} rows")
     return blob["x"], index, list(blob["ch_names"])
 
@@ -204,7 +217,9 @@ class _GenState:
 
 
 def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str], tp: dict[str, Any], seed: int,
-              device: torch.device, out_root: Path) -> Path:
+              device: torch.device, out_root: Path, subdir: str = "") -> Path:
+    """Train ``run`` on ``index.split == "train"`` (selecting the epoch on "val") into
+    ``out_root/<run>/<subdir>/model.pt``; ``subdir`` is the within-subject fold ("" for cross-subject)."""
     seed_everything(seed)
     low = run.endswith("_low")
     mask = label_subset(index, tp["label_fraction"], seed) if low else (index.split == "train").to_numpy()
@@ -214,7 +229,7 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
     mask, val = torch.from_numpy(np.asarray(mask).copy()), torch.from_numpy(val)
     y = torch.tensor(index.label.to_numpy().copy(), dtype=torch.long)
     model = build_model(RUN_MODEL[run], **_model_kwargs(run, tp, ch_names)).to(device)
-    run_dir = out_root / run
+    run_dir = out_root / run / subdir if subdir else out_root / run
     epochs = tp["epochs"]
     if low:
         epochs = min(int(math.ceil(epochs / tp["label_fraction"])), tp["max_low_label_epochs"])
@@ -223,7 +238,7 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
         epochs = min(epochs, tp["simclr"]["finetune_epochs"])
     pre_history: list[dict[str, float]] = []
     if log_probs:
-        pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy()], tp["simclr"], tp, seed, device,
+        pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy().copy()], tp["simclr"], tp, seed, device,
                                       run_dir / "pretrain")
     lr = tp["simclr"]["finetune_lr"] if log_probs else tp["lr"]
     best, history = _supervised(run, model, x[mask], y[mask], (x[val], y[val]), epochs, tp, seed, device,
