@@ -446,7 +446,7 @@ def test_damaged_feature_and_model_files_are_named(tmp_path):
     with pytest.raises(DataError, match=r"index\.parquet: not a readable parquet index"):
         load_features(tmp_path)
     (tmp_path / "model.pt").write_bytes(b"\x00" * 10)
-    with pytest.raises(DataError, match=r"model\.pt: not a readable EEG model checkpoint"):
+    with pytest.raises(DataError, match=r"model\.pt: not a readable"):
         load_run(tmp_path / "model.pt", torch.device("cpu"))
 
 

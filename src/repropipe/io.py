@@ -221,6 +221,8 @@ def torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
 
     import torch
 
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise DataError(path, "not a readable torch file (expected torch.save's zip format; truncated or foreign?)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -167,6 +167,9 @@ def stage(name: str, *, branch: str, step: str, help: str, params: tuple[str, ..
           outs: tuple[str, ...], resources: dict[str, int] | None = None, plots: tuple[Plot, ...] = (),
           noisy: tuple[str, ...] = ()) -> Callable[[Callable[[StageContext], None]], Callable[[StageContext], None]]:
     """Register a stage. ``deps`` are its data inputs only: the code it runs is found from its imports."""
+    for what, value in (("deps", deps), ("outs", outs), ("params", params), ("noisy", noisy)):
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"stage {name!r}: {what} must be a tuple of strings, got {value!r}")
     bad = [d for d in deps if d.startswith("src/")]
     if bad:
         raise ValueError(f"stage {name!r}: code dependencies are computed, do not declare {bad}")

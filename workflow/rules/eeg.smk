@@ -42,18 +42,7 @@ rule eeg_download:
 
 rule eeg_features:
     input:
-        "d",
-        "a",
-        "t",
-        "a",
-        "/",
-        "r",
-        "a",
-        "w",
-        "/",
-        "e",
-        "e",
-        "g",
+        "data/raw/eeg",
         "src/repropipe/__init__.py",
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",

@@ -58,7 +58,7 @@ def download(ctx: StageContext) -> None:
     help="Band-pass 7-30 Hz, epoch -1..4 s around T1/T2, chunk, normalise per channel, split by subject "
          "(cross_subject) or into stratified folds of each subject's trials (within_subject).",
     params=("seed", "eeg.on_bad", "eeg.features", "eeg.split", "eeg.evaluation", "eeg.within_subject_folds"),
-    deps=(RAW),
+    deps=(RAW,),
     outs=(FEAT,),
     resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
 )
