@@ -24,6 +24,9 @@ def check_outputs(root: Path) -> None:
     assert rows[("memory_efficient", 64, 8)]["saved_bytes"] == (64 * 8 + 8 * 8) * 8
     assert all(r["grad_rel_diff"] < 1e-10 for r in rows.values())
     assert (root / "results/qr/plots/saved_bytes.csv").read_text().startswith("method,m,n,saved_bytes")
+    timings = json.loads((root / "results/qr/timings.json").read_text())
+    assert timings["time_ratio/fast"] > 0 and "time_ratio/fast" not in metrics  # measured apart from exact numbers
+    assert all("time_s" not in r for r in metrics["grid"])
     check_speaker(root, html)
     check_eeg_outputs(root, html)
     check_gan_outputs(root, html)
@@ -56,11 +59,12 @@ def check_eeg_outputs(root: Path, html: str) -> None:
     for r in eeg["runs"].values():
         assert 0.0 <= r["chunk"]["macro_f1"] <= 1.0 and sum(map(sum, r["chunk"]["confusion"])) == r["n_chunks"] > 0
         assert set(r["per_subject_accuracy"]) == {str(s) for s in eeg["subjects_by_split"]["test"]}
-    assert set(eeg["benchmark"]["time_by_tokens"]) == {"transformer", "linformer"}
+    assert set(json.loads((root / "results/eeg/timings.json").read_text())["time_by_tokens"]) == {
+        "transformer", "linformer"}
     section = json.loads((root / "results/eeg/section.json").read_text())
     assert section["synthetic"] is True and "82.43" in section["tables"][0]["anchor"]
-    for fig in ("loss_curves", "confusion", "benchmark"):
-        assert (root / f"results/eeg/figures/{fig}.png").stat().st_size > 1000
+    for fig in ("figures/loss_curves", "figures/confusion", "timings/benchmark"):
+        assert (root / f"results/eeg/{fig}.png").stat().st_size > 1000
     assert (root / "results/eeg/plots/loss_curves.csv").read_text().startswith("run,phase,epoch,loss,val_loss")
     assert (root / "results/eeg/models/simclr_low/model.pt").exists()
 

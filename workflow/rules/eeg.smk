@@ -158,6 +158,8 @@ rule eeg_evaluate:
         "results/eeg/section.json",
         directory("results/eeg/plots"),
         directory("results/eeg/figures"),
+        "results/eeg/timings.json",
+        directory("results/eeg/timings"),
     params:
         seed=param("seed"),
         device=param("device"),

@@ -21,6 +21,8 @@ rule report:
         "results/qr/provenance.json",
         "results/qr/section.json",
         "results/qr/figures",
+        "results/qr/timings",
+        "results/eeg/timings",
         "src/repropipe/__init__.py",
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
