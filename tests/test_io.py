@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,31 @@ def test_read_json_and_open_zip_name_the_file(tmp_path):
     fake.write_bytes(b"not a zip")
     with pytest.raises(DataError, match=r"LA\.zip: not a readable zip archive"):
         open_zip(fake)
+
+
+def test_an_unwritable_output_location_stops_the_stage_before_any_work(tmp_path, monkeypatch):
+    """Root ignores permission bits, so the unwritable place here is a folder that is really a file."""
+    from repropipe.stages import run_stage
+
+    monkeypatch.chdir(tmp_path)
+    import shutil as _sh
+
+    _sh.copytree(Path(__file__).resolve().parents[1] / "workflow/schemas", tmp_path / "workflow/schemas")
+    Path("params.yaml").write_text(Path(__file__).resolve().parents[1].joinpath("params.yaml").read_text())
+    Path("results").write_text("a file where the results folder should be")
+    ran = []
+    st = Stage("demo", "demo", "run", "help", ("seed",), (), ("results/demo/metrics.json",), lambda c: ran.append(1))
+    with pytest.raises(io.OutputNotWritable, match=r"results/demo/metrics.json: output location is not writable"):
+        run_stage(st, "params.yaml")
+    assert ran == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_named_before_any_work(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        with pytest.raises(io.OutputNotWritable, match="ro/out.json"):
+            io.check_writable([tmp_path / "ro/out.json"])
+    finally:
+        (tmp_path / "ro").chmod(0o755)

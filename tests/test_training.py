@@ -31,6 +31,18 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert a["history"] == b["history"]
 
 
+def test_a_kill_at_a_checkpoint_step_never_loses_that_step_s_side_outputs(tmp_path):
+    """Callbacks (sample grids) run before the checkpoint of their step: killed in between, the resumed run
+    repeats the step and writes its grid; it never resumes past a step whose grid is missing."""
+    killed = train(tmp_path / "run", 15, tmp_path / "never.pt")  # dies in a callback of checkpoint step 15
+    assert killed.returncode == -signal.SIGKILL
+    resumed = train(tmp_path / "run", -1, tmp_path / "done.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(tmp_path / "done.pt", weights_only=True)["resumed"] == 12
+    grids = sorted(int(p.stem) for p in (tmp_path / "run/grids").iterdir())
+    assert grids == list(range(3, 40 + 1, 3))  # 4 epochs x 10 steps
+
+
 def test_two_runs_give_identical_metrics_and_history_is_complete(tmp_path):
     r1 = train(tmp_path / "a", -1, tmp_path / "a.pt")
     r2 = train(tmp_path / "b", -1, tmp_path / "b.pt")

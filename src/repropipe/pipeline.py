@@ -19,13 +19,13 @@ def _stages(args: argparse.Namespace) -> int:
                               "outs": list(s.outs), "noisy": list(s.noisy), "resources": s.resource}
                           for n, s in stages.items()}, indent=2))
         return 0
-    rows = [("stage", "command", "inputs (data + code files)", "outputs", "params")]
+    rows = [("stage", "command", "data in", "code", "outputs", "params")]
     for n, s in stages.items():
-        rows.append((n, s.cmd, f"{', '.join(s.deps) or '-'} + {len(s.code)} code files", ", ".join(s.outs),
-                     ", ".join(s.params)))
+        rows.append((n, s.cmd, str(len(s.deps)), f"{len(s.code)} files", ", ".join(s.outs), ", ".join(s.params)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] + "  [" + r[5] + "]")
+    print("\n(`--json` lists every input file, resources and noisy outputs)")
     return 0
 
 

@@ -1,0 +1,45 @@
+"""The command line a person types: --version, a readable stage table, checked log levels, `pipeline clean`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import repropipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "repropipe", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_version_and_branch_help():
+    assert cli("--version").stdout.strip() == f"repropipe {repropipe.__version__}"
+    helptext = cli("--help").stdout
+    assert "ASVspoof 2019 LA anti-spoofing" in helptext and "pipeline" in helptext
+
+
+def test_stage_table_is_readable_and_json_on_request():
+    import json
+
+    table = cli("pipeline", "stages").stdout.splitlines()
+    assert table[0].split()[:2] == ["stage", "command"] and any(line.startswith("asvspoof_train ") for line in table)
+    data = json.loads(cli("pipeline", "stages", "--json").stdout)
+    assert "src/repropipe/training.py" in data["asvspoof_train"]["code"]
+
+
+def test_an_unknown_log_level_is_refused():
+    res = cli("--log-level", "LOUD", "qr", "benchmark")
+    assert res.returncode == 2 and "invalid choice: 'LOUD'" in res.stderr
+
+
+def test_pipeline_clean_removes_left_over_training_work(tmp_path):
+    work = tmp_path / ".repropipe/resume/gan_train/results/gan/models"
+    work.mkdir(parents=True)
+    (work / "last.pt").write_bytes(b"x")
+    res = cli("pipeline", "clean", cwd=tmp_path)
+    assert res.returncode == 0 and "gan_train" in res.stdout
+    assert not (tmp_path / ".repropipe/resume").exists()
+    assert "nothing to remove" in cli("pipeline", "clean", cwd=tmp_path).stdout
