@@ -193,3 +193,23 @@ def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(path, f"not a readable zip archive ({exc})") from exc
+
+
+def read_utf8(path: str | os.PathLike[str], missing: str) -> str:
+    """A text file decoded strictly as UTF-8, or a DataError naming the file, the line and the byte.
+
+    Why strict: a lossy decode turns a stray byte into U+FFFD, which then surfaces far away as a
+    bogus id (a speaker 'id1\\ufffd001') or a "listed but missing" file; the place to stop is the
+    file that holds the byte. ``missing`` says what to do when the file is not there.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, missing)
+    blob = path.read_bytes()
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = blob.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (blob.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(path, f"not UTF-8 text: byte 0x{blob[exc.start]:02x} at column {column} ({exc.reason}); "
+                              "re-export the file as UTF-8", line=line) from None
