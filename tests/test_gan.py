@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_PARAMS, copy_project
 from repropipe.download import DownloadError
 from repropipe.gan import data, features, fidelity
 from repropipe.gan.isir import isir_sample
@@ -484,3 +485,54 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
     assert (run / "samples/step_000002.png").exists()
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is True and "NOT comparable" in " ".join(section["notes"])
+
+
+# ---------------------------------------------------------------- real-mode rehearsal
+
+@pytest.mark.e2e
+def test_real_mode_rehearsal_from_a_local_celeba_copy(tmp_path: Path, monkeypatch):
+    """``gan.source: real`` on CelebA's two files in the official layout, read in place (no network):
+    download -> features -> train (tiny) -> real-stats -> evaluate, through the production code; only
+    torchvision's md5 table is substituted (the tiny zip cannot have the real zip's md5)."""
+    import copy
+
+    from PIL import Image
+
+    from repropipe.stages import load_all, run_stage
+
+    downloads = tmp_path / "downloads"  # where a user keeps what they fetched by hand
+    downloads.mkdir()
+    rng, n = np.random.default_rng(7), 30
+    with zipfile.ZipFile(downloads / data.ARCHIVE, "w") as zf:
+        for i in range(n):
+            buf = pyio.BytesIO()
+            data.draw_face(rng).save(buf, format="JPEG", quality=90)
+            zf.writestr(f"img_align_celeba/{i + 1:06d}.jpg", buf.getvalue())
+    with zipfile.ZipFile(downloads / data.ARCHIVE) as zf, Image.open(pyio.BytesIO(zf.read("img_align_celeba/000001.jpg"))) as im:
+        assert im.size == (178, 218) and im.format == "JPEG"  # CelebA's aligned-and-cropped images
+    (downloads / data.PARTITION).write_bytes(
+        "".join(f"{i + 1:06d}.jpg {0 if i < 24 else 1 if i < 27 else 2}\r\n" for i in range(n)).encode())
+    for key, name in (("archive", data.ARCHIVE), ("partition", data.PARTITION)):
+        gid = data.CELEBA_FILES[key][0]
+        monkeypatch.setitem(data.CELEBA_FILES, key, (gid, md5_file(downloads / name), name))
+
+    params = copy.deepcopy(TINY_PARAMS)
+    params["gan"]["source"] = "real"
+    params["gan"]["data"].update(archive=str(downloads / data.ARCHIVE), partition=str(downloads / data.PARTITION))
+    project = copy_project(tmp_path / "proj", params)
+    monkeypatch.chdir(project)
+    stages = load_all()
+    for name in ("gan_download", "gan_features", "gan_train", "gan_real_stats", "gan_evaluate"):
+        run_stage(stages[name], project / "params.yaml")
+    assert sorted(p.name for p in (project / "data/raw/gan").iterdir()) == [data.SOURCE_FILE]  # read in place
+    source = json.loads((project / "data/raw/gan" / data.SOURCE_FILE).read_text())
+    assert source["source"] == "real" and source["archive"] == str(downloads / data.ARCHIVE)
+    assert source["counts"] == {"train": 24, "valid": 3, "test": 3}
+    index = features.read_index(project / "data/features/gan")
+    assert index["splits"]["train"]["count"] == 24 and index["skipped"] == {"missing": [], "unlisted": [], "corrupt": []}
+    m = json.loads((project / "results/gan/metrics.json").read_text())
+    assert m["provenance"]["data_source"] == "real"
+    for key in ("fid/trained", "fid/trained_isir", "kid/trained"):
+        assert np.isfinite(m[key]), key
+    section = json.loads((project / "results/gan/section.json").read_text())
+    assert section["synthetic"] is False

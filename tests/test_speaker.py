@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_PARAMS, copy_project
 from repropipe.download import DownloadError
 from repropipe.io import DataError
 from repropipe.models import build_model
@@ -431,3 +432,61 @@ def test_a_ragged_last_batch_of_one_does_not_break_batchnorm(hw4, tmp_path):
               "triplet": {"channels": 8, "emb_dim": 8, "margin": 0.3, "lr": 1e-3, "epochs": 1, "autoencoder_epochs": 0}}
     hist = train_triplet(train, val, params, 0, torch.device("cpu"), tmp_path / "run")  # 16 = 15 + a batch of 1
     assert len(hist) == 1 and (tmp_path / "run" / "model.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------- real-mode rehearsal
+
+def _rehearse(tmp_path: Path, monkeypatch, real: dict) -> tuple[Path, dict]:
+    """``speaker.source: real`` through download -> features -> train (tiny) -> evaluate, no network."""
+    import copy
+
+    from repropipe.stages import load_all, run_stage
+
+    params = copy.deepcopy(TINY_PARAMS)
+    params["speaker"]["source"] = "real"
+    params["speaker"]["real"].update(real)
+    params["speaker"]["models"] = ["speaker_conformer_sap_am", "speaker_triplet"]
+    project = copy_project(tmp_path / "proj", params)
+    monkeypatch.chdir(project)
+    stages = load_all()
+    for step in ("download", "features", "train", "evaluate"):
+        run_stage(stages[f"speaker_{step}"], project / "params.yaml")
+    assert [f.name for f in (project / "data/raw/speaker").iterdir()] == ["source.json"]  # read in place
+    metrics = json.loads((project / "results/speaker/metrics.json").read_text())
+    assert metrics["provenance"]["data_source"].startswith("real")
+    assert set(metrics["models"]) == {"speaker_conformer_sap_am", "speaker_triplet"}
+    for m in metrics["models"].values():
+        assert 0.0 <= m["verification_eer"] <= 1.0
+    section = json.loads((project / "results/speaker/section.json").read_text())
+    assert section["synthetic"] is False
+    return project, metrics
+
+
+@pytest.mark.e2e
+def test_real_mode_rehearsal_from_a_local_hw4_folder(tmp_path, monkeypatch):
+    hw4_dir = tmp_path / "Dataset"  # the Kaggle archive's folder, kept outside the project
+    data.synthesize(hw4_dir, n_speakers=6, utts_per_speaker=6, min_len=24, max_len=48, n_test=4, noise=1.0, seed=3)
+    train, test, _ = _sample_code_reader(hw4_dir)  # what the course's own code would read
+    project, metrics = _rehearse(tmp_path, monkeypatch, {"hw4_dir": str(hw4_dir)})
+    assert json.loads((project / "data/raw/speaker/source.json").read_text())["root"] == str(hw4_dir.resolve())
+    assert metrics["n_classes"] == 4 and metrics["counts"]["test"] == len(test) == 4
+    assert sum(metrics["counts"][s] for s in ("train", "val", "verify")) == len(train) == 36
+    csv = (project / "results/speaker/predictions/speaker_conformer_sap_am.csv").read_text().splitlines()
+    assert csv[0] == "Id,Category" and sorted(line.split(",")[0] for line in csv[1:]) == sorted(test)
+
+
+@pytest.mark.e2e
+def test_real_mode_rehearsal_from_a_voxceleb1_wav_tree(tmp_path, monkeypatch):
+    # VoxCeleb1's wav/<speaker>/<YouTube id>/<n>.wav: 16 kHz mono 16-bit PCM
+    videos = ["1zcIwhmdeo4", "7gWzIy6yIIk", "C7k7C-PDvAA"]
+    for k in range(6):
+        for v in range(2):
+            for n in range(2):
+                _wav(tmp_path / "vox1" / "wav" / f"id{10001 + k}" / videos[(k + v) % 3] / f"{n + 1:05d}.wav",
+                     seconds=0.6, seed=100 * k + 10 * v + n)
+    project, metrics = _rehearse(tmp_path, monkeypatch, {"from": "wav_tree", "wav_dir": str(tmp_path / "vox1"),
+                                                         "wav_test_fraction": 0.1})
+    converted = project / "data/cache/speaker/wav_tree_hw4"
+    ds = data.read_dataset(converted)
+    assert ds.speakers == [f"id{10001 + k}" for k in range(6)] and len(ds.utterances) + len(ds.test) == 24
+    assert metrics["counts"]["test"] == len(ds.test)
