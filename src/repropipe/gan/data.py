@@ -27,6 +27,7 @@ offset, a mouth below, hair framing the top, on a flat background.
 
 from __future__ import annotations
 
+import functools
 import io as _io
 import logging
 import os
@@ -60,6 +61,7 @@ CELEBA_FILES = {
     "partition": ("0B7EVK8r0v71pY0NSMzRuSXJEVkk", "d32c9cbf5e040fd4025c592c306e6668", PARTITION),
 }
 DRIVE_VIEW = "https://drive.google.com/file/d/{}/view"
+DRIVE_FOLDER = {"archive": "folder Img, 'Align&Cropped Images'", "partition": "folder Eval"}
 CELEBA_PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 GDOWN_PIN = "gdown==6.5.1"  # as in pyproject's [real] extra
 
@@ -300,8 +302,8 @@ def looks_like_html(path: str | os.PathLike[str]) -> bool:
 def manual_step(key: str, cache_dir: Path) -> str:
     """Exactly which file to put where (and which params key points at it) when it cannot be fetched."""
     gid, md5, name = CELEBA_FILES[key]
-    return (f"Download {name} (md5 {md5}) yourself: {DRIVE_VIEW.format(gid)} (CelebA's 'Align&Cropped Images' "
-            f"files, {CELEBA_PAGE}). Then either put it at {cache_dir / name} (gan.data.cache_dir) and run the "
+    return (f"Download {name} (md5 {md5}) yourself: {DRIVE_VIEW.format(gid)} ({DRIVE_FOLDER[key]} of CelebA's "
+            f"Google Drive, linked from {CELEBA_PAGE}). Then either put it at {cache_dir / name} (gan.data.cache_dir) and run the "
             f"stage again, or set gan.data.{key}: /path/to/{name} in params.yaml (read in place, never copied).")
 
 
@@ -327,11 +329,23 @@ def _refuse_html(path: Path, what: str, key: str, cache_dir: Path, delete: bool)
             f"confirmation or quota page){'; the page was deleted' if delete else ''}.\n  {manual_step(key, cache_dir)}")
 
 
+@functools.lru_cache(maxsize=8)
+def _md5_of(path: str, size: int, mtime_ns: int) -> str:
+    return io.md5_file(path)
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file, computed once per run: the 1.4 GB zip takes seconds to hash, and both the
+    check and source.json need it."""
+    st = path.stat()
+    return _md5_of(str(path), st.st_size, st.st_mtime_ns)
+
+
 def _check_md5(path: Path, key: str, cache_dir: Path, verify: bool, delete: bool, source: str) -> None:
     if not verify:
         return
     _gid, md5, name = CELEBA_FILES[key]
-    got = io.md5_file(path)
+    got = file_md5(path)
     if got != md5:
         if delete:
             path.unlink()
@@ -423,12 +437,12 @@ def download_real(out_dir: str | os.PathLike[str], d: dict[str, Any]) -> dict[st
         images: ImageSource = DirImages(root)
         partition = (_obtain("partition", d.get("partition"), cache, verify, gdown) if d.get("partition")
                      else root / PARTITION)
-        info.update(root=str(root), md5={"partition": io.md5_file(partition)})
+        info.update(root=str(root), md5={"partition": file_md5(partition)})
     else:
         archive = _obtain("archive", d.get("archive"), cache, verify, gdown)
         partition = _obtain("partition", d.get("partition"), cache, verify, gdown)
         images = ZipImages(archive)  # fails early, naming the file, if it is not CelebA's zip
-        info.update(archive=str(archive), md5={"archive": io.md5_file(archive), "partition": io.md5_file(partition)})
+        info.update(archive=str(archive), md5={"archive": file_md5(archive), "partition": file_md5(partition)})
     entries = read_partition(partition)
     info.update(partition=str(partition.resolve()), counts=count_by_split(entries), num_images=len(images.names()))
     write_source(out_dir, info)

@@ -136,6 +136,8 @@ def read_dataset(root: str | os.PathLike[str]) -> HW4Dataset:
         raise DataError(map_path, "id2speaker is not the inverse of speaker2id")
     if not isinstance(test, dict) or "utterances" not in test:
         raise DataError(test_path, "expected {'n_mels': int, 'utterances': [{feature_path, mel_len}]}")
+    if test.get("n_mels", meta["n_mels"]) != meta["n_mels"]:
+        raise DataError(test_path, f"n_mels {test['n_mels']!r} differs from metadata.json's {meta['n_mels']}")
     speakers = sorted(s2i, key=lambda s: s2i[s])
     utts = [u for s in speakers for u in _entries(meta_path, meta["speakers"][s], f"speakers.{s}", s)]
     if not utts:
