@@ -193,6 +193,14 @@ def test_a_speaker_id_with_a_replacement_character_is_impossible(hw4, tmp_path):
         data.read_dataset(root)
 
 
+def test_testdata_with_other_mel_bands_is_refused(hw4, tmp_path):
+    root, _ = _broken(hw4, tmp_path)
+    test = json.loads((root / "testdata.json").read_text())
+    (root / "testdata.json").write_text(json.dumps({**test, "n_mels": 80}))
+    with pytest.raises(DataError, match="testdata.json: n_mels 80 differs from metadata.json's 40"):
+        data.read_dataset(root)
+
+
 def test_id2speaker_must_invert_speaker2id(hw4, tmp_path):
     root, _ = _broken(hw4, tmp_path)
     mapping = json.loads((root / "mapping.json").read_text())
