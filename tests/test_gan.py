@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_PARAMS, copy_project
 from repropipe.download import DownloadError
 from repropipe.gan import data, features, fidelity
 from repropipe.gan.isir import isir_sample
@@ -273,6 +274,176 @@ def test_wrong_files_say_what_to_do(raw: Path, tmp_path: Path):
         data.download_real(tmp_path / "o4", _real(archive=str(not_celeba), partition=part, verify_md5=False))
 
 
+# ---------------------------------------------------------------- official formats, byte for byte
+
+# torchvision.datasets.CelebA._load_csv, which reads list_eval_partition.txt (quoted):
+#     with open(os.path.join(self.root, self.base_folder, filename)) as csv_file:
+#         data = list(csv.reader(csv_file, delimiter=" ", skipinitialspace=True))
+OFFICIAL_SPLIT = (162_770, 19_867, 19_962)  # images 000001-162770 train, -182637 valid, -202599 test
+
+
+def test_the_official_partition_file_is_reproduced_byte_for_byte(tmp_path: Path):
+    splits = [s for s, n in enumerate(OFFICIAL_SPLIT) for _ in range(n)]
+    text = data.partition_text(splits)
+    assert text.startswith("000001.jpg 0\r\n000002.jpg 0\r\n") and text.endswith("202599.jpg 2\r\n")
+    assert "162770.jpg 0\r\n162771.jpg 1\r\n" in text and "182637.jpg 1\r\n182638.jpg 2\r\n" in text
+    path = tmp_path / data.PARTITION
+    path.write_bytes(text.encode("ascii"))
+    assert md5_file(path) == data.CELEBA_FILES["partition"][1] == "d32c9cbf5e040fd4025c592c306e6668"
+    assert data.count_by_split(data.read_partition(path)) == dict(zip(data.SPLITS, OFFICIAL_SPLIT))
+
+
+def test_the_synthetic_partition_is_in_the_official_format_and_torchvision_reads_it(raw: Path):
+    import csv
+
+    blob = (raw / data.PARTITION).read_bytes()
+    assert blob == data.partition_text([0] * 8 + [1] + [2]).encode("ascii")
+    assert blob.startswith(b"000001.jpg 0\r\n000002.jpg 0\r\n") and blob.endswith(b"000010.jpg 2\r\n")
+    with open(raw / data.PARTITION) as csv_file:  # exactly as torchvision's _load_csv opens and parses it
+        rows = list(csv.reader(csv_file, delimiter=" ", skipinitialspace=True))
+    assert rows[0] == ["000001.jpg", "0"] and [int(r[1]) for r in rows] == [0] * 8 + [1] + [2]
+
+
+def test_a_partition_byte_that_is_not_utf8_names_file_and_line(raw: Path, tmp_path: Path):
+    part = raw / data.PARTITION
+    lines = part.read_bytes().split(b"\r\n")
+    lines[2] = b"000003\xe9.jpg 0"  # Latin-1 e-acute
+    part.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(DataError, match=r"list_eval_partition.txt:3: not UTF-8 text: byte 0xe9 at column 7"):
+        data.read_partition(part)
+    with pytest.raises(DataError, match=r"list_eval_partition.txt:3: not UTF-8"):
+        features.build_shards(raw, tmp_path / "f", 178, 64, 100, "error")
+
+
+# ---------------------------------------------------------------- Google Drive through gdown (faked, no network)
+
+class _FakeGdown:
+    """Stands in for the gdown module: records calls and writes what Drive would have sent."""
+
+    def __init__(self, bodies: dict[str, bytes] | None = None, error: Exception | None = None) -> None:
+        self.bodies, self.error, self.calls = bodies or {}, error, []
+
+    def download(self, *, id: str, output: str, quiet: bool, resume: bool, retries: int) -> str:  # noqa: A002
+        self.calls.append(id)
+        if self.error is not None:
+            raise self.error
+        Path(output).write_bytes(self.bodies[id])
+        return output
+
+
+DRIVE_PAGE = (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
+              b"<p>Google Drive can't scan this file for viruses.</p><form id=\"download-form\" "
+              b"action=\"https://drive.usercontent.google.com/download\"></form></body></html>")
+
+
+@pytest.fixture
+def drive_ids(fake_celeba, monkeypatch) -> dict[str, bytes]:
+    """torchvision's Drive ids (the production table), with md5s of the tiny fake's bytes."""
+    archive, part = fake_celeba
+    ids = {"archive": "0B7EVK8r0v71pZjFTYXZWM3FlRnM", "partition": "0B7EVK8r0v71pY0NSMzRuSXJEVkk"}
+    for key, path in (("archive", archive), ("partition", part)):
+        monkeypatch.setitem(data.CELEBA_FILES, key, (ids[key], md5_file(path), path.name))
+    return {ids["archive"]: archive.read_bytes(), ids["partition"]: part.read_bytes()}
+
+
+def test_without_gdown_the_stage_stops_first_and_says_which_file_goes_where(drive_ids, tmp_path: Path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gdown", None)  # import gdown -> ImportError
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError) as err:
+        data.download_real(tmp_path / "out", _real(cache_dir=str(cache)))
+    msg = str(err.value)
+    assert "gdown==6.5.1" in msg and "pip install -e '.[real]'" in msg
+    for name, key in ((data.ARCHIVE, "gan.data.archive"), (data.PARTITION, "gan.data.partition")):
+        assert f"put it at {cache / name} (gan.data.cache_dir)" in msg and f"set {key}: /path/to/{name}" in msg
+    assert "https://drive.google.com/file/d/0B7EVK8r0v71pZjFTYXZWM3FlRnM/view" in msg
+    assert not cache.exists() and not (tmp_path / "out").exists()  # stopped before any work
+    # following the message: the zip put into the cache is used, only the partition file is still asked for
+    cache.mkdir()
+    (cache / data.ARCHIVE).write_bytes(drive_ids["0B7EVK8r0v71pZjFTYXZWM3FlRnM"])
+    with pytest.raises(DownloadError) as err:
+        data.download_real(tmp_path / "out", _real(cache_dir=str(cache)))
+    assert data.PARTITION in str(err.value) and f"{cache / data.ARCHIVE}" not in str(err.value)
+    (cache / data.PARTITION).write_bytes(drive_ids["0B7EVK8r0v71pY0NSMzRuSXJEVkk"])
+    info = data.download_real(tmp_path / "out", _real(cache_dir=str(cache)))  # no gdown needed any more
+    assert info["counts"] == {"train": 8, "valid": 1, "test": 1}
+
+
+def test_gdown_fetches_torchvisions_drive_files_once(raw: Path, drive_ids, tmp_path: Path, monkeypatch):
+    import sys
+
+    fake = _FakeGdown(drive_ids)
+    monkeypatch.setitem(sys.modules, "gdown", fake)
+    cache = tmp_path / "cache"
+    for run in ("first", "second"):
+        info = data.download_real(tmp_path / run, _real(cache_dir=str(cache)))
+    assert fake.calls == ["0B7EVK8r0v71pZjFTYXZWM3FlRnM", "0B7EVK8r0v71pY0NSMzRuSXJEVkk"]  # cached the second time
+    assert Path(info["archive"]) == (cache / data.ARCHIVE).resolve()
+    _same_shards(raw, tmp_path / "second", tmp_path)
+    # a Drive share link given as gan.data.archive goes through gdown too, with the id in the link
+    fake.bodies["1AbC-dEf_123"] = fake.bodies["0B7EVK8r0v71pZjFTYXZWM3FlRnM"]
+    link = "https://drive.google.com/file/d/1AbC-dEf_123/view?usp=sharing"
+    data.download_real(tmp_path / "third", _real(archive=link, cache_dir=str(tmp_path / "cache2")))
+    assert fake.calls[2:] == ["1AbC-dEf_123", "0B7EVK8r0v71pY0NSMzRuSXJEVkk"]
+    assert data.drive_id("https://drive.google.com/uc?export=download&id=0B7EVK8r0v71pZjFTYXZWM3FlRnM") == \
+        "0B7EVK8r0v71pZjFTYXZWM3FlRnM"
+
+
+def test_an_html_page_from_drive_is_detected_deleted_and_refused(drive_ids, tmp_path: Path, monkeypatch):
+    import sys
+
+    fake = _FakeGdown({**drive_ids, "0B7EVK8r0v71pZjFTYXZWM3FlRnM": DRIVE_PAGE})
+    monkeypatch.setitem(sys.modules, "gdown", fake)
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match=r"got an HTML page, not img_align_celeba.zip") as err:
+        data.download_real(tmp_path / "out", _real(cache_dir=str(cache)))
+    assert f"put it at {cache / data.ARCHIVE} (gan.data.cache_dir)" in str(err.value)
+    assert "set gan.data.archive: /path/to/img_align_celeba.zip" in str(err.value)
+    assert not (cache / data.ARCHIVE).exists() and not (tmp_path / "out").exists()
+    # the same page even when md5 checks are off, and gdown's own refusal, say the same
+    with pytest.raises(DownloadError, match="got an HTML page"):
+        data.download_real(tmp_path / "out", _real(cache_dir=str(cache), verify_md5=False))
+    refusing = _FakeGdown(error=RuntimeError("Too many users have viewed or downloaded this file recently."))
+    monkeypatch.setitem(sys.modules, "gdown", refusing)
+    with pytest.raises(DownloadError, match=r"(?s)gdown could not fetch .*Too many users.*gan\.data\.archive"):
+        data.download_real(tmp_path / "out", _real(cache_dir=str(cache)))
+
+
+def test_an_html_page_from_a_url_or_on_disk_is_refused(drive_ids, tmp_path: Path):
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(DRIVE_PAGE)))
+            self.end_headers()
+            self.wfile.write(DRIVE_PAGE)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    cache, part = tmp_path / "cache", tmp_path / data.PARTITION
+    part.write_bytes(drive_ids["0B7EVK8r0v71pY0NSMzRuSXJEVkk"])
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{data.ARCHIVE}"
+        with pytest.raises(DownloadError, match=r"got an HTML page, not img_align_celeba.zip.*deleted"):
+            data.download_real(tmp_path / "o1", _real(archive=url, partition=str(part), cache_dir=str(cache)))
+        assert not (cache / data.ARCHIVE).exists()
+    finally:
+        httpd.shutdown()
+    saved = tmp_path / "saved" / data.ARCHIVE  # a browser's "Save as" of the confirmation page
+    saved.parent.mkdir()
+    saved.write_bytes(DRIVE_PAGE)
+    with pytest.raises(DownloadError, match=r"gan.data.archive .*img_align_celeba.zip: got an HTML page"):
+        data.download_real(tmp_path / "o2", _real(archive=str(saved), partition=str(part), verify_md5=False))
+    assert saved.exists()  # the user's own file is never deleted
+
+
 # ---------------------------------------------------------------- fidelity
 
 def test_fallback_fid_ranks_real_images_above_noise(raw: Path, tmp_path: Path):
@@ -314,3 +485,54 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
     assert (run / "samples/step_000002.png").exists()
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is True and "NOT comparable" in " ".join(section["notes"])
+
+
+# ---------------------------------------------------------------- real-mode rehearsal
+
+@pytest.mark.e2e
+def test_real_mode_rehearsal_from_a_local_celeba_copy(tmp_path: Path, monkeypatch):
+    """``gan.source: real`` on CelebA's two files in the official layout, read in place (no network):
+    download -> features -> train (tiny) -> real-stats -> evaluate, through the production code; only
+    torchvision's md5 table is substituted (the tiny zip cannot have the real zip's md5)."""
+    import copy
+
+    from PIL import Image
+
+    from repropipe.stages import load_all, run_stage
+
+    downloads = tmp_path / "downloads"  # where a user keeps what they fetched by hand
+    downloads.mkdir()
+    rng, n = np.random.default_rng(7), 30
+    with zipfile.ZipFile(downloads / data.ARCHIVE, "w") as zf:
+        for i in range(n):
+            buf = pyio.BytesIO()
+            data.draw_face(rng).save(buf, format="JPEG", quality=90)
+            zf.writestr(f"img_align_celeba/{i + 1:06d}.jpg", buf.getvalue())
+    with zipfile.ZipFile(downloads / data.ARCHIVE) as zf, Image.open(pyio.BytesIO(zf.read("img_align_celeba/000001.jpg"))) as im:
+        assert im.size == (178, 218) and im.format == "JPEG"  # CelebA's aligned-and-cropped images
+    (downloads / data.PARTITION).write_bytes(
+        "".join(f"{i + 1:06d}.jpg {0 if i < 24 else 1 if i < 27 else 2}\r\n" for i in range(n)).encode())
+    for key, name in (("archive", data.ARCHIVE), ("partition", data.PARTITION)):
+        gid = data.CELEBA_FILES[key][0]
+        monkeypatch.setitem(data.CELEBA_FILES, key, (gid, md5_file(downloads / name), name))
+
+    params = copy.deepcopy(TINY_PARAMS)
+    params["gan"]["source"] = "real"
+    params["gan"]["data"].update(archive=str(downloads / data.ARCHIVE), partition=str(downloads / data.PARTITION))
+    project = copy_project(tmp_path / "proj", params)
+    monkeypatch.chdir(project)
+    stages = load_all()
+    for name in ("gan_download", "gan_features", "gan_train", "gan_real_stats", "gan_evaluate"):
+        run_stage(stages[name], project / "params.yaml")
+    assert sorted(p.name for p in (project / "data/raw/gan").iterdir()) == [data.SOURCE_FILE]  # read in place
+    source = json.loads((project / "data/raw/gan" / data.SOURCE_FILE).read_text())
+    assert source["source"] == "real" and source["archive"] == str(downloads / data.ARCHIVE)
+    assert source["counts"] == {"train": 24, "valid": 3, "test": 3}
+    index = features.read_index(project / "data/features/gan")
+    assert index["splits"]["train"]["count"] == 24 and index["skipped"] == {"missing": [], "unlisted": [], "corrupt": []}
+    m = json.loads((project / "results/gan/metrics.json").read_text())
+    assert m["provenance"]["data_source"] == "real"
+    for key in ("fid/trained", "fid/trained_isir", "kid/trained"):
+        assert np.isfinite(m[key]), key
+    section = json.loads((project / "results/gan/section.json").read_text())
+    assert section["synthetic"] is False

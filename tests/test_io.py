@@ -124,3 +124,15 @@ def test_a_read_only_output_folder_is_named_before_any_work(tmp_path):
             io.check_writable([tmp_path / "ro/out.json"])
     finally:
         (tmp_path / "ro").chmod(0o755)
+
+
+def test_read_utf8_is_strict_and_names_file_line_and_byte(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_bytes("000001.jpg 0\r\n000002.jpg 0\r\n".encode() + b"0000\xe93.jpg 0\r\n")
+    with pytest.raises(io.DataError, match=r"list.txt:3: not UTF-8 text: byte 0xe9 at column 5") as err:
+        io.read_utf8(path, "missing")
+    assert err.value.path == path and err.value.line == 3
+    path.write_bytes("caf\u00e9 \ufffd\n".encode())  # valid UTF-8 (U+FFFD included) decodes as it is
+    assert io.read_utf8(path, "missing") == "caf\u00e9 \ufffd\n"
+    with pytest.raises(io.DataError, match=r"nope.txt: run the download stage"):
+        io.read_utf8(tmp_path / "nope.txt", "run the download stage")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_PARAMS, copy_project
 from repropipe.download import DownloadError
 from repropipe.io import DataError
 from repropipe.models import build_model
@@ -34,19 +36,61 @@ def _copy(src: Path, dest: Path) -> Path:
     return dest
 
 
+# The ML2023 Spring HW4 sample code (its dataset section and myDataset / InferenceDataset classes),
+# quoted: the official structure the synthetic folder must have.
+HW4_SAMPLE_CODE = """
+- The architecture of data directory \\
+  - data directory \\
+  |---- metadata.json \\
+  |---- testdata.json \\
+  |---- mapping.json \\
+  |---- uttr-{random string}.pt \\
+
+- The information in metadata
+  - "n_mels": The dimention of mel-spectrogram.
+  - "speakers": A dictionary.
+    - Key: speaker ids.
+    - value: "feature_path" and "mel_len"
+"""
+HW4_READS = [  # what the sample code's classes index, verbatim
+    'mapping["speaker2id"]', 'json.load(open(metadata_path))["speakers"]', 'utterances["feature_path"]',
+    'metadata["utterances"]', 'utterance["feature_path"]', 'mapping["id2speaker"][str(pred)]',
+]
+
+
+def _sample_code_reader(data_dir: Path) -> tuple[list[tuple[str, int]], list[str], dict[str, str]]:
+    """The sample code's myDataset / InferenceDataset loops, as they index the files (torch.load made safe)."""
+    mapping = json.load((data_dir / "mapping.json").open())
+    speaker2id = mapping["speaker2id"]
+    metadata = json.load(open(data_dir / "metadata.json"))["speakers"]
+    train = [(u["feature_path"], speaker2id[spk]) for spk in metadata.keys() for u in metadata[spk]]
+    test = [u["feature_path"] for u in json.load((data_dir / "testdata.json").open())["utterances"]]
+    return train, test, mapping["id2speaker"]
+
+
 def test_synthetic_data_is_in_the_hw4_layout(hw4):
-    meta = json.loads((hw4 / "metadata.json").read_text())
-    mapping = json.loads((hw4 / "mapping.json").read_text())
-    test = json.loads((hw4 / "testdata.json").read_text())
-    assert meta["n_mels"] == 40 and len(meta["speakers"]) == 6
-    assert mapping["id2speaker"][str(mapping["speaker2id"]["id10003"])] == "id10003"
-    assert len(test["utterances"]) == 3 and set(test["utterances"][0]) == {"feature_path", "mel_len"}
+    assert "uttr-{random string}.pt" in HW4_SAMPLE_CODE and '"feature_path" and "mel_len"' in HW4_SAMPLE_CODE
+    files = sorted(p.name for p in hw4.iterdir())
+    assert files[:3] == ["mapping.json", "metadata.json", "testdata.json"]
+    assert all(re.fullmatch(r"uttr-[0-9a-f]{32}\.pt", f) for f in files[3:]) and len(files) == 3 + 30 + 3
+    meta_text = (hw4 / "metadata.json").read_text()
+    # one json.dump line, keys in the sample code's order: {"n_mels": 40, "speakers": {"id00001": [{"feature_path": ...
+    assert re.match(r'\{"n_mels": 40, "speakers": \{"id00001": \[\{"feature_path": "uttr-[0-9a-f]{32}\.pt", '
+                    r'"mel_len": \d+\}, ', meta_text) and "\n" not in meta_text
+    assert (hw4 / "mapping.json").read_text().startswith('{"speaker2id": {"id00001": 0, "id00002": 1, ')
+    assert re.match(r'\{"n_mels": 40, "utterances": \[\{"feature_path": "uttr-', (hw4 / "testdata.json").read_text())
+    train, test, id2speaker = _sample_code_reader(hw4)
+    assert len(train) == 30 and len(test) == 3 and id2speaker["2"] == "id00003"
+    for feat_path, label in train[:3] + [(t, -1) for t in test]:
+        mel = torch.load(hw4 / feat_path, weights_only=True)  # the sample code calls torch.load on each
+        assert mel.dtype == torch.float32 and mel.dim() == 2 and mel.shape[1] == 40
     ds = data.read_dataset(hw4)
     assert len(ds.utterances) == 30 and ds.speakers == sorted(ds.speakers)
+    assert [(u.feature_path, ds.speakers.index(u.speaker)) for u in ds.utterances] == train
     for u in ds.utterances[:5] + ds.test:
         x = data.load_feature(hw4, u, 40)
         assert x.shape == (u.mel_len, 40) and x.dtype == torch.float32
-        assert 20 <= u.mel_len <= 40 and u.feature_path.startswith("uttr-")
+        assert 20 <= u.mel_len <= 40
 
 
 def test_synthetic_speakers_differ_more_than_utterances_of_one_speaker(hw4):
@@ -105,9 +149,9 @@ def test_malformed_metadata_names_file_and_line(hw4, tmp_path):
 def test_metadata_with_bad_entry_is_refused(hw4, tmp_path):
     root, _ = _broken(hw4, tmp_path)
     meta = json.loads((root / "metadata.json").read_text())
-    meta["speakers"]["id10001"][0]["mel_len"] = "long"
+    meta["speakers"]["id00001"][0]["mel_len"] = "long"
     (root / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(DataError, match=r"metadata.json: speakers.id10001\[0\]"):
+    with pytest.raises(DataError, match=r"metadata.json: speakers.id00001\[0\]"):
         data.read_dataset(root)
 
 
@@ -117,6 +161,52 @@ def test_mapping_that_disagrees_with_metadata_is_refused(hw4, tmp_path):
     mapping["speaker2id"]["id99999"] = 99
     (root / "mapping.json").write_text(json.dumps(mapping))
     with pytest.raises(DataError, match="mapping.json: speaker2id does not list the same speakers"):
+        data.read_dataset(root)
+
+
+@pytest.mark.parametrize("name", ["metadata.json", "mapping.json", "testdata.json"])
+def test_a_byte_that_is_not_utf8_names_the_file_and_line(hw4, tmp_path, name):
+    root, _ = _broken(hw4, tmp_path)
+    text = json.loads((root / name).read_text())
+    blob = json.dumps(text, indent=1).encode()
+    # inside a speaker id, or (testdata.json has none) inside a file name
+    at = blob.index(b'"uttr-') + 6 if name == "testdata.json" else blob.index(b'"id00002"') + 3
+    (root / name).write_bytes(blob[:at] + b"\xe9" + blob[at + 1:])  # Latin-1 e-acute: not UTF-8
+    line = blob[:at].count(b"\n") + 1
+    with pytest.raises(DataError, match=rf"{name}:{line}: not UTF-8 text: byte 0xe9") as err:
+        data.read_dataset(root)
+    assert err.value.path == root / name and "\ufffd" not in str(err.value)
+
+
+def test_a_speaker_id_with_a_replacement_character_is_impossible(hw4, tmp_path):
+    """U+FFFD (valid UTF-8 or as a \\ufffd escape) or a lone surrogate in an id: refused, naming the file."""
+    for bad, match in (("id0\ufffd001", "contains U+FFFD"), ("id0\udce9001", "lone surrogate")):
+        root = _copy(hw4, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
+        for name in ("metadata.json", "mapping.json"):
+            path = root / name
+            path.write_text(path.read_text().replace('"id00001"', json.dumps(bad)))
+        with pytest.raises(DataError, match=rf"metadata.json: speaker id .*{re.escape(match)}"):
+            data.read_dataset(root)
+    root = _copy(hw4, tmp_path / "badfile")
+    (root / "testdata.json").write_text((root / "testdata.json").read_text().replace('"uttr-', '"\\ufffduttr-', 1))
+    with pytest.raises(DataError, match=r"testdata.json: utterances\[0\].feature_path .*U\+FFFD"):
+        data.read_dataset(root)
+
+
+def test_testdata_with_other_mel_bands_is_refused(hw4, tmp_path):
+    root, _ = _broken(hw4, tmp_path)
+    test = json.loads((root / "testdata.json").read_text())
+    (root / "testdata.json").write_text(json.dumps({**test, "n_mels": 80}))
+    with pytest.raises(DataError, match="testdata.json: n_mels 80 differs from metadata.json's 40"):
+        data.read_dataset(root)
+
+
+def test_id2speaker_must_invert_speaker2id(hw4, tmp_path):
+    root, _ = _broken(hw4, tmp_path)
+    mapping = json.loads((root / "mapping.json").read_text())
+    mapping["id2speaker"]["0"], mapping["id2speaker"]["1"] = mapping["id2speaker"]["1"], mapping["id2speaker"]["0"]
+    (root / "mapping.json").write_text(json.dumps(mapping))
+    with pytest.raises(DataError, match="mapping.json: id2speaker is not the inverse of speaker2id"):
         data.read_dataset(root)
 
 
@@ -229,6 +319,34 @@ def test_voxceleb1_wav_tree_becomes_40_mel_hw4_layout(tmp_path):
     assert x.shape == ((16000 - 400) // 160 + 1, 40)  # 25 ms window, 10 ms hop at 16 kHz
 
 
+def _wav(path: Path, seconds: float = 0.5, seed: int = 0) -> None:
+    """A VoxCeleb1-format file: 16 kHz mono 16-bit PCM WAV."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.random.default_rng(seed).normal(0, 0.1, int(16000 * seconds)), 16000, subtype="PCM_16")
+
+
+def test_wav_tree_layout_and_names_are_checked(tmp_path):
+    # VoxCeleb1 unpacks to wav/<speaker>/<video>/<n>.wav; pointing at the folder above wav/ works too
+    _wav(tmp_path / "vox1" / "wav" / "id10001" / "1zcIwhmdeo4" / "00001.wav")
+    _wav(tmp_path / "vox1" / "wav" / "id10002" / "C7k7C-PDvAA" / "00001.wav", seed=1)
+    data.convert_wav_tree(tmp_path / "vox1", tmp_path / "out", test_fraction=0.0, seed=0)
+    assert data.read_dataset(tmp_path / "out").speakers == ["id10001", "id10002"]
+    # a wav one level too shallow would otherwise make its video folder a speaker
+    _wav(tmp_path / "vox1" / "wav" / "id10003" / "00001.wav")
+    with pytest.raises(DataError, match=r"id10003/00001.wav: expected <speaker>/<video>/<n>.wav"):
+        data.convert_wav_tree(tmp_path / "vox1", tmp_path / "out2", test_fraction=0.0, seed=0)
+    # a folder name that is not UTF-8 (Latin-1 e-acute) must not become a speaker id
+    bad = tmp_path / "vox2"
+    _wav(bad / "id10001" / "v" / "00001.wav")
+    os.makedirs(os.path.join(os.fsencode(bad), b"id1\xe90002", b"v"))
+    with open(os.path.join(os.fsencode(bad), b"id1\xe90002", b"v", b"00001.wav"), "wb") as fh:
+        fh.write((bad / "id10001" / "v" / "00001.wav").read_bytes())
+    with pytest.raises(DataError, match=r"speaker folder 'id1\\udce90002' holds a lone surrogate"):
+        data.convert_wav_tree(bad, tmp_path / "out3", test_fraction=0.0, seed=0)
+
+
 # ---------------------------------------------------------------------------------------------- models
 
 @pytest.mark.parametrize("name", sorted(ABLATION) + ["speaker_triplet"])
@@ -322,3 +440,61 @@ def test_a_ragged_last_batch_of_one_does_not_break_batchnorm(hw4, tmp_path):
               "triplet": {"channels": 8, "emb_dim": 8, "margin": 0.3, "lr": 1e-3, "epochs": 1, "autoencoder_epochs": 0}}
     hist = train_triplet(train, val, params, 0, torch.device("cpu"), tmp_path / "run")  # 16 = 15 + a batch of 1
     assert len(hist) == 1 and (tmp_path / "run" / "model.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------- real-mode rehearsal
+
+def _rehearse(tmp_path: Path, monkeypatch, real: dict) -> tuple[Path, dict]:
+    """``speaker.source: real`` through download -> features -> train (tiny) -> evaluate, no network."""
+    import copy
+
+    from repropipe.stages import load_all, run_stage
+
+    params = copy.deepcopy(TINY_PARAMS)
+    params["speaker"]["source"] = "real"
+    params["speaker"]["real"].update(real)
+    params["speaker"]["models"] = ["speaker_conformer_sap_am", "speaker_triplet"]
+    project = copy_project(tmp_path / "proj", params)
+    monkeypatch.chdir(project)
+    stages = load_all()
+    for step in ("download", "features", "train", "evaluate"):
+        run_stage(stages[f"speaker_{step}"], project / "params.yaml")
+    assert [f.name for f in (project / "data/raw/speaker").iterdir()] == ["source.json"]  # read in place
+    metrics = json.loads((project / "results/speaker/metrics.json").read_text())
+    assert metrics["provenance"]["data_source"].startswith("real")
+    assert set(metrics["models"]) == {"speaker_conformer_sap_am", "speaker_triplet"}
+    for m in metrics["models"].values():
+        assert 0.0 <= m["verification_eer"] <= 1.0
+    section = json.loads((project / "results/speaker/section.json").read_text())
+    assert section["synthetic"] is False
+    return project, metrics
+
+
+@pytest.mark.e2e
+def test_real_mode_rehearsal_from_a_local_hw4_folder(tmp_path, monkeypatch):
+    hw4_dir = tmp_path / "Dataset"  # the Kaggle archive's folder, kept outside the project
+    data.synthesize(hw4_dir, n_speakers=6, utts_per_speaker=6, min_len=24, max_len=48, n_test=4, noise=1.0, seed=3)
+    train, test, _ = _sample_code_reader(hw4_dir)  # what the course's own code would read
+    project, metrics = _rehearse(tmp_path, monkeypatch, {"hw4_dir": str(hw4_dir)})
+    assert json.loads((project / "data/raw/speaker/source.json").read_text())["root"] == str(hw4_dir.resolve())
+    assert metrics["n_classes"] == 4 and metrics["counts"]["test"] == len(test) == 4
+    assert sum(metrics["counts"][s] for s in ("train", "val", "verify")) == len(train) == 36
+    csv = (project / "results/speaker/predictions/speaker_conformer_sap_am.csv").read_text().splitlines()
+    assert csv[0] == "Id,Category" and sorted(line.split(",")[0] for line in csv[1:]) == sorted(test)
+
+
+@pytest.mark.e2e
+def test_real_mode_rehearsal_from_a_voxceleb1_wav_tree(tmp_path, monkeypatch):
+    # VoxCeleb1's wav/<speaker>/<YouTube id>/<n>.wav: 16 kHz mono 16-bit PCM
+    videos = ["1zcIwhmdeo4", "7gWzIy6yIIk", "C7k7C-PDvAA"]
+    for k in range(6):
+        for v in range(2):
+            for n in range(2):
+                _wav(tmp_path / "vox1" / "wav" / f"id{10001 + k}" / videos[(k + v) % 3] / f"{n + 1:05d}.wav",
+                     seconds=0.6, seed=100 * k + 10 * v + n)
+    project, metrics = _rehearse(tmp_path, monkeypatch, {"from": "wav_tree", "wav_dir": str(tmp_path / "vox1"),
+                                                         "wav_test_fraction": 0.1})
+    converted = project / "data/cache/speaker/wav_tree_hw4"
+    ds = data.read_dataset(converted)
+    assert ds.speakers == [f"id{10001 + k}" for k in range(6)] and len(ds.utterances) + len(ds.test) == 24
+    assert metrics["counts"]["test"] == len(ds.test)

@@ -179,10 +179,9 @@ def read_json(path: str | os.PathLike[str], missing: str) -> Any:
     ``missing`` says what the user should do when the file is not there.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, missing)
+    text = read_utf8(path, missing)  # strict: a stray byte is named here, not as a bogus id later
     try:
-        return json.loads(path.read_text())
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
 
@@ -260,3 +259,23 @@ def check_writable(outputs: Iterable[str | os.PathLike[str]]) -> None:
                 why = f"cannot create files in {folder}: {exc.strerror or exc}"
         if why:
             raise OutputNotWritable(f"{out}: output location is not writable ({why}); nothing was run")
+
+
+def read_utf8(path: str | os.PathLike[str], missing: str) -> str:
+    """A text file decoded strictly as UTF-8, or a DataError naming the file, the line and the byte.
+
+    Why strict: a lossy decode turns a stray byte into U+FFFD, which then surfaces far away as a
+    bogus id (a speaker 'id1\\ufffd001') or a "listed but missing" file; the place to stop is the
+    file that holds the byte. ``missing`` says what to do when the file is not there.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, missing)
+    blob = path.read_bytes()
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = blob.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (blob.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(path, f"not UTF-8 text: byte 0x{blob[exc.start]:02x} at column {column} ({exc.reason}); "
+                              "re-export the file as UTF-8", line=line) from None

@@ -1,8 +1,9 @@
 """CelebA on disk: the real download, the synthetic stand-in, and the readers both share.
 
 CelebA's layout is torchvision's: ``img_align_celeba.zip`` holding ``img_align_celeba/000001.jpg ...``
-(202,599 JPEGs of 178x218) and ``list_eval_partition.txt`` with lines ``000001.jpg 0`` (0 train,
-1 valid, 2 test).
+(202,599 JPEGs of 178x218) and ``list_eval_partition.txt`` with CRLF-terminated lines ``000001.jpg 0``
+(0 train, 1 valid, 2 test): :func:`partition_text` writing the official split reproduces torchvision's
+md5 of that file.
 
 The download stage's output ``data/raw/gan`` is small, whatever the source (raw outputs are archives
 or shards, never 200k loose files that DVC would hash and copy into its cache):
@@ -26,9 +27,12 @@ offset, a mouth below, hair framing the top, on a flat background.
 
 from __future__ import annotations
 
+import functools
 import io as _io
 import logging
 import os
+import re
+import urllib.parse
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
@@ -39,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from repropipe import io
+from repropipe.download import DownloadError, fetch
 from repropipe.io import DataError
 
 log = logging.getLogger("repropipe.gan")
@@ -55,7 +60,10 @@ CELEBA_FILES = {
     "archive": ("0B7EVK8r0v71pZjFTYXZWM3FlRnM", "00d2c5bc6d35e252742224ab0c1e8fcb", ARCHIVE),
     "partition": ("0B7EVK8r0v71pY0NSMzRuSXJEVkk", "d32c9cbf5e040fd4025c592c306e6668", PARTITION),
 }
-GDRIVE = "https://drive.google.com/uc?export=download&id={}"
+DRIVE_VIEW = "https://drive.google.com/file/d/{}/view"
+DRIVE_FOLDER = {"archive": "folder Img, 'Align&Cropped Images'", "partition": "folder Eval"}
+CELEBA_PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+GDOWN_PIN = "gdown==6.5.1"  # as in pyproject's [real] extra
 
 SKIN = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96), (141, 85, 60), (92, 58, 40)]
 HAIR = [(20, 18, 16), (60, 40, 25), (110, 75, 40), (200, 160, 90), (150, 60, 30), (170, 170, 170)]
@@ -131,16 +139,14 @@ def synthesize(root: str | os.PathLike[str], num_images: int, seed: int, fractio
     rng = np.random.default_rng(seed)
     n_train = int(round(num_images * fractions[0]))
     n_valid = int(round(num_images * fractions[1]))
-    lines = []
+    splits = [0 if i < n_train else 1 if i < n_train + n_valid else 2 for i in range(num_images)]
     with io.atomic_path(root / ARCHIVE) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for i in tqdm(range(num_images), desc="synthetic faces", unit="img"):
             buf = _io.BytesIO()
             draw_face(rng).save(buf, format="JPEG", quality=90)
             # a fixed timestamp: the same seed gives the same zip, byte for byte
             zf.writestr(zipfile.ZipInfo(f"{IMG_DIR}/{image_name(i)}", date_time=(2015, 1, 1, 0, 0, 0)), buf.getvalue())
-            split = 0 if i < n_train else 1 if i < n_train + n_valid else 2
-            lines.append(f"{image_name(i)} {split}\n")
-    io.atomic_write_text(root / PARTITION, "".join(lines))
+    io.atomic_write_bytes(root / PARTITION, partition_text(splits).encode("ascii"))
     write_source(root, {"source": "synthetic", "archive": ARCHIVE, "partition": PARTITION,
                         "md5": {"archive": io.md5_file(root / ARCHIVE), "partition": io.md5_file(root / PARTITION)},
                         "counts": count_by_split(read_partition(root / PARTITION)), "num_images": num_images,
@@ -269,29 +275,135 @@ def _is_url(location: str) -> bool:
     return "://" in location
 
 
-def _obtain(key: str, location: str | None, cache_dir: Path, verify: bool) -> Path:
-    """One CelebA file: a local path is verified and read in place; a URL (or, when ``location`` is
-    None, torchvision's Google Drive file) is fetched into ``cache_dir`` once and reused after."""
-    from repropipe.download import DownloadError, fetch
+def drive_id(location: str | None) -> str | None:
+    """The Google Drive file id in a Drive link (``/file/d/<id>/...`` or ``?id=<id>``), else None."""
+    if not location:
+        return None
+    parts = urllib.parse.urlparse(location)
+    if parts.netloc not in ("drive.google.com", "docs.google.com"):
+        return None
+    m = re.match(r"/file/d/([\w-]+)", parts.path)
+    if m:
+        return m.group(1)
+    ids = urllib.parse.parse_qs(parts.query).get("id")
+    return ids[0] if ids else None
 
+
+def looks_like_html(path: str | os.PathLike[str]) -> bool:
+    """True for an HTML page: what Google Drive (or a login wall) sends instead of a large file.
+
+    Neither a zip (``PK``) nor CelebA's partition file (``000001.jpg 0``) starts with ``<``.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<meta", b"<!--")) or b"<html" in head
+
+
+def manual_step(key: str, cache_dir: Path) -> str:
+    """Exactly which file to put where (and which params key points at it) when it cannot be fetched."""
     gid, md5, name = CELEBA_FILES[key]
+    return (f"Download {name} (md5 {md5}) yourself: {DRIVE_VIEW.format(gid)} ({DRIVE_FOLDER[key]} of CelebA's "
+            f"Google Drive, linked from {CELEBA_PAGE}). Then either put it at {cache_dir / name} (gan.data.cache_dir) and run the "
+            f"stage again, or set gan.data.{key}: /path/to/{name} in params.yaml (read in place, never copied).")
+
+
+def _gdown_or_stop(keys: list[str], cache_dir: Path) -> Any:
+    """gdown, imported only when a Google Drive file has to be fetched; without it, stop before any
+    download and say, for every file still missing, what to put where."""
+    try:
+        import gdown  # lazy: only the real CelebA download needs it (pip install -e '.[real]')
+    except ImportError:
+        steps = "\n".join(f"  - {manual_step(k, cache_dir)}" for k in keys)
+        raise DownloadError(
+            f"gan.source is 'real' and CelebA comes from Google Drive, which needs gdown ({GDOWN_PIN}; "
+            f"pip install -e '.[real]'), and it is not installed. Install it, or:\n{steps}") from None
+    return gdown
+
+
+def _refuse_html(path: Path, what: str, key: str, cache_dir: Path, delete: bool) -> None:
+    if looks_like_html(path):
+        if delete:
+            path.unlink()
+        raise DownloadError(
+            f"{what}: got an HTML page, not {CELEBA_FILES[key][2]} (Google Drive answers large files with a "
+            f"confirmation or quota page){'; the page was deleted' if delete else ''}.\n  {manual_step(key, cache_dir)}")
+
+
+@functools.lru_cache(maxsize=8)
+def _md5_of(path: str, size: int, mtime_ns: int) -> str:
+    return io.md5_file(path)
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file, computed once per run: the 1.4 GB zip takes seconds to hash, and both the
+    check and source.json need it."""
+    st = path.stat()
+    return _md5_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _check_md5(path: Path, key: str, cache_dir: Path, verify: bool, delete: bool, source: str) -> None:
+    if not verify:
+        return
+    _gid, md5, name = CELEBA_FILES[key]
+    got = file_md5(path)
+    if got != md5:
+        if delete:
+            path.unlink()
+        raise DownloadError(
+            f"{source}: checksum mismatch for {path} (md5 {got}, expected {md5}, torchvision's {name})"
+            f"{'; the file was deleted' if delete else ''}. Set gan.data.verify_md5: false to use a different copy "
+            f"of {name} anyway, or:\n  {manual_step(key, cache_dir)}")
+
+
+def _from_drive(gdown: Any, key: str, gid: str, cache_dir: Path, verify: bool) -> Path:
+    """One Google Drive file into ``cache_dir`` through gdown (which follows Drive's confirmation step
+    and resumes a ``.part`` file), then checked: an HTML page or a wrong md5 is deleted and refused."""
+    name = CELEBA_FILES[key][2]
+    dest = cache_dir / name
+    if not dest.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        log.info("event=gdrive_download file=%s id=%s dest=%s", name, gid, dest)
+        try:
+            gdown.download(id=gid, output=str(dest), quiet=False, resume=True, retries=3)
+        except Exception as exc:  # gdown's FileURLRetrievalError (quota, permissions), network errors
+            raise DownloadError(f"CelebA {name}: gdown could not fetch Google Drive file {gid} "
+                                f"({type(exc).__name__}: {str(exc).strip()})\n  {manual_step(key, cache_dir)}") from exc
+        if not dest.is_file():
+            raise DownloadError(f"CelebA {name}: gdown wrote nothing to {dest}\n  {manual_step(key, cache_dir)}")
+    _refuse_html(dest, f"CelebA {name} from Google Drive ({dest})", key, cache_dir, delete=True)
+    _check_md5(dest, key, cache_dir, verify, delete=True, source=f"Google Drive file {gid}")
+    return dest.resolve()
+
+
+def _obtain(key: str, location: str | None, cache_dir: Path, verify: bool, gdown: Any) -> Path:
+    """One CelebA file. A local path is checked and read in place; a Google Drive link (or, when
+    ``location`` is None, torchvision's Drive file) goes through gdown; any other URL through the
+    shared downloader. Both land in ``cache_dir`` once and are reused after."""
+    _gid, _md5, name = CELEBA_FILES[key]
     if location and not _is_url(location):
         path = Path(location).expanduser().resolve()
         if not path.is_file():
             raise DataError(path, f"gan.data.{key}: no such file")
-        got = io.md5_file(path) if verify else None
-        if verify and got != md5:
-            raise DownloadError(f"{path}: md5 {got}, expected {md5} (torchvision's {name}); set gan.data.verify_md5: "
-                                f"false to use a different copy of {name} anyway")
+        _refuse_html(path, f"gan.data.{key} {path}", key, cache_dir, delete=False)
+        _check_md5(path, key, cache_dir, verify, delete=False, source=f"gan.data.{key}")
         return path
-    url = location or GDRIVE.format(gid)
+    gid = drive_id(location) if location else CELEBA_FILES[key][0]
+    if gid:
+        return _from_drive(gdown, key, gid, cache_dir, verify)
+    assert location is not None
     try:
-        return fetch(url, cache_dir / name, md5=md5 if verify else None).resolve()
+        dest = fetch(location, cache_dir / name).resolve()
     except DownloadError as exc:
-        raise DownloadError(
-            f"CelebA {name}: {exc}\n  Google Drive often refuses scripted downloads. Download {name} "
-            f"yourself (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, 'Align&Cropped Images'; md5 {md5}) "
-            f"and set gan.data.{key} in params.yaml to its path (read in place) or URL.") from exc
+        raise DownloadError(f"CelebA {name}: {exc}\n  {manual_step(key, cache_dir)}") from exc
+    _refuse_html(dest, f"{location} -> {dest}", key, cache_dir, delete=True)
+    _check_md5(dest, key, cache_dir, verify, delete=True, source=location)
+    return dest
+
+
+def _needs_gdown(location: str | None, key: str, cache_dir: Path) -> bool:
+    if location and not drive_id(location):
+        return False
+    return not (cache_dir / CELEBA_FILES[key][2]).exists()
 
 
 def download_real(out_dir: str | os.PathLike[str], d: dict[str, Any]) -> dict[str, Any]:
@@ -299,27 +411,38 @@ def download_real(out_dir: str | os.PathLike[str], d: dict[str, Any]) -> dict[st
 
     * ``d['root']``: an extracted tree (the folder holding ``img_align_celeba/``), read in place;
       its partition file is ``d['partition']`` or the one inside the tree.
-    * otherwise ``d['archive']`` / ``d['partition']``: local paths are read in place, URLs (or, when
-      null, torchvision's Google Drive files) are fetched into ``d['cache_dir']`` once.
+    * otherwise ``d['archive']`` / ``d['partition']``: local paths are read in place; Google Drive
+      links (or, when null, torchvision's Drive files) are fetched with gdown, other URLs with the
+      shared downloader, into ``d['cache_dir']`` once.
 
-    Every file is md5-checked against torchvision's sums unless ``d['verify_md5']`` is false; the
-    sums and per-split counts go into source.json, so a different copy is a visible change.
+    Why gdown: for a 1.4 GB file Google Drive first answers with an HTML confirmation page, which
+    gdown follows, as torchvision's CelebA does. Without gdown, or when an HTML page arrives anyway
+    (quota exceeded), the stage stops before any work and names the file, where to put it, and the
+    params key that points at it. Every file is md5-checked against torchvision's sums unless
+    ``d['verify_md5']`` is false; the sums and per-split counts go into source.json, so a different
+    copy is a visible change.
     """
     out_dir = Path(out_dir)
     verify = bool(d.get("verify_md5", True))
-    cache = Path(d.get("cache_dir") or "data/cache/gan")
+    cache = Path(d.get("cache_dir") or "data/cache/gan").expanduser()
+    if d.get("root"):
+        wanted = {"partition": d["partition"]} if d.get("partition") else {}
+    else:
+        wanted = {"archive": d.get("archive"), "partition": d.get("partition")}
+    drive = [k for k, loc in wanted.items() if _needs_gdown(loc, k, cache)]
+    gdown = _gdown_or_stop(drive, cache) if drive else None  # stop before fetching anything
     info: dict[str, Any] = {"source": "real"}
     if d.get("root"):
         root = Path(d["root"]).expanduser().resolve()
         images: ImageSource = DirImages(root)
-        partition = (_obtain("partition", d.get("partition"), cache, verify) if d.get("partition")
+        partition = (_obtain("partition", d.get("partition"), cache, verify, gdown) if d.get("partition")
                      else root / PARTITION)
-        info.update(root=str(root), md5={"partition": io.md5_file(partition)})
+        info.update(root=str(root), md5={"partition": file_md5(partition)})
     else:
-        archive = _obtain("archive", d.get("archive"), cache, verify)
-        partition = _obtain("partition", d.get("partition"), cache, verify)
+        archive = _obtain("archive", d.get("archive"), cache, verify, gdown)
+        partition = _obtain("partition", d.get("partition"), cache, verify, gdown)
         images = ZipImages(archive)  # fails early, naming the file, if it is not CelebA's zip
-        info.update(archive=str(archive), md5={"archive": io.md5_file(archive), "partition": io.md5_file(partition)})
+        info.update(archive=str(archive), md5={"archive": file_md5(archive), "partition": file_md5(partition)})
     entries = read_partition(partition)
     info.update(partition=str(partition.resolve()), counts=count_by_split(entries), num_images=len(images.names()))
     write_source(out_dir, info)
@@ -338,18 +461,18 @@ class Entry:
 
 
 def read_partition(path: str | os.PathLike[str]) -> list[Entry]:
-    """Parse list_eval_partition.txt; a malformed line is a DataError naming file and line."""
+    """Parse list_eval_partition.txt (``000001.jpg 0`` lines, CRLF or LF, as torchvision's csv reader
+    accepts); a malformed line or a byte that is not UTF-8 is a DataError naming file and line."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "partition file is missing (expected lines like '000001.jpg 0')")
+    text = io.read_utf8(path, "partition file is missing (expected lines like '000001.jpg 0')")
     entries, seen = [], set()
-    for no, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line:
+    for no, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or parts[1] not in ("0", "1", "2") or not parts[0].lower().endswith(".jpg"):
-            raise DataError(path, f"expected '<image>.jpg <0|1|2>', got {raw!r}", line=no)
+            raise DataError(path, f"expected '<image>.jpg <0|1|2>', got {line!r}", line=no)
         if parts[0] in seen:
             raise DataError(path, f"image {parts[0]} listed twice", line=no)
         seen.add(parts[0])
@@ -357,6 +480,15 @@ def read_partition(path: str | os.PathLike[str]) -> list[Entry]:
     if not entries:
         raise DataError(path, "partition file lists no images")
     return entries
+
+
+def partition_text(splits: list[int]) -> str:
+    """list_eval_partition.txt as CelebA ships it: ``000001.jpg 0`` lines ending in CRLF.
+
+    Byte for byte: the official split (162,770 / 19,867 / 19,962) written this way has torchvision's
+    md5 d32c9cbf5e040fd4025c592c306e6668 (tests/test_gan.py checks it).
+    """
+    return "".join(f"{image_name(i)} {s}\r\n" for i, s in enumerate(splits))
 
 
 def decode_image(blob: bytes, where: str, crop: int, size: int) -> np.ndarray:

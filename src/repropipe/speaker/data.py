@@ -1,12 +1,17 @@
 """VoxCeleb in the NTU ML2023 Spring HW4 layout: obtain it (Kaggle, a wav tree, a local copy, or
 synthesize it) and read it back with validation.
 
-The layout, exactly as the course ships it::
+The layout, as the course's sample code describes it ("data directory |---- metadata.json
+|---- testdata.json |---- mapping.json |---- uttr-{random string}.pt"; 600 VoxCeleb2 speakers,
+56,666 labelled and 4,000 test utterances) and its dataset classes read it::
 
-    metadata.json  {"n_mels": 40, "speakers": {"id10001": [{"feature_path": "uttr-....pt", "mel_len": 123}, ...]}}
-    mapping.json   {"speaker2id": {"id10001": 0, ...}, "id2speaker": {"0": "id10001", ...}}
-    testdata.json  {"n_mels": 40, "utterances": [{"feature_path": "uttr-....pt", "mel_len": 456}, ...]}
+    metadata.json  {"n_mels": 40, "speakers": {"id00464": [{"feature_path": "uttr-<32 hex>.pt", "mel_len": 652}, ...]}}
+    mapping.json   {"speaker2id": {"id00464": 0, ...}, "id2speaker": {"0": "id00464", ...}}
+    testdata.json  {"n_mels": 40, "utterances": [{"feature_path": "uttr-<32 hex>.pt", "mel_len": 813}, ...]}
     uttr-*.pt      one float32 tensor (mel_len, n_mels) per utterance (log-mel frames, 10 ms hop)
+
+Every JSON file is decoded strictly as UTF-8 and every speaker id and file name is checked (no
+U+FFFD, no lone surrogates): a bad byte is an error naming the file, never a bogus speaker.
 
 Every reader goes through :func:`load_feature`, which uses ``torch.load(weights_only=True)`` so a
 .pt file that carries a pickled object (code) is refused, and checks shape and dtype.
@@ -21,9 +26,14 @@ to pool over time.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import os
 import shutil
+import unicodedata
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from repropipe.download import DownloadError
-from repropipe.io import DataError, atomic_dir, atomic_path, atomic_write_json, md5_file, read_json, atomic_torch_save
+from repropipe.io import (DataError, atomic_dir, atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text,
+                          md5_file, read_json, read_utf8)
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -61,7 +72,31 @@ class HW4Dataset:
 
 
 def _read_json(path: Path) -> Any:
-    return read_json(path, "missing (expected the HW4 layout: metadata.json, mapping.json, testdata.json, uttr-*.pt)")
+    """One of the three HW4 JSON files, decoded strictly as UTF-8: a stray byte is an error naming the
+    file and line, never a U+FFFD inside a speaker id."""
+    text = read_utf8(path, "missing (expected the HW4 layout: metadata.json, mapping.json, testdata.json, uttr-*.pt)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+
+
+def check_name(path: Path, name: Any, what: str) -> str:
+    """A speaker id or file name as text that round-trips: no U+FFFD (something upstream decoded bytes
+    lossily), no lone surrogates (``\\udcxx`` escapes of undecodable bytes), no control characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(path, f"{what} must be a non-empty string, got {name!r}")
+    if "\ufffd" in name:
+        raise DataError(path, f"{what} {ascii(name)} contains U+FFFD, the replacement character: the file was decoded "
+                              "lossily somewhere upstream; recreate it from the original")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(path, f"{what} {ascii(name)} holds a lone surrogate (an undecodable byte escaped as "
+                              "\\udcxx); it cannot be a real id") from None
+    if any(unicodedata.category(c).startswith("C") or c.isspace() for c in name):
+        raise DataError(path, f"{what} {ascii(name)} contains whitespace or control characters")
+    return name
 
 
 def _entries(path: Path, items: Any, where: str, speaker: str | None) -> list[Utterance]:
@@ -72,7 +107,8 @@ def _entries(path: Path, items: Any, where: str, speaker: str | None) -> list[Ut
         if not (isinstance(e, dict) and isinstance(e.get("feature_path"), str) and isinstance(e.get("mel_len"), int)
                 and e["mel_len"] > 0):
             raise DataError(path, f"{where}[{i}]: expected {{'feature_path': str, 'mel_len': positive int}}, got {e!r}")
-        if "/" in e["feature_path"] or e["feature_path"].startswith(".."):
+        check_name(path, e["feature_path"], f"{where}[{i}].feature_path")
+        if "/" in e["feature_path"] or "\\" in e["feature_path"] or e["feature_path"].startswith(".."):
             raise DataError(path, f"{where}[{i}]: feature_path must be a file name in the dataset folder")
         out.append(Utterance(e["feature_path"], e["mel_len"], speaker))
     return out
@@ -88,12 +124,21 @@ def read_dataset(root: str | os.PathLike[str]) -> HW4Dataset:
     if not isinstance(mapping, dict) or not isinstance(mapping.get("speaker2id"), dict):
         raise DataError(map_path, "expected {'speaker2id': {speaker_id: int}, 'id2speaker': {str(int): speaker_id}}")
     s2i = mapping["speaker2id"]
+    for spk in meta["speakers"]:
+        check_name(meta_path, spk, "speaker id")
+    for spk in s2i:
+        check_name(map_path, spk, "speaker id")
     if sorted(s2i) != sorted(meta["speakers"]):
         raise DataError(map_path, "speaker2id does not list the same speakers as metadata.json")
     if sorted(s2i.values()) != list(range(len(s2i))):
         raise DataError(map_path, "speaker2id ids must be 0..N-1, each once")
+    i2s = mapping.get("id2speaker")
+    if i2s is not None and i2s != {str(i): spk for spk, i in s2i.items()}:
+        raise DataError(map_path, "id2speaker is not the inverse of speaker2id")
     if not isinstance(test, dict) or "utterances" not in test:
         raise DataError(test_path, "expected {'n_mels': int, 'utterances': [{feature_path, mel_len}]}")
+    if test.get("n_mels", meta["n_mels"]) != meta["n_mels"]:
+        raise DataError(test_path, f"n_mels {test['n_mels']!r} differs from metadata.json's {meta['n_mels']}")
     speakers = sorted(s2i, key=lambda s: s2i[s])
     utts = [u for s in speakers for u in _entries(meta_path, meta["speakers"][s], f"speakers.{s}", s)]
     if not utts:
@@ -138,12 +183,23 @@ def load_feature(root: str | os.PathLike[str], utt: Utterance, n_mels: int) -> "
 
 def write_layout(dest: Path, speakers: dict[str, list[dict[str, Any]]], test: list[dict[str, Any]],
                  n_mels: int = N_MELS) -> None:
-    """The three JSON files; speaker ids numbered in sorted order as the course does."""
+    """The three JSON files as the course's Python preprocessing writes them: ``json.dump`` defaults
+    (one line, ``", "`` and ``": "`` separators), keys in the order of the sample code's description,
+    speaker ids numbered in sorted order."""
     order = sorted(speakers)
-    atomic_write_json(dest / "metadata.json", {"n_mels": n_mels, "speakers": {s: speakers[s] for s in order}})
-    atomic_write_json(dest / "mapping.json", {"speaker2id": {s: i for i, s in enumerate(order)},
-                                              "id2speaker": {str(i): s for i, s in enumerate(order)}})
-    atomic_write_json(dest / "testdata.json", {"n_mels": n_mels, "utterances": test})
+    for name, obj in (("metadata.json", {"n_mels": n_mels, "speakers": {s: speakers[s] for s in order}}),
+                      ("mapping.json", {"speaker2id": {s: i for i, s in enumerate(order)},
+                                        "id2speaker": {str(i): s for i, s in enumerate(order)}}),
+                      ("testdata.json", {"n_mels": n_mels, "utterances": test})):
+        atomic_write_text(dest / name, json.dumps(obj))
+
+
+def feature_name(counter: int, tag: int) -> str:
+    """``uttr-<32 hex digits>.pt``, the shape of the released names (a uuid4's hex, e.g.
+    ``uttr-5c88b2f1803449789c36f14fb4d3c1eb.pt``), derived from the utterance's counter and random tag
+    so that the same seed gives the same names."""
+    digest = hashlib.md5(f"{counter}:{tag}".encode()).digest()
+    return f"uttr-{uuid.UUID(bytes=digest, version=4).hex}.pt"
 
 
 def save_feature(path: Path, mel: "torch.Tensor") -> None:
@@ -196,7 +252,8 @@ def synthesize(dest: str | os.PathLike[str], *, n_speakers: int, utts_per_speake
     rng = np.random.default_rng(seed)
     phonemes = rng.normal(0, 1.0, size=(24, n_mels))
     phonemes = np.stack([np.convolve(p, np.ones(3) / 3, mode="same") * 1.2 for p in phonemes])
-    profiles = {f"id{10001 + i:05d}": _speaker_profile(rng, n_mels) for i in range(n_speakers)}
+    # VoxCeleb2-style ids (id0NNNN), as HW4's 600 speakers have; VoxCeleb1's start at id10001
+    profiles = {f"id{i + 1:05d}": _speaker_profile(rng, n_mels) for i in range(n_speakers)}
     speakers: dict[str, list[dict[str, Any]]] = {s: [] for s in profiles}
     counter = 0
 
@@ -204,7 +261,7 @@ def synthesize(dest: str | os.PathLike[str], *, n_speakers: int, utts_per_speake
         nonlocal counter
         length = int(rng.integers(min_len, max_len + 1))
         mel = synth_utterance(rng, profiles[spk], phonemes, length, noise)
-        name = f"uttr-{counter:08x}{rng.integers(16**8):08x}.pt"
+        name = feature_name(counter, int(rng.integers(16**8)))
         counter += 1
         save_feature(dest / name, torch.from_numpy(mel))
         return {"feature_path": name, "mel_len": length}
@@ -290,56 +347,81 @@ def check_hw4_dir(src: str | os.PathLike[str]) -> HW4Dataset:
     return ds
 
 
-def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int = N_MELS) -> "torch.Tensor":
-    """Our own extraction for VoxCeleb1 wavs: 40 log-mel bands, 25 ms window, 10 ms hop -> (frames, n_mels)."""
-    import torch
+@functools.lru_cache(maxsize=4)
+def _mel_transform(sample_rate: int, n_mels: int) -> Any:
     import torchaudio
 
     win, hop = int(round(0.025 * sample_rate)), int(round(0.010 * sample_rate))
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=win, win_length=win, hop_length=hop,
-                                               n_mels=n_mels, center=False)
+    return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=win, win_length=win, hop_length=hop,
+                                                n_mels=n_mels, center=False)
+
+
+def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int = N_MELS) -> "torch.Tensor":
+    """Our own extraction for VoxCeleb1 wavs: 40 log-mel bands, 25 ms window, 10 ms hop -> (frames, n_mels).
+
+    The filterbank is built once per sample rate (VoxCeleb1 is all 16 kHz), not once per file.
+    """
+    import torch
+
     x = torch.as_tensor(wave, dtype=torch.float32)
     if x.dim() == 2:  # soundfile gives (frames, channels)
         x = x.mean(1)
-    return torch.log(mel(x) + 1e-6).T.contiguous()
+    return torch.log(_mel_transform(sample_rate, n_mels)(x) + 1e-6).T.contiguous()
+
+
+def wav_tree_root(src: str | os.PathLike[str]) -> Path:
+    """The folder whose children are speaker folders: ``src`` itself, or its ``wav/`` (what
+    VoxCeleb1's dev and test archives unpack to)."""
+    src = Path(src).expanduser()
+    if not src.is_dir():
+        raise DataError(src, "speaker.real.wav_dir: no such folder")
+    return src / "wav" if (src / "wav").is_dir() else src
 
 
 def convert_wav_tree(src: str | os.PathLike[str], dest: str | os.PathLike[str], test_fraction: float,
                      seed: int) -> None:
-    """A VoxCeleb1 tree (wav/<speaker>/<video>/<n>.wav) into the HW4 layout with our 40-mel features.
+    """A VoxCeleb1 tree (``wav/<speaker>/<video>/<n>.wav``, e.g. ``id10001/1zcIwhmdeo4/00001.wav``) into
+    the HW4 layout with our 40-mel features.
 
-    A ``test_fraction`` of each speaker's utterances goes to testdata.json (unlabelled), as in HW4.
+    Every wav must sit exactly at ``<speaker>/<video>/<n>.wav``, and every folder and file name must
+    be valid UTF-8 (an undecodable byte in a folder name would otherwise become a bogus speaker id);
+    either problem is an error naming the file. A ``test_fraction`` of the utterances goes to
+    testdata.json (unlabelled), as in HW4.
     """
-    import hashlib
-
     import soundfile as sf
+    from tqdm import tqdm
 
-    src, dest = Path(src), Path(dest)
+    src, dest = wav_tree_root(src), Path(dest)
     wavs = sorted(src.rglob("*.wav"))
     if not wavs:
-        raise DataError(src, "no .wav files found (expected <speaker>/<video>/<n>.wav)")
+        raise DataError(src, "no .wav files found (expected <speaker>/<video>/<n>.wav, e.g. id10001/1zcIwhmdeo4/00001.wav)")
     rng = np.random.default_rng(seed)
     speakers: dict[str, list[dict[str, Any]]] = {}
     test: list[dict[str, Any]] = []
     dest.mkdir(parents=True, exist_ok=True)
-    from tqdm import tqdm
-
     for wav in tqdm(wavs, desc="log-mel", unit="wav"):
         rel = wav.relative_to(src)
-        spk = rel.parts[0] if len(rel.parts) > 1 else None
-        if spk is None:
-            raise DataError(wav, "wav must sit under a speaker folder")
+        if len(rel.parts) != 3:
+            raise DataError(wav, f"expected <speaker>/<video>/<n>.wav under {src} (VoxCeleb1's wav/ folder, e.g. "
+                                 "id10001/1zcIwhmdeo4/00001.wav)")
+        for part, what in zip(rel.parts, ("speaker folder", "video folder", "file name")):
+            check_name(wav, part, what)
+        spk = rel.parts[0]
         try:
             wave, sr = sf.read(wav, dtype="float32")
         except Exception as exc:
             raise DataError(wav, f"not a readable wav ({exc})") from exc
+        if wave.size == 0:
+            raise DataError(wav, "holds no samples")
         mel = log_mel(wave, sr)
         if mel.shape[0] < 1:
             raise DataError(wav, "shorter than one 25 ms frame")
-        name = "uttr-" + hashlib.sha1(rel.as_posix().encode()).hexdigest()[:16] + ".pt"
+        name = "uttr-" + hashlib.sha1(rel.as_posix().encode()).hexdigest()[:32] + ".pt"
         save_feature(dest / name, mel)
         entry = {"feature_path": name, "mel_len": int(mel.shape[0])}
         (test if rng.random() < test_fraction else speakers.setdefault(spk, [])).append(entry)
+    if not speakers:
+        raise DataError(src, "every utterance went to testdata.json; lower speaker.real.wav_test_fraction")
     write_layout(dest, speakers, test)
 
 
