@@ -145,7 +145,7 @@ def test_snakemake_lint_is_clean():
 
 @pytest.mark.parametrize("edit", [
     ("    - report\n    outs:\n    - results/report.html\n", "    - report\n    - seed\n    outs:\n    - results/report.html\n"),  # an extra params key
-    ("    - results/qr/figures\n    - src/repropipe/__init__.py\n", "    - src/repropipe/__init__.py\n"),  # a missing dependency
+    ("    - results/eeg/timings\n    - src/repropipe/__init__.py\n", "    - src/repropipe/__init__.py\n"),  # a missing dependency
     ("cmd: python -m repropipe report build", "cmd: python -m repropipe report build --log-level DEBUG"),
 ])
 def test_a_drifted_dvc_yaml_is_caught(tmp_path, edit):

@@ -451,13 +451,14 @@ def test_damaged_feature_and_model_files_are_named(tmp_path):
 
 
 def test_a_manifest_that_is_not_utf8_or_not_a_manifest_is_named(tmp_path, monkeypatch):
+    from repropipe import io
     from repropipe.eeg import stage
     from repropipe.io import DataError as DE
 
     bad = tmp_path / "manifest.json"
     bad.write_bytes(b'{"source": "real\xff"}')
-    with pytest.raises(DE, match=r"manifest\.json: not UTF-8 JSON"):
-        stage._read_json(bad, "missing")
+    with pytest.raises(DE, match=r"manifest\.json:1: not UTF-8 text"):
+        io.read_json(bad, "missing")
     with pytest.raises(ValueError, match="not a PhysioNet run name"):
         stage._subject_run("S001/notes.edf")
 

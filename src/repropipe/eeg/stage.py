@@ -69,7 +69,7 @@ def features(ctx: StageContext) -> None:
 
     p = ctx.params["eeg"]
     manifest_path = Path(RAW) / "manifest.json"
-    manifest = _read_json(manifest_path, "missing; run `python -m repropipe eeg download` first")
+    manifest = io.read_json(manifest_path, "missing; run `python -m repropipe eeg download` first")
     try:
         pairs = sorted({_subject_run(f["path"]) for f in manifest["files"]})
         source = str(manifest["source"])
@@ -98,14 +98,6 @@ def _subject_run(rel: str) -> tuple[int, int]:
     if len(name) != 7 or name[0] != "S" or name[4] != "R":
         raise ValueError(f"{rel!r} is not a PhysioNet run name (SxxxRyy.edf)")
     return int(name[1:4]), int(name[5:7])
-
-
-def _read_json(path: str | Path, missing: str) -> Any:
-    """io.read_json, plus a file that is not UTF-8 named as such (not a bare UnicodeDecodeError)."""
-    try:
-        return io.read_json(path, missing)
-    except UnicodeDecodeError as exc:
-        raise io.DataError(path, f"not UTF-8 JSON (byte {exc.start}: {exc.reason})") from exc
 
 
 def _protocol(meta: dict[str, Any]) -> tuple[str, int]:
@@ -139,7 +131,7 @@ def train(ctx: StageContext) -> None:
     from repropipe.eeg.features import fold_split
 
     x, index, ch_names = load_features()
-    protocol, folds = _protocol(_read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`"))
+    protocol, folds = _protocol(io.read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`"))
     with ctx.resumable(f"{OUT}/models") as work:  # a killed run resumes from its checkpoints
         for sub in _model_dirs(protocol, folds):
             idx = index
@@ -180,7 +172,7 @@ def evaluate(ctx: StageContext) -> None:
     ep = ctx.params["eeg"]["evaluate"]
     torch.set_num_threads(int(ep["threads"]))
     device = select_device(ctx.params["device"])
-    meta = _read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`")
+    meta = io.read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`")
     x, index, ch_names = load_features()
     protocol, folds = _protocol(meta)
     subs = _model_dirs(protocol, folds)
