@@ -86,11 +86,20 @@ def test_experiments_sweep_a_learning_rate_and_show_metrics_and_plots(built, tmp
 
     table = run(root, "dvc", "metrics", "show")
     assert "results/qr/metrics.json" in table and "saved_bytes/memory_efficient" in table
+    assert "results/qr/timings.json" in table and "time_ratio/fast" in table  # measured numbers in their own file
+    shown = run(root, "dvc", "metrics", "show", "--json")
+    assert "provenance" not in shown and "params_hash" not in shown and "git" not in json.loads(shown)[0]
 
     plots = json.loads(run(root, "dvc", "plots", "show", "--json"))["data"]
     assert {"qr saved bytes", "qr time ratio"} <= set(plots)
     values = plots["qr saved bytes"][0]["content"]["data"]["values"]
     assert any(v["method"] == "memory_efficient" and v["m"] == "64" and v["n"] == "8" for v in values)
+    # one line per method / model: the series field colours the plot
+    for title, field in (("qr saved bytes", "method"), ("speaker held-out accuracy", "model"),
+                         ("asvspoof eval EER per attack", "model"), ("eeg loss curves", "run")):
+        spec = plots[title][0]["content"]
+        assert spec["encoding"]["color"]["field"] == field, title
+        assert len({v[field] for v in spec["data"]["values"]}) > 1, title
     run(root, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "qr saved bytes" in html and "qr time ratio" in html
