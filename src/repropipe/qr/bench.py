@@ -11,6 +11,7 @@ printed so a reader can judge the noise.
 
 For each method it prints the forward and backward split (timed separately inside each
 round), wall and CPU time (on a loaded core the process's CPU time is the steadier estimate), the
+median of the per-round ratios ("paired", robust to load that drifts across rounds), the
 relative difference of its gradient to torch.linalg.qr's (signs fixed so diag(R) > 0), and the
 number of elements it saved for backward divided by m n + n^2. No timing is asserted anywhere:
 tests check gradients and saved elements; this prints numbers.
@@ -56,7 +57,12 @@ class ShapeResult:
     saved_over_qr: dict[str, float]
 
     def ratio(self, method: str, what: str = "total") -> float:
+        """Ratio of medians: the number the goals are stated in."""
         return self.timings[method].median(what) / self.timings[BASE].median(what)
+
+    def paired_ratio(self, method: str) -> float:
+        """Median over rounds of (method / torch.linalg.qr) within the same round: robust to slow drifts in load."""
+        return statistics.median(a / b for a, b in zip(self.timings[method].total, self.timings[BASE].total))
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -151,11 +157,13 @@ def format_results(results: list[ShapeResult], header: str) -> str:
     for res in results:
         lines.append(f"\n{res.m}x{res.n}")
         lines.append(f"  {'method':18s} {'forward ms':>10s} {'backward ms':>11s} {'total ms':>9s} "
-                     f"{'/linalg wall':>12s} {'/linalg cpu':>11s} {'grad rel diff':>13s} {'saved/(mn+n^2)':>14s}")
+                     f"{'/linalg wall':>12s} {'/linalg cpu':>11s} {'paired':>7s} {'grad rel diff':>13s} "
+                     f"{'saved/(mn+n^2)':>14s}")
         for meth, tm in res.timings.items():
             lines.append(f"  {meth:18s} {tm.median('forward') * 1e3:10.1f} {tm.median('backward') * 1e3:11.1f} "
                          f"{tm.median('total') * 1e3:9.1f} {res.ratio(meth):12.3f} {res.ratio(meth, 'cpu'):11.3f} "
-                         f"{res.grad_rel_diff[meth]:13.1e} {res.saved_over_qr[meth]:14.3f}")
+                         f"{res.paired_ratio(meth):7.3f} {res.grad_rel_diff[meth]:13.1e} "
+                         f"{res.saved_over_qr[meth]:14.3f}")
     head = results[0]
     lines.append("\nratios to torch.linalg.qr (forward+backward, interleaved medians, wall):")
     for res in results:
@@ -173,7 +181,7 @@ def _arguments(p: Any) -> None:
                    f"(default {DEFAULT_SHAPES})")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, torch.linalg.qr always included "
                    f"(default {DEFAULT_METHODS}; fast_cholesky_qr2 and mgs_autograd are also known)")
-    p.add_argument("--repeats", type=int, default=7, help="timed rounds per shape; medians printed (default 7)")
+    p.add_argument("--repeats", type=int, default=9, help="timed rounds per shape; medians printed (default 9)")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="(default float64)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: per-core numbers)")
     p.add_argument("--seed", type=int, default=0)
