@@ -141,6 +141,13 @@ def test_gradcheck(fn, shape):
 
 
 @pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast])
+def test_gradgradcheck(fn):
+    """create_graph=True takes the out-of-place path: second derivatives are right too."""
+    A = rand(6, 3).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda a: fn(a), (A,))
+
+
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast])
 def test_gradcheck_batched(fn):
     A = rand(2 * 3 * 7, 3).reshape(2, 3, 7, 3).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a: fn(a), (A,))
@@ -171,7 +178,7 @@ def test_qr_backward_leaves_upstream_gradients_alone_and_returns_row_major(batch
     gQ_before, gR_before = gQ.clone(), gR.clone()
     grad = qr_backward(Q, R, gQ, gR)
     assert torch.equal(gQ, gQ_before) and torch.equal(gR, gR_before)
-    assert grad.shape == A.shape and grad.is_contiguous()
+    assert grad.shape == A.shape and grad.is_contiguous()  # same layout as A: AccumulateGrad need not copy
     reference = grad_of(householder_qr, A, gQ, gR)
     assert rel(grad, reference) < 1e-10
     assert qr_backward(Q, R, None, None) is None

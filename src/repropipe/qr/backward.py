@@ -117,7 +117,6 @@ def _flat_batch(t: Tensor | None) -> Tensor | None:
     return None if t is None or t.dim() <= 3 else t.reshape(-1, *t.shape[-2:])
 
 
-@torch.no_grad()
 def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None) -> Tensor | None:
     r"""Closed-form gradient of A = QR from Q and R alone (see the module docstring).
 
@@ -135,12 +134,21 @@ def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | No
        layout LAPACK wants) with no copy; a fresh output would first be copied into a
        column-major buffer and solved right-sided, about twice the time at 4096 x 256.
 
-    That buffer is the only m x n allocation, and it is returned as the gradient. A missing
-    gradient (None: autograd was told not to materialise zeros) skips its terms instead of
-    multiplying zeros.
+    That buffer is the only m x n allocation, and it is returned as the gradient (row-major, the
+    layout of A, so AccumulateGrad keeps it without a copy). A missing gradient (None: autograd
+    was told not to materialise zeros) skips its terms instead of multiplying zeros. Under
+    ``create_graph=True`` (grad mode on and an input that requires grad) the same formula runs
+    out of place, so that double backward works.
     """
     if grad_Q is None and grad_R is None:
         return None
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (Q, R, grad_Q, grad_R)):
+        return _qr_backward_differentiable(Q, R, grad_Q, grad_R)
+    with torch.no_grad():
+        return _qr_backward_in_place(Q, R, grad_Q, grad_R)
+
+
+def _qr_backward_in_place(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None) -> Tensor:
     shape = Q.shape
     if Q.dim() > 3:
         Q, R, grad_Q, grad_R = _flat_batch(Q), _flat_batch(R), _flat_batch(grad_Q), _flat_batch(grad_R)
@@ -152,11 +160,24 @@ def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | No
         N = torch.matmul(Q.mT, grad_Q).neg_()
     S = N.triu_()
     S += N.triu(1).mT
+    B = torch.empty(Q.shape, dtype=Q.dtype, device=Q.device)
     if grad_Q is None:
-        B = torch.matmul(Q, S)
+        torch.matmul(Q, S, out=B)
     else:
-        B = torch.empty(Q.shape, dtype=Q.dtype, device=Q.device)
         B.copy_(grad_Q)
         _mm_into(B, Q, S)
     torch.linalg.solve_triangular(R.mT, B, upper=False, left=False, out=B)
     return B.reshape(shape)
+
+
+def _qr_backward_differentiable(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None) -> Tensor:
+    """The same formula with out-of-place ops only, recorded by autograd (for double backward)."""
+    N = Q.new_zeros(R.shape)
+    if grad_R is not None:
+        N = N + grad_R @ R.mT
+    if grad_Q is not None:
+        N = N - Q.mT @ grad_Q
+    B = Q @ (N.triu() + N.triu(1).mT)
+    if grad_Q is not None:
+        B = B + grad_Q
+    return torch.linalg.solve_triangular(R.mT, B, upper=False, left=False)
