@@ -109,7 +109,7 @@ class _QROnlyBackward(torch.autograd.Function):
 
 
 def qr_memory_efficient(A: Tensor) -> tuple[Tensor, Tensor]:
-    """MGS forward; saves exactly Q and R (m*n + n^2 values) and recomputes the rest."""
+    """MGS forward (blocked, see :func:`mgs_forward`); saves exactly Q and R (m*n + n^2 values)."""
     return _QROnlyBackward.apply(A, mgs_forward)
 
 
@@ -124,12 +124,18 @@ def qr_fast(A: Tensor, forward: str = "householder") -> tuple[Tensor, Tensor]:
     """LAPACK's Householder forward with the Q-and-R-only backward; saves exactly Q and R.
 
     The time saved over ``torch.linalg.qr`` is all in the backward (two GEMMs and one in-place
-    triangular solve, see :func:`repropipe.qr.backward.qr_backward`). ``forward="cholesky_qr2"``
-    swaps in :func:`cholesky_qr2_forward`: all BLAS-3 and a handful of kernel launches (the
-    better shape for a GPU), but 6 m n^2 flops against Householder's 4 m n^2 - 4/3 n^3, so it
-    is the slower one on one CPU core (``python -m repropipe qr bench-backward --methods
-    fast,fast_cholesky_qr2``), and it is only orthogonal to working precision for kappa(A)
-    below about eps^{-1/2} (it falls back to Householder above that).
+    triangular solve, see :func:`repropipe.qr.backward.qr_backward`); the forward is LAPACK's
+    plus one copy of Q into row-major. ``forward="cholesky_qr2"`` swaps in
+    :func:`cholesky_qr2_forward`: all BLAS-3 and a handful of kernel launches (the better shape
+    for a GPU), but 6 m n^2 flops against Householder's 4 m n^2 - 4/3 n^3. On one CPU core it
+    ties at 4096 x 256 and 16384 x 128 and is 5-15 % slower at 1024 x 256 and 4096 x 64
+    (``python -m repropipe qr bench-backward --methods fast,fast_cholesky_qr2``), and it is only
+    orthogonal to working precision for kappa(A) below about eps^{-1/2} (it falls back to
+    Householder above that), so Householder is the default.
+
+    The memory-efficient variant's blocked MGS forward is faster still at m >> n (2 m n^2
+    flops, mostly GEMM), but its Q loses orthogonality like eps kappa(A), where Householder's
+    stays at eps whatever kappa(A) is.
     """
     if forward not in FAST_FORWARDS:
         raise ValueError(f"unknown forward {forward!r}; expected one of {sorted(FAST_FORWARDS)}")
