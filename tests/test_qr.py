@@ -1,17 +1,23 @@
 import pytest
 import torch
 
+import repropipe.qr.functions as qr_functions
 from repropipe.qr import (
     QR,
     Orthogonalize,
     backward_normalization,
     backward_orthogonalization,
+    cholesky_qr2_forward,
+    householder_forward,
     householder_qr,
+    mgs_forward,
     modified_gram_schmidt,
     positive_diagonal,
+    qr_backward,
     qr_fast,
     qr_memory_efficient,
 )
+from repropipe.qr import bench
 from repropipe.qr.benchmark import saved_bytes, saved_elements
 
 F64 = torch.float64
@@ -38,9 +44,27 @@ def rel(a, b):
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
 
 
+def fast_cholesky_qr2(A):
+    return qr_fast(A, forward="cholesky_qr2")
+
+
+def ill_conditioned(m, n, kappa, seed=0):
+    """U diag(s) V^T with singular values log-spaced from 1 down to 1/kappa."""
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(m, n, generator=g, dtype=F64))
+    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))
+    s = torch.logspace(0, -torch.log10(torch.tensor(float(kappa))).item(), n, dtype=F64)
+    return (U * s) @ V.mT
+
+
+def orth_error(Q):
+    return float(torch.linalg.norm(Q.mT @ Q - torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)))
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("fn", [modified_gram_schmidt, qr_memory_efficient, qr_fast, householder_qr])
-@pytest.mark.parametrize("shape", [(40, 7), (12, 12), (100, 1)])
+@pytest.mark.parametrize("fn", [modified_gram_schmidt, qr_memory_efficient, qr_fast, fast_cholesky_qr2,
+                                householder_qr])
+@pytest.mark.parametrize("shape", [(40, 7), (12, 12), (100, 1), (300, 70)])
 def test_factorisation_is_qr_with_positive_diagonal(fn, shape, device):
     A = rand(*shape, device=device)
     Q, R = fn(A)
@@ -96,7 +120,7 @@ def test_qr_class_backward_matches_autograd_through_mgs(shape, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast])
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2])
 @pytest.mark.parametrize("which", ["Q", "R", "both"])
 def test_q_and_r_only_backward_matches_linalg_qr(fn, which, device):
     A = rand(50, 12, device=device)
@@ -109,9 +133,113 @@ def test_q_and_r_only_backward_matches_linalg_qr(fn, which, device):
     assert rel(grad_of(fn, A, gQ, gR), reference) < 1e-10
 
 
-def test_gradcheck_memory_efficient():
-    A = rand(8, 3).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a: qr_memory_efficient(a), (A,))
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2])
+@pytest.mark.parametrize("shape", [(8, 3), (5, 5), (9, 1)])
+def test_gradcheck(fn, shape):
+    A = rand(*shape).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: fn(a), (A,))
+
+
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast])
+def test_gradgradcheck(fn):
+    """create_graph=True takes the out-of-place path: second derivatives are right too."""
+    A = rand(6, 3).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda a: fn(a), (A,))
+
+
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast])
+def test_gradcheck_batched(fn):
+    A = rand(2 * 3 * 7, 3).reshape(2, 3, 7, 3).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: fn(a), (A,))
+
+
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2])
+@pytest.mark.parametrize("used", ["Q", "R"])
+def test_unused_output_gets_no_materialised_zeros(fn, used):
+    """A loss of Q alone (or R alone) hands the backward None for the other; same gradient as autograd."""
+    A = rand(30, 6)
+    W = rand(30, 6, seed=5) if used == "Q" else rand(6, 6, seed=5)
+
+    def loss_grad(f):
+        a = A.clone().requires_grad_(True)
+        Q, R = f(a)
+        ((Q if used == "Q" else R) * W).sum().backward()
+        return a.grad
+
+    assert rel(loss_grad(fn), loss_grad(householder_qr)) < 1e-10
+
+
+@pytest.mark.parametrize("batch", [(), (3,), (2, 2)])
+def test_qr_backward_leaves_upstream_gradients_alone_and_returns_row_major(batch):
+    """Autograd may share dQ with other nodes: the backward must write only into its own buffer."""
+    A = rand(40 * max(1, int(torch.tensor(batch).prod()) if batch else 1), 9).reshape(*batch, 40, 9)
+    Q, R = householder_forward(A)
+    gQ, gR = rand(A.numel() // 9, 9, seed=2).reshape(A.shape), rand(9, 9, seed=3).triu().expand(*batch, 9, 9)
+    gQ_before, gR_before = gQ.clone(), gR.clone()
+    grad = qr_backward(Q, R, gQ, gR)
+    assert torch.equal(gQ, gQ_before) and torch.equal(gR, gR_before)
+    assert grad.shape == A.shape and grad.is_contiguous()  # same layout as A: AccumulateGrad need not copy
+    reference = grad_of(householder_qr, A, gQ, gR)
+    assert rel(grad, reference) < 1e-10
+    assert qr_backward(Q, R, None, None) is None
+
+
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2, mgs_forward, householder_forward])
+@pytest.mark.parametrize("shape", [(50, 8), (100, 1), (6, 6)])
+def test_forward_does_not_modify_its_input(fn, shape):
+    A = rand(*shape)
+    before = A.clone()
+    fn(A)
+    assert torch.equal(A, before)
+
+
+@pytest.mark.parametrize("block", [1, 3, 8, 32, 200])
+def test_blocked_mgs_is_mgs_to_rounding(block):
+    A = rand(120, 37)
+    Q, R = mgs_forward(A, block=block)
+    Qr, Rr = modified_gram_schmidt(A)
+    assert torch.allclose(Q, Qr, atol=1e-12) and torch.allclose(R, Rr, atol=1e-12)
+    assert torch.equal(R, R.triu())
+
+
+@pytest.mark.parametrize("kappa", [1e8, 1e10])
+@pytest.mark.parametrize("block", [16, 32])
+@pytest.mark.parametrize("shape", [(300, 40), (400, 64)])
+def test_blocked_mgs_keeps_mgs_loss_of_orthogonality(shape, kappa, block):
+    """||Q^T Q - I|| stays O(eps kappa) like MGS, not O(eps kappa^2) like classical Gram-Schmidt.
+
+    On these matrices MGS and the blocked form give 0.3-1.0x eps kappa; dropping the (I + L)^{-1}
+    correction (block classical Gram-Schmidt between panels) gives 11x to 9e5x.
+    """
+    A = ill_conditioned(*shape, kappa)
+    eps = torch.finfo(F64).eps
+    Q, R = mgs_forward(A, block=block)
+    assert orth_error(Q) < 3 * eps * kappa
+    assert rel(Q @ R, A) < 1e-14
+
+
+def test_cholesky_qr2_orthogonal_to_working_precision_up_to_its_limit():
+    for kappa in (1e2, 1e6, 1e7, 1e10, 1e14):  # past ~1e8 the Householder fallback takes over
+        A = ill_conditioned(300, 40, kappa)
+        Q, R = cholesky_qr2_forward(A)
+        assert orth_error(Q) < 1e-13, kappa
+        assert rel(Q @ R, A) < 1e-14, kappa
+
+
+def test_cholesky_qr2_falls_back_to_householder_when_first_pass_is_far_from_orthogonal(monkeypatch):
+    A = rand(60, 10)
+    Q, R = cholesky_qr2_forward(A)
+    Qh, Rh = householder_forward(A)
+    assert not torch.equal(Q, Qh)  # the Cholesky passes ran: same factorisation, other rounding
+    assert torch.allclose(Q, Qh, atol=1e-12)
+    monkeypatch.setattr(qr_functions, "CHOLQR2_MAX_DEPARTURE", 0.0)
+    Qf, Rf = cholesky_qr2_forward(A)
+    assert torch.equal(Qf, Qh) and torch.equal(Rf, Rh)
+
+
+def test_fast_refuses_unknown_forward():
+    with pytest.raises(ValueError, match="unknown forward"):
+        qr_fast(rand(5, 2), forward="givens")
 
 
 @pytest.mark.parametrize("m,n", [(64, 8), (200, 17), (33, 33)])
@@ -119,6 +247,7 @@ def test_memory_efficient_saves_exactly_q_and_r(m, n):
     A = rand(m, n)
     assert saved_elements(qr_memory_efficient, A) == m * n + n * n
     assert saved_elements(qr_fast, A) == m * n + n * n
+    assert saved_elements(fast_cholesky_qr2, A) == m * n + n * n
     # autograd through MGS keeps every projection: far more, growing like m n^2
     assert saved_elements(modified_gram_schmidt, A) > m * n * (n - 1) / 2
 
@@ -171,3 +300,36 @@ def test_wide_matrix_is_refused(fn):
 def test_unknown_layer_method_is_refused():
     with pytest.raises(ValueError, match="unknown QR method"):
         Orthogonalize("givens")
+
+
+def test_bench_backward_measures_every_method_against_linalg():
+    """The numbers the bench prints come with correct gradients and exact saved-element counts."""
+    results = bench.measure([(48, 6), (20, 20)], ["fast", "memory_efficient", "fast_cholesky_qr2"], repeats=2)
+    assert [(r.m, r.n) for r in results] == [(48, 6), (20, 20)]
+    for res in results:
+        assert list(res.timings) == ["torch.linalg.qr", "fast", "memory_efficient", "fast_cholesky_qr2"]
+        for meth, tm in res.timings.items():
+            assert len(tm.total) == 2 and all(t > 0 for t in tm.total)
+            assert res.grad_rel_diff[meth] < 1e-10
+            assert res.saved_over_qr[meth] == 1.0
+        assert res.ratio("torch.linalg.qr") == 1.0
+    text = bench.format_results(results, "header")
+    assert "48x6: fast " in text and "goal at 48x6: fast <= 0.9" in text
+
+
+def test_bench_backward_rejects_bad_shapes_and_methods():
+    assert bench.parse_shapes("4096x256,16384X128") == [(4096, 256), (16384, 128)]
+    with pytest.raises(ValueError, match="not a tall matrix"):
+        bench.parse_shapes("4x8")
+    with pytest.raises(ValueError, match="MxN"):
+        bench.parse_shapes("4096by256")
+    with pytest.raises(ValueError, match="unknown method"):
+        bench.measure([(8, 2)], ["givens"], repeats=1)
+
+
+def test_bench_backward_is_a_cli_tool(capsys):
+    from repropipe.cli import main
+
+    assert main(["qr", "bench-backward", "--shapes", "24x4", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "interleaved medians of 1 rounds" in out and "24x4: fast " in out

@@ -28,57 +28,118 @@ def householder_qr(A: Tensor) -> tuple[Tensor, Tensor]:
     return positive_diagonal(*torch.linalg.qr(A, mode="reduced"))
 
 
-def _upper_cholesky(G: Tensor) -> tuple[Tensor, Tensor]:
-    L, info = torch.linalg.cholesky_ex(G)
-    return L.mT, info
+@torch.no_grad()
+def householder_forward(A: Tensor) -> tuple[Tensor, Tensor]:
+    """LAPACK Householder QR (geqrf + orgqr through torch.linalg.qr), no graph, diag(R) > 0, row-major Q.
+
+    Orthogonal to working precision whatever kappa(A) is; the forward of :func:`qr_fast`.
+    LAPACK hands Q back column-major; we copy it row-major, because the backward's ``Q @ S``
+    into a row-major gradient is slower with a column-major Q by more than the copy costs
+    (one thread, MKL: 9 ms against 4 ms at 4096 x 256, 19 ms against 8-14 ms at 16384 x 128).
+    """
+    Qc, R = torch.linalg.qr(A, mode="reduced")
+    s = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
+    s = torch.where(s == 0, torch.ones_like(s), s)
+    Qc.mul_(s.unsqueeze(-2))  # in place, in memory order: cheap; then one transposing copy
+    return Qc.contiguous(), R.mul_(s.unsqueeze(-1))
+
+
+#: CholeskyQR2 keeps its second pass only when the first left ``||Q1^T Q1 - I||_F`` below this.
+#: Then every eigenvalue of Q1^T Q1 lies in [0.5, 1.5], kappa(Q1) <= sqrt(3), and the second
+#: pass is orthogonal to working precision; above it (kappa(A) beyond about eps^{-1/2}) one
+#: more pass is not enough and we use Householder instead.
+CHOLQR2_MAX_DEPARTURE = 0.5
+
+
+def _gram(X: Tensor) -> Tensor:
+    return X.mT @ X
 
 
 @torch.no_grad()
 def cholesky_qr2_forward(A: Tensor) -> tuple[Tensor, Tensor]:
-    """CholeskyQR2 (Fukaya et al. 2014): two passes of R = chol(A^T A), Q = A R^{-1}.
+    """CholeskyQR2 (Fukaya et al. 2014): two passes of R = chol(X^T X), X <- X R^{-1}.
 
-    Two GEMMs and two triangular solves, all BLAS-3, instead of Householder's panel updates,
-    which is why it is fast for tall-skinny A. One pass loses orthogonality like kappa(A)^2;
-    the second pass restores it to machine precision as long as kappa(A) is below about
-    eps^{-1/2} (1e8 in float64, 3e3 in float32). When the Cholesky factorisation breaks down
-    (A numerically rank deficient for this method) we fall back to Householder QR.
+    Two Gram GEMMs and two triangular solves, all BLAS-3, instead of Householder's panel
+    updates, which is why it is fast for tall-skinny A; the solves run in place on one copy of A.
+    Numerical caveat: one pass loses orthogonality like eps kappa(A)^2, and the second pass
+    restores it to machine precision only while kappa(A) is below about eps^{-1/2} (1e8 in
+    float64, 3e3 in float32; Yamamoto et al. 2015, ETNA 44:306). Beyond that we fall back to
+    Householder QR, detected cheaply: the Cholesky factorisation breaks down, or the first pass
+    leaves ``||Q1^T Q1 - I||_F`` above :data:`CHOLQR2_MAX_DEPARTURE` (an n x n check on the Gram
+    matrix the second pass computes anyway).
     """
-    R1, info1 = _upper_cholesky(A.mT @ A)
+    Q = A.clone(memory_format=torch.contiguous_format)
+    G1 = _gram(Q)
+    R1, info1 = torch.linalg.cholesky_ex(G1, upper=True)
     if bool((info1 != 0).any()):
         return householder_qr(A)
-    Q1 = torch.linalg.solve_triangular(R1, A, upper=True, left=False)
-    R2, info2 = _upper_cholesky(Q1.mT @ Q1)
-    if bool((info2 != 0).any()):
+    # Row-major Q with out=Q: one left-sided TRSM on Q^T, no copy (see qr_backward).
+    torch.linalg.solve_triangular(R1, Q, upper=True, left=False, out=Q)
+    G2 = _gram(Q)
+    eye = torch.eye(G2.shape[-1], dtype=G2.dtype, device=G2.device)
+    departure = torch.linalg.matrix_norm(G2 - eye)
+    R2, info2 = torch.linalg.cholesky_ex(G2, upper=True)
+    if bool(((info2 != 0) | ~(departure <= CHOLQR2_MAX_DEPARTURE)).any()):
         return householder_qr(A)
-    Q = torch.linalg.solve_triangular(R2, Q1, upper=True, left=False)
+    torch.linalg.solve_triangular(R2, Q, upper=True, left=False, out=Q)
     return Q, R2 @ R1
 
 
 class _QROnlyBackward(torch.autograd.Function):
-    """Shared autograd wrapper: any forward, then the closed-form backward from Q and R."""
+    """Shared autograd wrapper: any forward, then the closed-form backward from Q and R.
+
+    Saves exactly Q and R. Gradients are not materialised: when the loss uses only Q (the usual
+    case in a model) the backward gets ``grad_R=None`` and skips its terms rather than
+    multiplying an n x n (or, for an unused Q, an m x n) block of zeros.
+    """
 
     @staticmethod
     def forward(ctx: Any, A: Tensor, forward_fn: Callable[[Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         if A.shape[-2] < A.shape[-1]:
             raise ValueError(f"expected tall matrices with m >= n, got shape {tuple(A.shape)}")
+        ctx.set_materialize_grads(False)
         Q, R = forward_fn(A)
         ctx.save_for_backward(Q, R)
         return Q, R
 
     @staticmethod
-    def backward(ctx: Any, grad_Q: Tensor | None, grad_R: Tensor | None) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad_Q: Tensor | None, grad_R: Tensor | None) -> tuple[Tensor | None, None]:
         Q, R = ctx.saved_tensors
         return qr_backward(Q, R, grad_Q, grad_R), None
 
 
 def qr_memory_efficient(A: Tensor) -> tuple[Tensor, Tensor]:
-    """MGS forward; saves exactly Q and R (m*n + n^2 values) and recomputes the rest."""
+    """MGS forward (blocked, see :func:`mgs_forward`); saves exactly Q and R (m*n + n^2 values)."""
     return _QROnlyBackward.apply(A, mgs_forward)
 
 
-def qr_fast(A: Tensor) -> tuple[Tensor, Tensor]:
-    """CholeskyQR2 forward for tall-skinny A, with the same Q-and-R-only backward."""
-    return _QROnlyBackward.apply(A, cholesky_qr2_forward)
+#: Forwards :func:`qr_fast` can use; all return R with a positive diagonal.
+FAST_FORWARDS: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
+    "householder": householder_forward,
+    "cholesky_qr2": cholesky_qr2_forward,
+}
+
+
+def qr_fast(A: Tensor, forward: str = "householder") -> tuple[Tensor, Tensor]:
+    """LAPACK's Householder forward with the Q-and-R-only backward; saves exactly Q and R.
+
+    The time saved over ``torch.linalg.qr`` is all in the backward (two GEMMs and one in-place
+    triangular solve, see :func:`repropipe.qr.backward.qr_backward`); the forward is LAPACK's
+    plus one copy of Q into row-major. ``forward="cholesky_qr2"`` swaps in
+    :func:`cholesky_qr2_forward`: all BLAS-3 and a handful of kernel launches (the better shape
+    for a GPU), but 6 m n^2 flops against Householder's 4 m n^2 - 4/3 n^3. On one CPU core it
+    ties at 4096 x 256 and 16384 x 128 and is 5-15 % slower at 1024 x 256 and 4096 x 64
+    (``python -m repropipe qr bench-backward --methods fast,fast_cholesky_qr2``), and it is only
+    orthogonal to working precision for kappa(A) below about eps^{-1/2} (it falls back to
+    Householder above that), so Householder is the default.
+
+    The memory-efficient variant's blocked MGS forward is faster still at m >> n (2 m n^2
+    flops, mostly GEMM), but its Q loses orthogonality like eps kappa(A), where Householder's
+    stays at eps whatever kappa(A) is.
+    """
+    if forward not in FAST_FORWARDS:
+        raise ValueError(f"unknown forward {forward!r}; expected one of {sorted(FAST_FORWARDS)}")
+    return _QROnlyBackward.apply(A, FAST_FORWARDS[forward])
 
 
 QR_METHODS: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {

@@ -53,27 +53,72 @@ def modified_gram_schmidt(A: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack(qs, dim=1), torch.stack(r_cols, dim=1)
 
 
-@torch.no_grad()
-def mgs_forward(A: Tensor) -> tuple[Tensor, Tensor]:
-    """The same MGS arithmetic without a graph, one vectorised update per column.
+#: Columns per panel of :func:`mgs_forward`. Big enough that the trailing update is a real GEMM,
+#: small enough that the BLAS-2 work inside a panel (about 2 m n b flops in all) stays minor.
+MGS_BLOCK = 32
 
-    This is the row-oriented ordering of MGS: once q_k is final it is projected out of all
-    later columns at once. Each later column still sees exactly the sequence of updates of
-    :func:`modified_gram_schmidt`, so the result agrees to rounding, at a fraction of the
-    Python overhead. Works on batches (..., m, n).
+
+@torch.no_grad()
+def mgs_forward(A: Tensor, block: int = MGS_BLOCK) -> tuple[Tensor, Tensor]:
+    r"""The same MGS arithmetic without a graph, with the projections applied a panel at a time.
+
+    Row-oriented MGS projects each finished :math:`q_k` out of all later columns at once. Doing
+    that one column at a time is BLAS-2 (memory-bound: several times slower than LAPACK's
+    Householder at 4096 x 256). Here the columns come in panels of ``block``: inside a panel it
+    is exactly that column loop; the panel's :math:`b` projections are then applied to all later
+    columns together. For a later column :math:`u`, MGS computes
+    :math:`r_k = q_k^\top (u - \sum_{i<k} r_i q_i)` for the panel's :math:`q_s, \dots, q_{e-1}`,
+    i.e. :math:`(I + L)\, r = Q_b^\top u` with :math:`L` the strictly lower triangle of
+    :math:`Q_b^\top Q_b`, so
+
+    .. math::
+        R_{s:e,\,e:} = (I + L)^{-1} Q_b^\top U_{:,\,e:}, \qquad
+        U_{:,\,e:} \mathrel{-}= Q_b R_{s:e,\,e:},
+
+    two GEMMs and a small unit-triangular solve. This is MGS itself, reordered, not classical
+    Gram-Schmidt: the :math:`(I+L)^{-1}` term reproduces every sequential projection even when
+    the computed :math:`q` are not exactly orthogonal (the "inverse compact WY" form of MGS,
+    Świrydowicz, Langou, Ananthan, Yang & Thomas 2021, Numer. Linear Algebra Appl. 28:e2343;
+    Björck 1994, Linear Algebra Appl. 197:297). Results agree with
+    :func:`modified_gram_schmidt` to rounding and keep MGS's :math:`O(\varepsilon\,\kappa(A))`
+    loss of orthogonality (tested against it on an ill-conditioned matrix); ``block=1`` is the
+    plain column loop.
+
+    The work is done on :math:`U^\top` (n x m, row-major), so that every column of A is one
+    contiguous row: the column loop then streams memory instead of striding across it; Q is
+    copied back row-major at the end. Works on batches (..., m, n), one matrix at a time.
     """
     if A.shape[-2] < A.shape[-1]:
         raise ValueError(f"expected tall matrices with m >= n, got shape {tuple(A.shape)}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    if A.dim() > 2:
+        flat = A.reshape(-1, *A.shape[-2:])
+        parts = [mgs_forward(a, block) for a in flat]
+        Q = torch.stack([q for q, _ in parts]).reshape(A.shape)
+        R = torch.stack([r for _, r in parts]).reshape(*A.shape[:-2], A.shape[-1], A.shape[-1])
+        return Q, R
     n = A.shape[-1]
-    U = A.clone()
-    R = A.new_zeros(*A.shape[:-2], n, n)
-    for k in range(n):
-        rho = torch.linalg.vector_norm(U[..., :, k], dim=-1)
-        R[..., k, k] = rho
-        U[..., :, k] /= rho.unsqueeze(-1)
-        if k + 1 < n:
-            q = U[..., :, k : k + 1]
-            proj = q.mT @ U[..., :, k + 1 :]
-            R[..., k : k + 1, k + 1 :] = proj
-            U[..., :, k + 1 :] -= q @ proj
-    return U, R
+    Ut = A.mT.clone(memory_format=torch.contiguous_format)  # row k = column k of A; becomes q_k
+    R = A.new_zeros(n, n)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        for k in range(s, e):
+            q = Ut[k]
+            torch.linalg.vector_norm(q, out=R[k, k])
+            q.div_(R[k, k])
+            if k + 1 < e:
+                r = R[k, k + 1 : e]
+                torch.mv(Ut[k + 1 : e], q, out=r)
+                Ut[k + 1 : e].addr_(r, q, alpha=-1.0)
+        if e < n:
+            Qt = Ut[s:e]
+            # One GEMM gives both Q_b^T Q_b (its strictly lower triangle is L) and Q_b^T U.
+            W = Qt @ Ut[s:].mT
+            proj = W[:, e - s :]
+            if e - s > 1:  # unitriangular: the diagonal and upper triangle of W are not read
+                proj = torch.linalg.solve_triangular(W[:, : e - s], proj, upper=False, unitriangular=True)
+            R[s:e, e:] = proj
+            Ut[e:].addmm_(proj.mT, Qt, alpha=-1.0)
+    # Row-major Q: the backward's GEMMs are faster with it than the transposing copy costs here.
+    return Ut.mT.contiguous(), R
