@@ -12,6 +12,7 @@ rule qr_benchmark:
         "src/repropipe/provenance.py",
         "src/repropipe/qr/__init__.py",
         "src/repropipe/qr/backward.py",
+        "src/repropipe/qr/bench.py",
         "src/repropipe/qr/benchmark.py",
         "src/repropipe/qr/functions.py",
         "src/repropipe/qr/gram_schmidt.py",
