@@ -128,8 +128,18 @@ def render_conda_env(pyproject: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ordered(stages: dict[str, Stage]) -> dict[str, Stage]:
+    """A canonical order (branches in DAG order, stages as written in their module), whatever order they were
+    imported in: the generated files must not depend on which module a process happened to import first."""
+    def key(st: Stage) -> tuple[int, str, int]:
+        rank = RULE_ORDER.index(st.branch) if st.branch in RULE_ORDER else len(RULE_ORDER)
+        return rank, st.branch, st.run.__code__.co_firstlineno
+    return {st.name: st for st in sorted(stages.values(), key=key)}
+
+
 def render_all(stages: dict[str, Stage], root: Path | None = None) -> dict[str, str]:
     """Every generated file, by path relative to the repository root."""
+    stages = ordered(stages)
     files = {"dvc.yaml": render_dvc_yaml(stages)}
     files["workflow/envs/repropipe.yaml"] = render_conda_env((root or Path.cwd()) / "pyproject.toml")
     files.update(render_rules(stages))
