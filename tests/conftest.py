@@ -125,6 +125,8 @@ def output_md5s(root: Path, outs: list[str] | None = None) -> dict[str, str]:
         p = root / out
         files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
         for f in files:
+            if f.name == ".snakemake_timestamp":  # Snakemake's own marker in directory outputs
+                continue
             found[str(f.relative_to(root))] = hashlib.md5(f.read_bytes()).hexdigest()
     return found
 
