@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup demo demo-dvc test test-fast clean
+.PHONY: setup demo demo-dvc demo-results test test-fast lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ setup: $(VENV)/.installed
 demo: setup
 	PATH=$(abspath $(BIN)):$$PATH snakemake --cores 2 results/report.html
 	@echo "Open results/report.html"
+
+# The demo's headline numbers, with the commit they came from, into docs/demo-results.md (after `make demo`).
+demo-results: setup
+	$(PY) -m repropipe pipeline demo-results
 
 demo-dvc: setup
 	PATH=$(abspath $(BIN)):$$PATH dvc repro
@@ -31,5 +35,10 @@ test: setup
 test-fast: setup
 	PATH=$(abspath $(BIN)):$$PATH pytest -m "not e2e and not browser"
 
+# The generated DAG files are current and the Snakemake workflow lints clean.
+lint: setup
+	$(PY) -m repropipe pipeline write-dag --check
+	PATH=$(abspath $(BIN)):$$PATH snakemake --lint
+
 clean:
-	rm -rf results .snakemake dvc.lock
+	rm -rf results .snakemake dvc.lock logs benchmarks

@@ -43,3 +43,21 @@ def test_pipeline_clean_removes_left_over_training_work(tmp_path):
     assert res.returncode == 0 and "gan_train" in res.stdout
     assert not (tmp_path / ".repropipe/resume").exists()
     assert "nothing to remove" in cli("pipeline", "clean", cwd=tmp_path).stdout
+
+
+def test_demo_results_lists_every_headline_number_with_its_commit(tmp_path):
+    import json
+
+    d = tmp_path / "results/qr"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"saved_bytes/fast": 4608, "eer": 0.125, "grid": [1], "ok": True,
+                                                "data_source": "none"}))
+    (d / "provenance.json").write_text(json.dumps({"git": {"revision": "abc123def4567890", "dirty": False},
+                                                  "device": "cpu", "seed": 0}))
+    (d / "timings.json").write_text(json.dumps({"time_ratio/fast": 0.85}))
+    res = cli("pipeline", "demo-results", "--out", "out.md", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "out.md").read_text()
+    assert "commit `abc123def456`" in text and "| `saved_bytes/fast` | 4608 |" in text and "| `eer` | 0.125 |" in text
+    assert "`grid`" not in text and "`ok`" not in text and "`time_ratio/fast` 0.85" in text
+    assert cli("pipeline", "demo-results", cwd=tmp_path / "results").returncode == 1  # no results there
