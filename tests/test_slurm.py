@@ -77,7 +77,7 @@ def _jobs() -> dict[str, dict[str, str]]:
 
 def test_every_stage_runs_as_a_slurm_job(tmp_path, slurm_cluster):
     root = copy_project(tmp_path / "proj")
-    stages = json.loads(subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "stages"], cwd=root, env=ENV,
+    stages = json.loads(subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "stages", "--json"], cwd=root, env=ENV,
                                        capture_output=True, text=True, check=True).stdout)
     cpu_only = subprocess.run([sys.executable, "-m", "repropipe", "pipeline", "set-resources", "gpu=0",
                                "cpus_per_task=1", "mem_mb=1000"], cwd=root,
