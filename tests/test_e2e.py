@@ -125,6 +125,11 @@ def test_snakemake_builds_everything_then_does_nothing(smk_built, tmp_path):
     dry = run(smk_built, "snakemake", "-n", "results/report.html")
     assert "Nothing to be done" in dry.stdout + dry.stderr
     assert (smk_built / "logs/report.log").exists() and (smk_built / "benchmarks/gan_train.tsv").exists()
+    # Snakemake's own report: runtimes, provenance and every stage's figures, with captions
+    report = tmp_path / "snakemake-report.html"
+    run(smk_built, "snakemake", "--report", str(report))
+    html = report.read_text()
+    assert "saved_bytes.png" in html and "confusion.png" in html and "Assemble results/report.html" in html
     root = clone_built(smk_built, tmp_path / "proj")
     params = dict(TINY_PARAMS, report={"title": "retitled"})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

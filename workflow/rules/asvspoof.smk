@@ -166,7 +166,7 @@ rule asvspoof_evaluate:
         "results/asvspoof/provenance.json",
         "results/asvspoof/section.json",
         directory("results/asvspoof/plots"),
-        directory("results/asvspoof/figures"),
+        report(directory("results/asvspoof/figures"), patterns=["{name}.png"], caption="../report/asvspoof_evaluate.rst", category="asvspoof"),
         directory("results/asvspoof/scores"),
     params:
         device=param("device"),

@@ -157,9 +157,9 @@ rule eeg_evaluate:
         "results/eeg/provenance.json",
         "results/eeg/section.json",
         directory("results/eeg/plots"),
-        directory("results/eeg/figures"),
+        report(directory("results/eeg/figures"), patterns=["{name}.png"], caption="../report/eeg_evaluate.rst", category="eeg"),
         "results/eeg/timings.json",
-        directory("results/eeg/timings"),
+        report(directory("results/eeg/timings"), patterns=["{name}.png"], caption="../report/eeg_evaluate.rst", category="eeg"),
     params:
         seed=param("seed"),
         device=param("device"),

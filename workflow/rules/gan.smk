@@ -189,7 +189,7 @@ rule gan_evaluate:
         "results/gan/provenance.json",
         "results/gan/section.json",
         directory("results/gan/plots"),
-        directory("results/gan/figures"),
+        report(directory("results/gan/figures"), patterns=["{name}.png"], caption="../report/gan_evaluate.rst", category="gan"),
     params:
         seed=param("seed"),
         device=param("device"),

@@ -26,9 +26,9 @@ rule qr_benchmark:
         "results/qr/provenance.json",
         "results/qr/section.json",
         directory("results/qr/plots"),
-        directory("results/qr/figures"),
+        report(directory("results/qr/figures"), patterns=["{name}.png"], caption="../report/qr_benchmark.rst", category="qr"),
         "results/qr/timings.json",
-        directory("results/qr/timings"),
+        report(directory("results/qr/timings"), patterns=["{name}.png"], caption="../report/qr_benchmark.rst", category="qr"),
     params:
         seed=param("seed"),
         qr=param("qr"),

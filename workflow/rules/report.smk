@@ -37,7 +37,7 @@ rule report:
         "src/repropipe/report/stage.py",
         "src/repropipe/stages.py",
     output:
-        "results/report.html",
+        report("results/report.html", caption="../report/report.rst", category="report"),
     params:
         report=param("report"),
     log:

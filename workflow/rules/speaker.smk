@@ -151,7 +151,7 @@ rule speaker_evaluate:
         "results/speaker/provenance.json",
         "results/speaker/section.json",
         directory("results/speaker/plots"),
-        directory("results/speaker/figures"),
+        report(directory("results/speaker/figures"), patterns=["{name}.png"], caption="../report/speaker_evaluate.rst", category="speaker"),
         directory("results/speaker/predictions"),
     params:
         seed=param("seed"),
