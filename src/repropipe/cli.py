@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 import repropipe
@@ -28,6 +29,7 @@ BRANCH_HELP = {
     "report": "the HTML report that gathers every branch",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PARAMS_ENV = "REPROPIPE_PARAMS"
 
 
 def _branch_of(argv: list[str]) -> str | None:
@@ -65,8 +67,9 @@ def _parser(branch: str | None) -> argparse.ArgumentParser:
 
     for st in STAGES.values():
         sp = sub(st.branch).add_parser(st.step, help=st.help, description=st.help)
-        sp.add_argument("--params", default=params_mod.DEFAULT_PARAMS,
-                        help="parameter file (default: params.yaml; Snakemake passes its effective config here)")
+        sp.add_argument("--params", default=os.environ.get(PARAMS_ENV) or params_mod.DEFAULT_PARAMS,
+                        help=f"parameter file (default: ${PARAMS_ENV} if set, else params.yaml; the Snakefile sets "
+                             f"{PARAMS_ENV} to its effective config when --config/--configfile change it)")
         sp.set_defaults(stage=st)
     for t in TOOLS.values():
         tp = sub(t.branch).add_parser(t.step, help=t.help, description=t.help)

@@ -77,9 +77,8 @@ def render_rule(st: Stage) -> str:
               f"        mem_mb={r['mem_mb']},", f"        runtime={r['runtime']},"]
     if r.get("gpu"):
         lines.append(f"        gpu={r['gpu']},  # `pipeline set-resources gpu=0` runs it on CPU nodes")
-    lines += ["    message:", f"        {_q(st.help)}",
-              "    conda:", f"        {_q(CONDA_ENV)}",
-              "    shell:", "        f" + _q(st.cmd + "{PARAMS_ARG} 2> {{log}}")]
+    lines += ["    conda:", f"        {_q(CONDA_ENV)}",
+              "    shell:", f"        {_q(st.cmd + ' 2> {log}')}"]
     return "\n".join(lines) + "\n"
 
 

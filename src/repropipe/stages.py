@@ -99,6 +99,7 @@ class StageContext:
             "stage": self.stage.name,
             "command": self.stage.cmd,
             "git": provenance.git_revision(),
+            "params_file": str(self.params_file),  # params.yaml, or Snakemake's effective config
             "params_keys": list(self.stage.params),
             "params_hash": io.params_hash(selected),
             "inputs": list(self.stage.all_deps),
@@ -258,7 +259,7 @@ def run_stage(st: Stage, params_file: str | os.PathLike[str] = params_mod.DEFAUL
     all_params = params_mod.load_params(params_file)
     io.check_writable(st.outs)  # before any work, not after an hour of training
     ctx = StageContext(st, _nested(params_mod.select(all_params, st.params)), Path(params_file))
-    log.info("stage=%s event=start params=%s", st.name, ",".join(st.params))
+    log.info("stage=%s event=start params_file=%s params=%s", st.name, params_file, ",".join(st.params))
     st.run(ctx)
     shutil.rmtree(RESUME_ROOT / st.name, ignore_errors=True)  # finished: nothing left to resume
     _record_imports(st)

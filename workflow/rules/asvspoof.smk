@@ -34,12 +34,10 @@ rule asvspoof_download:
     resources:
         mem_mb=4000,
         runtime=240,
-    message:
-        "Download ASVspoof 2019 LA (source: real) or write the synthetic stand-in in the real layout."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe asvspoof download{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe asvspoof download 2> {log}"
 
 
 rule asvspoof_features:
@@ -76,12 +74,10 @@ rule asvspoof_features:
     resources:
         mem_mb=8000,
         runtime=240,
-    message:
-        "Extract LFCC and log-mel features from every listed FLAC into a few shards per split."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe asvspoof features{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe asvspoof features 2> {log}"
 
 
 rule asvspoof_train:
@@ -122,12 +118,10 @@ rule asvspoof_train:
         mem_mb=16000,
         runtime=720,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
-    message:
-        "Train every countermeasure listed in asvspoof.train.models, once per seed, with the shared loop."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe asvspoof train{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe asvspoof train 2> {log}"
 
 
 rule asvspoof_evaluate:
@@ -178,9 +172,7 @@ rule asvspoof_evaluate:
     resources:
         mem_mb=8000,
         runtime=60,
-    message:
-        "Score dev and eval with every trained model; EER overall and per attack, DET, histograms, report section."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe asvspoof evaluate{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe asvspoof evaluate 2> {log}"

@@ -32,12 +32,10 @@ rule eeg_download:
     resources:
         mem_mb=4000,
         runtime=240,
-    message:
-        "Fetch PhysioNet EEG MMI runs 4/8/12 (source: real) or write synthetic EDF+ files in the same layout."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe eeg download{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe eeg download 2> {log}"
 
 
 rule eeg_features:
@@ -73,12 +71,10 @@ rule eeg_features:
     resources:
         mem_mb=8000,
         runtime=60,
-    message:
-        "Band-pass 7-30 Hz, epoch -1..4 s around T1/T2, chunk, normalise per channel, split by subject (cross_subject) or into stratified folds of each subject's trials (within_subject)."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe eeg features{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe eeg features 2> {log}"
 
 
 rule eeg_train:
@@ -117,12 +113,10 @@ rule eeg_train:
         mem_mb=8000,
         runtime=240,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
-    message:
-        "Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects (cross_subject) or once per fold of every subject's trials (within_subject)."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe eeg train{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe eeg train 2> {log}"
 
 
 rule eeg_evaluate:
@@ -172,9 +166,7 @@ rule eeg_evaluate:
     resources:
         mem_mb=8000,
         runtime=60,
-    message:
-        "Post-cue chunk and trial macro F1 / accuracy (trial accuracy with a 95 % subject-bootstrap interval), pre-cue sanity scores, confusion, per-subject accuracy, the CSP + LDA baseline; Transformer vs Linformer benchmark."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe eeg evaluate{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe eeg evaluate 2> {log}"

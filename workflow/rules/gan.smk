@@ -27,12 +27,10 @@ rule gan_download:
     resources:
         mem_mb=4000,
         runtime=600,
-    message:
-        "Point at CelebA (img_align_celeba.zip + list_eval_partition.txt, fetched once into gan.data.cache_dir or read in place) with a small source.json, or write synthetic faces as a zip in the same layout."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe gan download{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe gan download 2> {log}"
 
 
 rule gan_features:
@@ -63,12 +61,10 @@ rule gan_features:
     resources:
         mem_mb=16000,
         runtime=240,
-    message:
-        "Center crop 178, resize to 64, write uint8 tensor shards per split."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe gan features{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe gan features 2> {log}"
 
 
 rule gan_train:
@@ -107,12 +103,10 @@ rule gan_train:
         mem_mb=16000,
         runtime=1440,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
-    message:
-        "Train the WGAN-GP 64 generator and critic (checkpoints, resume, sample grids)."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe gan train{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe gan train 2> {log}"
 
 
 rule gan_real_stats:
@@ -147,12 +141,10 @@ rule gan_real_stats:
         mem_mb=16000,
         runtime=120,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
-    message:
-        "Compute torch-fidelity features and FID statistics of the real images once (cached for evaluate)."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe gan real-stats{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe gan real-stats 2> {log}"
 
 
 rule gan_evaluate:
@@ -204,9 +196,7 @@ rule gan_evaluate:
         mem_mb=16000,
         runtime=120,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
-    message:
-        "FID/KID of the trained (and an untrained) generator, with and without I-SIR; grids, curves, report section."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe gan evaluate{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe gan evaluate 2> {log}"

@@ -40,9 +40,7 @@ rule qr_benchmark:
     resources:
         mem_mb=4000,
         runtime=60,
-    message:
-        "Measure saved-for-backward bytes, peak RSS, time and accuracy of every QR variant over a grid."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe qr benchmark{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe qr benchmark 2> {log}"

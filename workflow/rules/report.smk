@@ -48,9 +48,7 @@ rule report:
     resources:
         mem_mb=2000,
         runtime=10,
-    message:
-        "Assemble results/report.html from every branch's section.json, metrics.json and figures."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe report build{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe report build 2> {log}"

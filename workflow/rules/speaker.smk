@@ -28,12 +28,10 @@ rule speaker_download:
     resources:
         mem_mb=4000,
         runtime=600,
-    message:
-        "Fetch the HW4 VoxCeleb data (Kaggle, a local HW4 folder or a VoxCeleb1 wav tree) or synthesize it, in the HW4 layout (metadata.json, mapping.json, testdata.json, uttr-*.pt)."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe speaker download{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe speaker download 2> {log}"
 
 
 rule speaker_features:
@@ -65,12 +63,10 @@ rule speaker_features:
     resources:
         mem_mb=16000,
         runtime=120,
-    message:
-        "Validate every uttr-*.pt, split speakers and utterances (train/val/verify/test) and pack mel shards."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe speaker features{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe speaker features 2> {log}"
 
 
 rule speaker_train:
@@ -111,12 +107,10 @@ rule speaker_train:
         mem_mb=16000,
         runtime=720,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
-    message:
-        "Train every model in speaker.models on random segment_len crops (checkpoints, resume, dvclive)."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe speaker train{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe speaker train 2> {log}"
 
 
 rule speaker_evaluate:
@@ -166,9 +160,7 @@ rule speaker_evaluate:
     resources:
         mem_mb=16000,
         runtime=60,
-    message:
-        "Identification accuracy, testdata.json predictions (Id,Category), verification EER and top-k enrolment scoring for every trained model; metrics, plots, figures and the report section."
     conda:
         "../envs/repropipe.yaml"
     shell:
-        f"python -m repropipe speaker evaluate{PARAMS_ARG} 2> {{log}}"
+        "python -m repropipe speaker evaluate 2> {log}"
