@@ -90,6 +90,7 @@ rule asvspoof_train:
         "src/repropipe/__init__.py",
         "src/repropipe/__main__.py",
         "src/repropipe/asvspoof/__init__.py",
+        "src/repropipe/asvspoof/aasist.py",
         "src/repropipe/asvspoof/bench.py",
         "src/repropipe/asvspoof/data.py",
         "src/repropipe/asvspoof/evaluate.py",
@@ -137,6 +138,7 @@ rule asvspoof_evaluate:
         "src/repropipe/__init__.py",
         "src/repropipe/__main__.py",
         "src/repropipe/asvspoof/__init__.py",
+        "src/repropipe/asvspoof/aasist.py",
         "src/repropipe/asvspoof/bench.py",
         "src/repropipe/asvspoof/data.py",
         "src/repropipe/asvspoof/evaluate.py",
@@ -170,6 +172,7 @@ rule asvspoof_evaluate:
         directory("results/asvspoof/scores"),
     params:
         device=param("device"),
+        asvspoof__evaluate=param("asvspoof.evaluate"),
     log:
         "logs/asvspoof_evaluate.log",
     benchmark:
@@ -179,7 +182,7 @@ rule asvspoof_evaluate:
         mem_mb=8000,
         runtime=60,
     message:
-        "Score dev and eval with every trained model; EER overall and per attack, DET, histograms, report section."
+        "Score dev and eval with every trained model (and any published weights named in asvspoof.evaluate.pretrained); EER overall and per attack, DET, histograms, report section."
     conda:
         "../envs/repropipe.yaml"
     shell:
