@@ -76,13 +76,14 @@ class Extractor(torch.nn.Module):
     The mel spectrogram has no floor (the dB of a power clamped at 1e-10), as before.
     """
 
-    def __init__(self, cfg: FeatureConfig, kinds: tuple[str, ...] = KINDS) -> None:
+    def __init__(self, cfg: FeatureConfig, kinds: tuple[str, ...] = SPECTRAL) -> None:
         super().__init__()
         import torchaudio.functional as F
 
         unknown = set(kinds) - set(SPECTRAL)
         if unknown or not kinds:
-            raise ValueError(f"feature kinds {sorted(unknown) or '()'}: the extractor computes {', '.join(SPECTRAL)}")
+            raise ValueError(f"unknown feature kinds {sorted(unknown) or '()'} for the extractor; it computes "
+                             f"{', '.join(SPECTRAL)} ('wave' is stored as read)")
         self.kinds = kinds
         self.n_fft = cfg.n_fft
         self.win = int(SAMPLE_RATE * cfg.win_ms / 1000)

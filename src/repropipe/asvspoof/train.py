@@ -132,7 +132,7 @@ def settings_for(name: str, p: dict[str, Any]) -> dict[str, Any]:
     Architectures differ in what they need (a ResNet18 trained from scratch wants a smaller step
     than the LCNN), so one shared value per key would shortchange one of them.
     """
-    merged = {**SCHEDULE_DEFAULTS, **{k: v for k, v in p.items() if k != "per_model"}}
+    merged = {k: v for k, v in p.items() if k != "per_model"}
     merged.update((p.get("per_model") or {}).get(name) or {})
     return merged
 
@@ -149,6 +149,7 @@ def make_scheduler(opt: torch.optim.Optimizer, p: dict[str, Any],
     ``lr`` down to ``lr_min`` over all ``epochs * steps_per_epoch`` steps. ``step``: NII's
     ``--lr-scheduler-type 1`` (StepLR): multiply by ``lr_gamma`` every ``lr_step_epochs`` epochs.
     """
+    p = {**SCHEDULE_DEFAULTS, **p}
     kind = p["lr_schedule"]
     if kind == "constant":
         return None, "step"
@@ -244,7 +245,7 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
     best = json.loads(best_file.read_text())
     summary = {"model": name, "seed": seed, "feature": kind, "n_features": int(xtr.shape[1]),
                "shuffled_labels": shuffle_labels, "lr": float(p["lr"]), "epochs": int(p["epochs"]),
-               "batch_size": int(p["batch_size"]), "lr_schedule": p["lr_schedule"],
+               "batch_size": int(p["batch_size"]), "lr_schedule": p.get("lr_schedule", SCHEDULE_DEFAULTS["lr_schedule"]),
                "train_bonafide": n_bona, "train_spoof": n_spoof, "imbalance": imbalance,
                "selected_epoch": best["epoch"], "selected_dev_eer": best["dev_eer"],
                "history": res.history, "params": sum(q.numel() for q in model.parameters())}
