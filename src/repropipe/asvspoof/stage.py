@@ -12,6 +12,7 @@ from typing import Any
 
 from repropipe import io
 from repropipe.asvspoof import bench as _bench  # noqa: F401  (registers `asvspoof bench-features`)
+from repropipe.asvspoof import recipe as _recipe  # noqa: F401  (registers `asvspoof recipe-args`)
 from repropipe.stages import Plot, StageContext, stage
 
 log = logging.getLogger("repropipe.asvspoof")
