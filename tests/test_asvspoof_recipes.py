@@ -96,12 +96,21 @@ def test_snakemake_configfile_hands_the_paper_params_to_the_asvspoof_stages(tmp_
 
 
 @pytest.mark.e2e
-def test_paper_recipe_reruns_only_the_affected_rules_of_a_built_project(smk_built, tmp_path):
-    """On the test-scale build, --configfile re-runs asvspoof features/train/evaluate and the report, nothing else."""
+def test_paper_recipe_changes_the_params_of_exactly_the_affected_rules(smk_built, tmp_path):
+    """On the test-scale build, --configfile changes the params of asvspoof features and train; evaluate and the
+    report follow from their inputs; nothing else runs.
+
+    The code trigger is left out (--rerun-triggers without `code`): with any --config/--configfile override,
+    common.smk adds `--params <file>` to every rule's command, which Snakemake 9 counts as a code change of
+    every rule (see the report of issue 15).
+    """
     root = clone_built(smk_built, tmp_path / "proj")
-    dry = run(root, "snakemake", "-n", "results/report.html", "--configfile", "conf/asvspoof/paper.yaml")
+    dry = run(root, "snakemake", "-n", "results/report.html", "--configfile", "conf/asvspoof/paper.yaml",
+              "--rerun-triggers", "mtime", "params", "input", "software-env")
     text = dry.stdout + dry.stderr
-    jobs = {line.split()[1] for line in text.splitlines() if line.startswith("rule ")}
-    jobs = {j.rstrip(":") for j in jobs}
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0].splitlines()[3:]  # after the header and rule
+    jobs = {line.split()[0] for line in table if line.strip()}
     assert jobs == {"asvspoof_features", "asvspoof_train", "asvspoof_evaluate", "report"}, text[-3000:]
-    assert "params" in text.lower()  # the reason Snakemake gives: the rules' params changed
+    # features' declared params changed (kinds, seconds); the rest follows from the changed features
+    job = text.split("Extract LFCC and log-mel features", 1)[1].split("Reason:", 1)[1].splitlines()[0]
+    assert job.startswith(" Params have changed") and "'seconds': 4.0375" in job, job
