@@ -79,6 +79,7 @@ TINY_PARAMS = {
                   "imbalance": "weighted_loss", "select_on_dev": True, "shuffled_label_control": True,
                   "checkpoint_every": 50,
                   "augment": {"gain_db": 0, "noise_std": 0, "spec_freq_mask": 0, "spec_time_mask": 0}},
+        "evaluate": {"pretrained": {"aasist": None, "aasist_l": None}},
     },
 }
 

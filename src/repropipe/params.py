@@ -7,6 +7,7 @@ work) and by the Snakefile at parse time (so ``snakemake`` fails before scheduli
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,18 @@ import yaml
 
 DEFAULT_PARAMS = "params.yaml"
 SCHEMA_RELPATH = Path("workflow/schemas/params.schema.yaml")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 floats without a dot (``5e-06``).
+
+    DVC writes params with ruamel (YAML 1.2): after ``dvc exp run -S key=0.000005`` the file says
+    ``5e-06``, which PyYAML's YAML 1.1 rules would read as the *string* '5e-06'.
+    """
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
 
 
 class ParamsError(ValueError):
@@ -90,7 +103,7 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Any]
     if not path.exists():
         raise ParamsError(f"{path}: parameter file not found (run from the repository root)")
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

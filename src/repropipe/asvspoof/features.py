@@ -4,7 +4,9 @@ Layout of ``data/features/asvspoof``::
 
     index.parquet            one row per utterance kept: split, speaker_id, utt_id, system_id, key,
                              label, shard, row (where its features are)
-    <kind>/<split>-NNN.pt    float16 tensor (n, n_features, frames) per shard, kind = lfcc | mel
+    <kind>/<split>-NNN.pt    float16 tensor (n, n_features, frames) per shard, kind = lfcc | mel;
+                             int16 tensor (n, samples) for kind = wave (the crop itself, for
+                             raw-waveform models such as AASIST)
     manifest.json            the feature config, counts, data_source, and every skipped item
     asv_scores.<split>.txt   the real set's ASV scores, copied when present (for min t-DCF)
 
@@ -31,7 +33,8 @@ from repropipe.io import DataError, atomic_path, atomic_torch_save, torch_load
 
 log = logging.getLogger("repropipe.asvspoof.features")
 
-KINDS = ("lfcc", "mel")
+KINDS = ("lfcc", "mel", "wave")
+SPECTRAL = ("lfcc", "mel")  # what :class:`Extractor` computes; ``wave`` is the crop itself
 BATCH_SIZE = 8  # utterances per STFT: 2-16 run alike; 64 spills the cache (0.5x)
 
 
@@ -73,13 +76,14 @@ class Extractor(torch.nn.Module):
     The mel spectrogram has no floor (the dB of a power clamped at 1e-10), as before.
     """
 
-    def __init__(self, cfg: FeatureConfig, kinds: tuple[str, ...] = KINDS) -> None:
+    def __init__(self, cfg: FeatureConfig, kinds: tuple[str, ...] = SPECTRAL) -> None:
         super().__init__()
         import torchaudio.functional as F
 
-        unknown = set(kinds) - set(KINDS)
-        if unknown:
-            raise ValueError(f"unknown feature kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+        unknown = set(kinds) - set(SPECTRAL)
+        if unknown or not kinds:
+            raise ValueError(f"unknown feature kinds {sorted(unknown) or '()'} for the extractor; it computes "
+                             f"{', '.join(SPECTRAL)} ('wave' is stored as read)")
         self.kinds = kinds
         self.n_fft = cfg.n_fft
         self.win = int(SAMPLE_RATE * cfg.win_ms / 1000)
@@ -140,6 +144,15 @@ def fix_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.tile(x, reps)[:n]
 
 
+def to_pcm16(wav: np.ndarray) -> torch.Tensor:
+    """float samples in [-1, 1] -> int16, exactly inverting soundfile's read of a PCM_16 FLAC (x * 32768).
+
+    ASVspoof 2019 LA's FLACs are 16-bit, so storing the crop as int16 loses nothing and halves the
+    disk of float32 (the real set at 4 s: 121,461 x 64,600 x 2 bytes, about 15.7 GB).
+    """
+    return torch.from_numpy(np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16))
+
+
 def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
     x, sr = read_audio(source, rel)
     if sr != SAMPLE_RATE:
@@ -158,7 +171,11 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
     """
     from tqdm import tqdm
 
-    extractor = Extractor(cfg, kinds)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown feature kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+    spectral = tuple(k for k in kinds if k in SPECTRAL)
+    extractor = Extractor(cfg, spectral) if spectral else None
     keep: list[int] = []
     shard_rows: list[tuple[int, int]] = []
     buffers: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
@@ -168,10 +185,14 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
     def flush_batch() -> None:
         if not wav_batch:
             return
-        with torch.no_grad():
-            feats = extractor(torch.from_numpy(np.stack(wav_batch)))
-        for k in kinds:
-            buffers[k].append(feats[k].to(torch.float16))
+        batch = np.stack(wav_batch)
+        if extractor is not None:
+            with torch.no_grad():
+                feats = extractor(torch.from_numpy(batch))
+            for k in spectral:
+                buffers[k].append(feats[k].to(torch.float16))
+        if "wave" in kinds:
+            buffers["wave"].append(to_pcm16(batch))
         wav_batch.clear()
 
     def flush_shard() -> None:

@@ -1,8 +1,10 @@
-"""Countermeasure networks, registered by name: LFCC-LCNN (sigmoid or OC-softmax head) and mel-ResNet18.
+"""Countermeasure networks, registered by name: LFCC-LCNN (sigmoid or OC-softmax head), mel-ResNet18,
+and the raw-waveform AASIST / AASIST-L (:mod:`repropipe.asvspoof.aasist`).
 
-Every model maps a feature map (B, 1, n_features, frames) to one score per utterance, higher
-meaning more bona fide (the ASVspoof convention), so evaluation treats them alike. The loss that
-matches each head is :func:`loss_for`.
+Every model maps its input (a feature map (B, 1, n_features, frames), or a (B, samples)
+waveform for the ``wave`` models) to one score per utterance, higher meaning more bona fide (the
+ASVspoof convention), so evaluation treats them alike. Each model's ``loss`` matches its head
+(``HEAD_OF``); ``ce2`` models also expose ``logits`` (B, 2), which their loss reads.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repropipe.asvspoof.aasist import AASIST, CONFIGS as AASIST_CONFIGS, load_pretrained_aasist  # noqa: F401
 from repropipe.models import register_model
 
-FEATURE_OF = {"lfcc_lcnn": "lfcc", "lfcc_lcnn_ocsoftmax": "lfcc", "mel_resnet18": "mel"}
-HEAD_OF = {"lfcc_lcnn": "sigmoid", "lfcc_lcnn_ocsoftmax": "ocsoftmax", "mel_resnet18": "sigmoid"}
+FEATURE_OF = {"lfcc_lcnn": "lfcc", "lfcc_lcnn_ocsoftmax": "lfcc", "mel_resnet18": "mel",
+              "aasist": "wave", "aasist_l": "wave"}
+HEAD_OF = {"lfcc_lcnn": "sigmoid", "lfcc_lcnn_ocsoftmax": "ocsoftmax", "mel_resnet18": "sigmoid",
+           "aasist": "ce2", "aasist_l": "ce2"}
 
 
 class MFM(nn.Module):
@@ -151,3 +156,19 @@ def lfcc_lcnn_ocsoftmax(n_features: int = 60, emb_dim: int = 64, dropout: float 
 @register_model("mel_resnet18", branch="asvspoof", example=lambda: (torch.randn(3, 1, 80, 40),))
 def mel_resnet18(n_features: int = 80, emb_dim: int = 128) -> Countermeasure:  # any n_features
     return Countermeasure(ResNet18Body(emb_dim), emb_dim, "sigmoid")
+
+
+def _example_wave() -> tuple[torch.Tensor]:
+    return (torch.randn(2, 6000) * 0.1,)  # 0.375 s: one temporal node left after the encoder's six poolings
+
+
+@register_model("aasist", branch="asvspoof", example=_example_wave)
+def aasist(n_features: int | None = None) -> AASIST:
+    """AASIST with the authors' AASIST.conf (297,866 parameters); ``n_features`` (the crop length) is unused."""
+    return AASIST(AASIST_CONFIGS["aasist"])
+
+
+@register_model("aasist_l", branch="asvspoof", example=_example_wave)
+def aasist_l(n_features: int | None = None) -> AASIST:
+    """AASIST-L with the authors' AASIST-L.conf (85,306 parameters); ``n_features`` is unused."""
+    return AASIST(AASIST_CONFIGS["aasist_l"])

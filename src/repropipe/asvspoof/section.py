@@ -20,7 +20,7 @@ log = logging.getLogger("repropipe.asvspoof.evaluate")
 
 ANCHOR = ("Published anchors, real ASVspoof 2019 LA eval set: LFCC-LCNN 1.92 % EER (best single LFCC-LCNN "
           "system, Wang & Yamagishi 2021, 'A comparative study on recent neural spoofing countermeasures'); "
-          "AASIST 0.83 % EER (Jung et al. 2022). Mean and spread are over training seeds, since seed alone "
+          "AASIST 0.83 % EER, min t-DCF 0.0275, and AASIST-L 0.99 %, 0.0309 (Jung et al. 2022, the authors' released models). Mean and spread are over training seeds, since seed alone "
           "moves EER on this task.")
 
 
@@ -28,18 +28,53 @@ CONTROL_WHAT = ("lfcc_lcnn trained on randomly shuffled training labels (same re
                 "a model that cannot learn the task.")
 
 
+PUBLISHED = "published"  # the "seed" of a run scored with the authors' published weights
+PRETRAINED_SUFFIX = "_pretrained"
+
+
 def _label(model: str, control: bool) -> str:
+    if model.endswith(PRETRAINED_SUFFIX):
+        return f"{model[: -len(PRETRAINED_SUFFIX)]} (authors' published weights, not trained here)"
     return f"{model} (CONTROL: shuffled train labels)" if control else model
+
+
+def load_pretrained_runs(pretrained: dict[str, str | None] | None, kinds: list[str]) -> list[dict[str, Any]]:
+    """The published models named in ``asvspoof.evaluate.pretrained``, loaded (strictly) and described.
+
+    Each needs the ``wave`` features (raw waveform input); a missing file is a DataError naming it.
+    """
+    import hashlib
+
+    from repropipe.asvspoof.models import FEATURE_OF, load_pretrained_aasist
+    from repropipe.io import DataError
+
+    out = []
+    for name, path in (pretrained or {}).items():
+        if not path:
+            continue
+        kind = FEATURE_OF[name]
+        if kind not in kinds:
+            raise ValueError(f"asvspoof.evaluate.pretrained.{name} scores the raw waveform: add {kind!r} to "
+                             f"asvspoof.features.kinds (now {kinds})")
+        if not Path(path).is_file():
+            raise DataError(path, f"asvspoof.evaluate.pretrained.{name}: no such file (the authors' weights, "
+                                  "e.g. AASIST.pth of clovaai/aasist)")
+        model = load_pretrained_aasist(path, variant=name)
+        out.append({"model": f"{name}{PRETRAINED_SUFFIX}", "net": model, "feature": kind, "path": str(path),
+                    "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()})
+    return out
 
 
 def _pct(v: float) -> float:
     return round(100.0 * v, 2)
 
 
-def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) -> None:
+def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str,
+                 pretrained: dict[str, str | None] | None = None) -> None:
+    """Score every trained run, and every published model of ``pretrained`` (name -> weights file), on dev and eval."""
     import torch
 
-    from repropipe.asvspoof.train import load_trained, score
+    from repropipe.asvspoof.train import identity_norm, load_trained, score
     from repropipe.training import select_device
 
     device = select_device(ctx.params["device"])
@@ -53,17 +88,27 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
     results: list[dict[str, Any]] = []
     scores_eval: dict[tuple[str, int], np.ndarray] = {}
     histories: dict[str, list[dict[str, float]]] = {}
-    for run in runs:
-        model, norm, summary = load_trained(Path(run["dir"]), device)
+    published = load_pretrained_runs(pretrained, list(manifest["config"]["kinds"]))
+    jobs = [(run, None) for run in runs] + [({"model": p["model"], "seed": PUBLISHED}, p) for p in published]
+    for run, pub in jobs:
+        if pub is None:
+            model, norm, summary = load_trained(Path(run["dir"]), device)
+        else:  # the authors' weights: nothing was trained, so no epoch and no history
+            model, norm = pub["net"].to(device), identity_norm()
+            summary = {"feature": pub["feature"], "selected_epoch": None, "history": []}
+        kind = summary["feature"]
         row: dict[str, Any] = {"model": run["model"], "seed": run["seed"], "selected_epoch": summary["selected_epoch"],
                                "control": bool(run.get("control", False))}
+        if pub is not None:
+            row["weights"] = {"path": pub["path"], "sha256": pub["sha256"]}
         for split in ("dev", "eval"):
-            key = (split, summary["feature"])
+            key = (split, kind)
             if key not in feats:
-                feats[key] = load_features(feat_dir, split, summary["feature"])
+                feats[key] = load_features(feat_dir, split, kind)
             x, index = feats[key]
-            s = score(model, x, norm, device)
-            io.atomic_write_text(f"{out}/scores/{run['model']}_seed{run['seed']}.{split}.txt", score_file_text(s, index))
+            s = score(model, x, norm, device, kind=kind)
+            tag = run["model"] if pub is not None else f"{run['model']}_seed{run['seed']}"
+            io.atomic_write_text(f"{out}/scores/{tag}.{split}.txt", score_file_text(s, index))
             m = summarize(s, index)
             lab = index.label.to_numpy()
             m["min_tdcf"] = min_tdcf(s[lab == 1], s[lab == 0], asv[split]) if split in asv else "not available"
@@ -71,8 +116,9 @@ def evaluate_all(ctx: StageContext, feat_dir: str, models_dir: str, out: str) ->
             if split == "eval":
                 scores_eval[(run["model"], run["seed"])] = s
         results.append(row)
-        histories[f"{run['model']} seed {run['seed']}"] = summary["history"]
-        log.info("event=scored model=%s seed=%d dev_eer=%.4f eval_eer=%.4f", run["model"], run["seed"],
+        if pub is None:
+            histories[f"{run['model']} seed {run['seed']}"] = summary["history"]
+        log.info("event=scored model=%s seed=%s dev_eer=%.4f eval_eer=%.4f", run["model"], run["seed"],
                  row["dev"]["eer"], row["eval"]["eer"])
         del model
         if device.type == "cuda":
@@ -172,7 +218,7 @@ def _section(results: list[dict[str, Any]], per_model: dict[str, Any], manifest:
     rows += [[f"{m} (mean ± std)", ",".join(map(str, v["seeds"])), _pct(v["dev_eer_mean"]),
               f"{_pct(v['eval_eer_mean'])} ± {_pct(v['eval_eer_std'])}", "", "",
               f"{v['eval_min_tdcf_mean']:.4f} ± {v['eval_min_tdcf_std']:.4f}" if "eval_min_tdcf_mean" in v else ""]
-             for m, v in per_model.items() if not v["control"]]
+             for m, v in per_model.items() if not v["control"] and not m.endswith(PRETRAINED_SUFFIX)]
     main = Table(title="Countermeasure EER (%) per model and seed; eval attacks are unseen in training",
                  columns=["model", "seed", "dev EER (%)", "eval EER (%)", "accuracy at EER threshold",
                           "best accuracy (oracle threshold)", "min t-DCF (eval)"],
@@ -187,6 +233,11 @@ def _section(results: list[dict[str, Any]], per_model: dict[str, Any], manifest:
     if any(v["control"] for v in per_model.values()):
         notes.append(f"Rows marked CONTROL: {CONTROL_WHAT} Its eval EER should stay near 50 %; far below would mean "
                      "something other than the audio (order, length, a leak) carries the label.")
+    for r in results:
+        if "weights" in r:
+            notes.append(f"{_label(r['model'], False)}: {r['weights']['path']} (sha256 {r['weights']['sha256'][:16]}...), "
+                         "scored on the first-crop waveform of the features stage, as the authors' evaluation does "
+                         f"(64,600 samples in their recipe; {manifest['config']['seconds']} s here).")
     skipped = manifest["skipped"]
     if skipped:
         notes.append(f"{len(skipped)} bad input item(s) skipped (on_bad_file: skip): "

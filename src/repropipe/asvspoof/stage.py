@@ -12,6 +12,7 @@ from typing import Any
 
 from repropipe import io
 from repropipe.asvspoof import bench as _bench  # noqa: F401  (registers `asvspoof bench-features`)
+from repropipe.asvspoof import recipe as _recipe  # noqa: F401  (registers `asvspoof recipe-args`)
 from repropipe.stages import Plot, StageContext, stage
 
 log = logging.getLogger("repropipe.asvspoof")
@@ -135,8 +136,9 @@ def train(ctx: StageContext) -> None:
 
 @stage(
     "asvspoof_evaluate", branch="asvspoof", step="evaluate",
-    help="Score dev and eval with every trained model; EER overall and per attack, DET, histograms, report section.",
-    params=("device",),
+    help="Score dev and eval with every trained model (and any published weights named in asvspoof.evaluate.pretrained); "
+         "EER overall and per attack, DET, histograms, report section.",
+    params=("device", "asvspoof.evaluate"),
     deps=(FEAT, MODELS),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures",
           f"{OUT}/scores"),
@@ -151,4 +153,4 @@ def evaluate(ctx: StageContext) -> None:
     from repropipe.asvspoof.section import evaluate_all
 
     torch.set_num_threads(1)
-    evaluate_all(ctx, FEAT, MODELS, OUT)
+    evaluate_all(ctx, FEAT, MODELS, OUT, pretrained=ctx.params["asvspoof"]["evaluate"]["pretrained"])

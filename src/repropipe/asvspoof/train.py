@@ -4,12 +4,17 @@ One run per (model, seed) under ``results/asvspoof/models/<model>/seed<k>/``: th
 checkpoints (resume after a kill), dvclive curves, ``model.pt`` (the weights chosen on dev EER,
 or the last ones), ``norm.pt`` (per-dimension feature mean and std of the training set) and
 ``summary.json`` (history, dev EER per epoch).
+
+Raw-waveform models (AASIST, AASIST-L) read the ``wave`` feature kind: the 16-bit samples of the
+same fixed-length crop, stored as int16 and scaled to [-1, 1) here; they are not normalised or
+feature-augmented (:func:`model_input`). Their norm.pt holds an identity (mean 0, std 1).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,10 @@ log = logging.getLogger("repropipe.asvspoof.train")
 
 
 class FeatureDataset(Dataset):
-    """(features (1, F, T) float32, label) pairs over a float16 tensor held in memory."""
+    """(stored row, label) pairs over the feature tensor held in memory (float16 features or int16 waveforms).
+
+    Rows stay in their stored dtype here; :func:`model_input` turns a batch into what the model reads.
+    """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, indices: np.ndarray | None = None) -> None:
         self.x, self.y = x, y
@@ -39,7 +47,7 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         j = int(self.indices[i])
-        return self.x[j].float()[None], self.y[j]
+        return self.x[j], self.y[j]
 
 
 def balanced_indices(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -54,6 +62,18 @@ def normalizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature-dimension mean and std over utterances and frames (training set only)."""
     xf = x.float()
     return xf.mean(dim=(0, 2)), xf.std(dim=(0, 2)).clamp_min(1e-3)
+
+
+PCM_SCALE = 32768.0  # int16 sample -> float in [-1, 1), as soundfile reads a PCM_16 FLAC
+
+
+def model_input(rows: torch.Tensor, kind: str, norm: tuple[torch.Tensor, torch.Tensor],
+                device: torch.device) -> torch.Tensor:
+    """A batch of stored rows -> the model's input: (B, samples) waveform for ``wave``, else the
+    normalised (B, 1, F, T) feature map."""
+    if kind == "wave":
+        return rows.to(device).float() / PCM_SCALE
+    return normalize(rows.to(device).float()[:, None], norm)
 
 
 def normalize(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -89,13 +109,16 @@ def augment(x: torch.Tensor, aug: dict[str, Any]) -> torch.Tensor:
 
 @torch.no_grad()
 def score(model: torch.nn.Module, x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-          batch_size: int = 64) -> np.ndarray:
-    """Scores (higher = bona fide) for every utterance of ``x`` (N, F, T), in order."""
+          batch_size: int | None = None, kind: str = "lfcc") -> np.ndarray:
+    """Scores (higher = bona fide) for every utterance of ``x`` (N, F, T) or (N, samples), in order.
+
+    Waveform models score 8 utterances at a time (a 4 s AASIST activation map is ~60 MB each).
+    """
     model.eval()
+    batch_size = batch_size or (8 if kind == "wave" else 64)
     out = []
     for i in range(0, len(x), batch_size):
-        xb = normalize(x[i:i + batch_size].float()[:, None].to(device), norm)
-        out.append(model(xb).double().cpu())
+        out.append(model(model_input(x[i:i + batch_size], kind, norm, device)).double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
@@ -114,6 +137,35 @@ def settings_for(name: str, p: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# lr schedule keys of asvspoof.train (and per_model): optional in params, so these are what an absent key means
+SCHEDULE_DEFAULTS = {"lr_schedule": "constant", "lr_min": 0.0, "lr_step_epochs": 10, "lr_gamma": 0.5}
+
+
+def make_scheduler(opt: torch.optim.Optimizer, p: dict[str, Any],
+                   steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
+    """The learning-rate schedule of ``p`` and when it steps (``"step"`` or ``"epoch"``).
+
+    ``constant``: none. ``cosine``: AASIST's (clovaai/aasist utils.py): per optimiser step, from
+    ``lr`` down to ``lr_min`` over all ``epochs * steps_per_epoch`` steps. ``step``: NII's
+    ``--lr-scheduler-type 1`` (StepLR): multiply by ``lr_gamma`` every ``lr_step_epochs`` epochs.
+    """
+    p = {**SCHEDULE_DEFAULTS, **p}
+    kind = p["lr_schedule"]
+    if kind == "constant":
+        return None, "step"
+    if kind == "cosine":
+        total = max(int(p["epochs"]) * steps_per_epoch, 1)
+        floor = float(p["lr_min"]) / float(p["lr"])
+
+        def factor(step: int) -> float:
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(step / total * math.pi))
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor), "step"
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=int(p["lr_step_epochs"]), gamma=float(p["lr_gamma"])), \
+            "epoch"
+    raise ValueError(f"lr_schedule must be constant, cosine or step, got {kind!r}")
+
+
 def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
     """The training labels in a seeded random order: same class counts, no link to the audio."""
     rng = np.random.default_rng([seed, 404])
@@ -129,10 +181,13 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
     """
     p = settings_for(name, p)
     kind = FEATURE_OF[name]
+    if not (feat_dir / kind).is_dir():
+        raise ValueError(f"model {name} reads the {kind!r} features, which asvspoof.features.kinds does not list "
+                         f"(add {kind!r} there)")
     if kind not in cache:
         xtr, itr = load_features(feat_dir, "train", kind)
         xdv, idv = load_features(feat_dir, "dev", kind)
-        cache[kind] = (xtr, itr, xdv, idv, normalizer(xtr))
+        cache[kind] = (xtr, itr, xdv, idv, identity_norm() if kind == "wave" else normalizer(xtr))
     xtr, itr, xdv, idv, norm = cache[kind]
     labels = np.array(itr.label.to_numpy())  # a writable copy
     if shuffle_labels:
@@ -147,26 +202,33 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
     torch.manual_seed(seed)
     model = build_model(name, n_features=xtr.shape[1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
-    aug = p.get("augment", {})
-    thr = 0.0 if HEAD_OF[name] == "sigmoid" else 0.55
+    sched, sched_every = make_scheduler(opt, p, math.ceil(len(dataset) / int(p["batch_size"])))
+    aug = p.get("augment", {}) if kind != "wave" else {}  # feature-domain augmentation: not for waveforms
+    head = HEAD_OF[name]
+    thr = 0.0 if head == "sigmoid" else 0.55
 
     def step(batch: Any) -> dict[str, float]:
         xb, yb = batch
-        xb, yb = normalize(xb.to(device), norm), yb.to(device)
+        xb, yb = model_input(xb, kind, norm, device), yb.to(device)
         if aug:
             xb = augment(xb, aug)
         model.train()
         opt.zero_grad(set_to_none=True)
-        s = model(xb)
-        loss = model.loss(s, yb, pos_weight)
+        out = model.logits(xb) if head == "ce2" else model(xb)  # two-class models: the loss needs both logits
+        loss = model.loss(out, yb, pos_weight)
         loss.backward()
         opt.step()
-        return {"loss": float(loss.detach()), "accuracy": float(((s.detach() > thr).long() == yb).float().mean())}
+        if sched is not None and sched_every == "step":
+            sched.step()
+        pred = out.detach().argmax(1) if head == "ce2" else (out.detach() > thr).long()
+        return {"loss": float(loss.detach()), "accuracy": float((pred == yb).float().mean())}
 
     best_file = run_dir / "best.json"
 
     def epoch_end(epoch: int) -> dict[str, float]:
-        s = score(model, xdv, norm, device)
+        if sched is not None and sched_every == "epoch":
+            sched.step()
+        s = score(model, xdv, norm, device, kind=kind)
         lab = idv.label.to_numpy()
         eer, _ = compute_eer(s[lab == 1], s[lab == 0])
         best = json.loads(best_file.read_text()) if best_file.exists() else {"dev_eer": float("inf")}
@@ -177,11 +239,13 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
 
     cfg = LoopConfig(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=seed,
                      checkpoint_every=int(p["checkpoint_every"]), progress=True)
-    res = fit(step, dataset, {"model": model, "optimizer": opt}, cfg, run_dir, epoch_end=epoch_end, device=device)
+    state = {"model": model, "optimizer": opt, **({"scheduler": sched} if sched is not None else {})}
+    res = fit(step, dataset, state, cfg, run_dir, epoch_end=epoch_end, device=device)
     atomic_torch_save(run_dir / "norm.pt", {"mean": norm[0], "std": norm[1]})
     best = json.loads(best_file.read_text())
     summary = {"model": name, "seed": seed, "feature": kind, "n_features": int(xtr.shape[1]),
                "shuffled_labels": shuffle_labels, "lr": float(p["lr"]), "epochs": int(p["epochs"]),
+               "batch_size": int(p["batch_size"]), "lr_schedule": p.get("lr_schedule", SCHEDULE_DEFAULTS["lr_schedule"]),
                "train_bonafide": n_bona, "train_spoof": n_spoof, "imbalance": imbalance,
                "selected_epoch": best["epoch"], "selected_dev_eer": best["dev_eer"],
                "history": res.history, "params": sum(q.numel() for q in model.parameters())}
@@ -189,6 +253,11 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
     log.info("event=trained model=%s seed=%d shuffled_labels=%s dev_eer=%.4f epoch=%d", name, seed, shuffle_labels,
              best["dev_eer"], best["epoch"])
     return summary
+
+
+def identity_norm() -> tuple[torch.Tensor, torch.Tensor]:
+    """The norm.pt of a waveform model: mean 0, std 1 (waveforms are used as read)."""
+    return torch.zeros(1), torch.ones(1)
 
 
 def load_trained(run_dir: Path, device: torch.device) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor], dict]:
