@@ -77,7 +77,7 @@ def test_real_mode_rehearsal_from_a_local_la_zip(tmp_path):
             assert (proj / f"data/features/asvspoof/asv_scores.{split}.txt").read_bytes() == zf.read(member)
 
     m = json.loads((proj / "results/asvspoof/metrics.json").read_text())
-    assert m["provenance"]["data_source"] == "real" and m["min_tdcf_available"] is True
+    assert m["data_source"] == "real" and m["min_tdcf_available"] is True
     assert set(m["asv"]) == {"dev", "eval"} and 0 <= m["asv"]["eval"]["eer"] < 0.5
     assert [r["model"] for r in m["runs"]] == MODELS
     for r in m["runs"]:  # min t-DCF for every model, on dev and eval

@@ -461,7 +461,7 @@ def _rehearse(tmp_path: Path, monkeypatch, real: dict) -> tuple[Path, dict]:
         run_stage(stages[f"speaker_{step}"], project / "params.yaml")
     assert [f.name for f in (project / "data/raw/speaker").iterdir()] == ["source.json"]  # read in place
     metrics = json.loads((project / "results/speaker/metrics.json").read_text())
-    assert metrics["provenance"]["data_source"].startswith("real")
+    assert metrics["data_source"].startswith("real")
     assert set(metrics["models"]) == {"speaker_conformer_sap_am", "speaker_triplet"}
     for m in metrics["models"].values():
         assert 0.0 <= m["verification_eer"] <= 1.0
