@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+# files an orchestrator adds to a directory output (Snakemake's marker): not part of what a stage saw
+TOOL_MARKERS = (".snakemake_timestamp",)
 
 
 def _umask() -> int:
@@ -152,6 +154,8 @@ def fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
             h.update(f"{root}\0missing\0".encode())
             continue
         for f in _files_under(root_path):
+            if f.name in TOOL_MARKERS:
+                continue
             h.update(f"{f.as_posix()}\0{sha256_file(f)}\0".encode())
     return h.hexdigest()
 

@@ -53,8 +53,13 @@ def load_all_models() -> dict[str, ModelSpec]:
 
 
 def build_model(name: str, **kwargs: Any) -> Any:
-    """The model registered as ``name``, built with ``kwargs`` (from params)."""
-    load_all_models()
+    """The model registered as ``name``, built with ``kwargs`` (from params).
+
+    The caller imports its branch's ``models`` module (which registers the names it uses); every branch
+    is imported only for a name nobody registered, so a stage runs no other branch's model code.
+    """
+    if name not in MODELS:
+        load_all_models()
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
     return MODELS[name].build(**kwargs)

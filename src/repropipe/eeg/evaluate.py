@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from repropipe.io import torch_load
+from repropipe.eeg import models as _eeg_models  # noqa: F401  (registers the EEG models by name)
 from repropipe.models import build_model
 
 

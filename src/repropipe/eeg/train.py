@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from repropipe.io import DataError, atomic_path, atomic_torch_save, torch_load
+from repropipe.eeg import models as _eeg_models  # noqa: F401  (registers the EEG models by name)
 from repropipe.models import build_model
 from repropipe.training import LoopConfig, fit, seed_everything, supervised_step
 

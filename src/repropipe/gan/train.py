@@ -33,6 +33,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def build_models(model_params: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from repropipe.gan import models as _gan_models  # noqa: F401  (registers the generator and critic)
     from repropipe.models import build_model
 
     G = build_model(model_params["generator"], nz=int(model_params["nz"]), ngf=int(model_params["ngf"]))
