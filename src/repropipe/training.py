@@ -121,6 +121,16 @@ def run_record(precision: str, device: torch.device) -> dict[str, Any]:
             "threads": threads, "threads_source": source, "device_type": device.type}
 
 
+def write_train_provenance(ctx: Any, work: Path, *, data_source: str, device: torch.device, precision: str) -> Path:
+    """``<work>/provenance.json``: the stage's provenance plus how it ran (world size, precision, threads).
+
+    Train stages write no metrics.json, so this is where their provenance lives; it uses the
+    stage context's own record (``ctx.provenance``) and adds :func:`run_record`.
+    """
+    return io.atomic_write_json(work / "provenance.json", {**ctx.provenance(data_source=data_source, device=str(device)),
+                                                           **run_record(precision, device)})
+
+
 @contextmanager
 def rank_zero_resumable(ctx: Any, out: str | os.PathLike[str], device: torch.device) -> Iterator[Path]:
     """``ctx.resumable(out)`` on rank 0; on other ranks a private scratch directory, discarded.
@@ -447,13 +457,18 @@ def _broadcast_str(value: str, device: torch.device) -> str:
     return bytes(buf.cpu().tolist()).decode()
 
 
-def _broadcast_modules(state: dict[str, Stateful]) -> None:
-    """Rank 0's parameters and buffers on every rank: the replicas start (and stay) identical."""
+def _broadcast_modules(state: dict[str, Stateful], buffers_only: bool = False) -> None:
+    """Rank 0's parameters and buffers on every rank: the replicas start (and stay) identical.
+
+    After every step only the buffers (BatchNorm running statistics, computed on each rank's share)
+    are sent, as DistributedDataParallel does by default.
+    """
     import torch.distributed as dist
 
     for obj in state.values():
         if isinstance(obj, torch.nn.Module):
-            for t in list(obj.parameters()) + list(obj.buffers()):
+            tensors = list(obj.buffers()) if buffers_only else list(obj.parameters()) + list(obj.buffers())
+            for t in tensors:
                 dist.broadcast(t.data, 0)
 
 
@@ -555,6 +570,7 @@ def fit(
                     precision.update()
                 if w.distributed:
                     metrics = _reduce_metrics(metrics, weight, device)
+                    _broadcast_modules(state, buffers_only=True)
                 t2 = time.perf_counter()
                 wait, busy = wait + (t1 - t0), busy + (t2 - t1)
                 pos.step_in_epoch += 1

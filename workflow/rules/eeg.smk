@@ -55,6 +55,7 @@ rule eeg_features:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/features/eeg"),
@@ -100,6 +101,7 @@ rule eeg_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:
@@ -150,6 +152,7 @@ rule eeg_evaluate:
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:

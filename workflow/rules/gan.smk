@@ -50,6 +50,7 @@ rule gan_features:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/features/gan"),
@@ -89,6 +90,7 @@ rule gan_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:
@@ -131,6 +133,7 @@ rule gan_real_stats:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:
@@ -182,6 +185,7 @@ rule gan_evaluate:
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:

@@ -22,7 +22,7 @@ from repropipe.asvspoof.models import FEATURE_OF, HEAD_OF
 from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.metrics import compute_eer
 from repropipe.models import build_model
-from repropipe.training import LoopConfig, fit
+from repropipe.training import LoopConfig, Precision, fit, to_device
 
 log = logging.getLogger("repropipe.asvspoof.train")
 
@@ -150,17 +150,20 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
     aug = p.get("augment", {})
     thr = 0.0 if HEAD_OF[name] == "sigmoid" else 0.55
 
+    amp = Precision(p.get("precision", "32"), device)
+
     def step(batch: Any) -> dict[str, float]:
-        xb, yb = batch
-        xb, yb = normalize(xb.to(device), norm), yb.to(device)
+        xb, yb = to_device(batch, device)
+        xb = normalize(xb, norm)
         if aug:
             xb = augment(xb, aug)
         model.train()
         opt.zero_grad(set_to_none=True)
-        s = model(xb)
-        loss = model.loss(s, yb, pos_weight)
-        loss.backward()
-        opt.step()
+        with amp.autocast():
+            s = model(xb)
+            loss = model.loss(s.float(), yb, pos_weight)
+        amp.backward(loss)
+        amp.step(opt)
         return {"loss": float(loss.detach()), "accuracy": float(((s.detach() > thr).long() == yb).float().mean())}
 
     best_file = run_dir / "best.json"
@@ -177,7 +180,8 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
 
     cfg = LoopConfig(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=seed,
                      checkpoint_every=int(p["checkpoint_every"]), progress=True)
-    res = fit(step, dataset, {"model": model, "optimizer": opt}, cfg, run_dir, epoch_end=epoch_end, device=device)
+    res = fit(step, dataset, {"model": model, "optimizer": opt}, cfg, run_dir, epoch_end=epoch_end, device=device,
+              precision=amp)
     atomic_torch_save(run_dir / "norm.pt", {"mean": norm[0], "std": norm[1]})
     best = json.loads(best_file.read_text())
     summary = {"model": name, "seed": seed, "feature": kind, "n_features": int(xtr.shape[1]),
