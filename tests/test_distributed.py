@@ -156,3 +156,34 @@ def test_world_from_an_srun_step(monkeypatch):
         (4, 6, 1, 2, "gpu07", 20000 + 123456 % 20000, "srun")
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # a one-task step (Snakemake's `srun -n1`): not distributed
     assert not resources.world().distributed
+
+
+@pytest.mark.e2e
+def test_torchrun_runs_a_train_stage_on_two_ranks_in_bf16_and_rank_0_publishes(tmp_path, monkeypatch):
+    """`torchrun --standalone --nproc_per_node 2 -m repropipe eeg train` on a test-scale project (precision bf16):
+    one published output, its provenance says world size 2 and bf16, and eeg evaluate reads it."""
+    import copy
+    import json
+
+    from conftest import TINY_PARAMS, copy_project
+    from repropipe.stages import STAGES, load_all, run_stage
+
+    params = copy.deepcopy(TINY_PARAMS)
+    params["eeg"]["train"].update(runs=["transformer", "simclr_low"], precision="bf16")
+    project = copy_project(tmp_path / "proj", params)
+    load_all()
+    monkeypatch.chdir(project)
+    for step in ("download", "features"):
+        run_stage(STAGES[f"eeg_{step}"], project / "params.yaml")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "repropipe", "eeg", "train"], cwd=project, env=ENV, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.stderr.count("event=process_group backend=gloo") == 2
+    models = project / "results/eeg/models"
+    prov = json.loads((models / "provenance.json").read_text())
+    assert (prov["world_size"], prov["precision"], prov["launcher"], prov["stage"]) == (2, "bf16", "torchrun", "eeg_train")
+    assert (models / "transformer/model.pt").exists() and (models / "simclr_low/model.pt").exists()
+    assert not list(models.rglob("rank1")) and not (project / ".repropipe/resume/eeg_train").exists()
+    run_stage(STAGES["eeg_evaluate"], project / "params.yaml")
+    assert json.loads((project / "results/eeg/metrics.json").read_text())["transformer/accuracy"] >= 0.0
