@@ -182,7 +182,9 @@ def srun_relaunch(argv: list[str] | None = None) -> None:
             or (_int_env("SLURM_STEP_NUM_TASKS") or 0) > 1):
         return
     args = sys.argv[1:] if argv is None else argv
-    cmd = ["srun", f"--ntasks={ntasks}", "--kill-on-bad-exit=1", sys.executable, "-m", "repropipe", *args]
+    cpus = _int_env("SLURM_CPUS_PER_TASK")  # srun (Slurm >= 22.05) does not inherit sbatch's --cpus-per-task
+    cmd = ["srun", f"--ntasks={ntasks}", *([f"--cpus-per-task={cpus}"] if cpus else []), "--kill-on-bad-exit=1",
+           sys.executable, "-m", "repropipe", *args]
     log.info("event=srun_relaunch ntasks=%d cmd=%s", ntasks, " ".join(cmd))
     os.environ[_RELAUNCHED] = "1"
     sys.stdout.flush()

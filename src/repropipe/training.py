@@ -82,11 +82,15 @@ def select_device(preference: str = "auto") -> torch.device:
     w = resources.world()
     if not w.distributed:
         return torch.device("cuda")
-    if w.local_rank >= torch.cuda.device_count():
-        raise RuntimeError(f"local rank {w.local_rank} but only {torch.cuda.device_count()} CUDA device(s) visible: "
-                           "start one rank per GPU")
-    torch.cuda.set_device(w.local_rank)
-    return torch.device("cuda", w.local_rank)
+    visible = torch.cuda.device_count()
+    if visible == 1:  # SLURM bound one GPU to each task (--gpus-per-task, --ntasks-per-gpu): it is this rank's
+        index = 0
+    elif w.local_rank < visible:
+        index = w.local_rank
+    else:
+        raise RuntimeError(f"local rank {w.local_rank} but only {visible} CUDA devices visible: start one rank per GPU")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 # ----------------------------------------------------------------------------- data parallelism
