@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import statistics
 import tempfile
@@ -35,7 +37,6 @@ def run(args: Any) -> int:
     from repropipe.resources import usable_cores
 
     logging.getLogger("repropipe").setLevel(logging.WARNING)
-    os.environ["TQDM_DISABLE"] = "1"  # the training loop's bars
     budgets = [int(t) for t in str(args.threads).split(",") if t]
     p = params_mod.load_params(args.params)["asvspoof"]
     fp = p["features"]
@@ -66,7 +67,8 @@ def run(args: Any) -> int:
             nonlocal runs
             runs += 1
             torch.set_num_threads(n)
-            train_one(args.model, 0, tp, feat_dir, root / f"run{runs}", torch.device("cpu"), {})
+            with contextlib.redirect_stderr(io.StringIO()):  # the training loop's progress bars
+                train_one(args.model, 0, tp, feat_dir, root / f"run{runs}", torch.device("cpu"), {})
 
         load0 = os.getloadavg()[0]
         for n in budgets:  # warm-up
