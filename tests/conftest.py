@@ -11,6 +11,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every stage of every test build runs on one CPU (src/repropipe/resources.py): outputs are byte-identical for a
+# given thread count, and left alone the two tools would give a stage different counts (dvc: every core; Snakemake:
+# the rule's threads, scaled to --cores), which the DVC-vs-Snakemake byte comparison must not depend on.
+os.environ.setdefault("REPROPIPE_THREADS", "1")
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 # fixed commit dates: two copies of the same files are the same commit, so provenance.json can repeat byte for byte
 GIT_ENV = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
@@ -43,14 +47,14 @@ TINY_PARAMS = {
         "synthetic": {"duration_s": 40, "effect": 0.5},
         "features": {"l_freq": 7.0, "h_freq": 30.0, "tmin": -1.0, "tmax": 4.0, "chunk": 160, "overlap": 80},
         "split": {"val_subjects": 1, "test_subjects": 1},
-        "train": {"runs": ["transformer", "linformer", "transformer_low", "simclr_low"], "threads": 1, "epochs": 1,
+        "train": {"runs": ["transformer", "linformer", "transformer_low", "simclr_low"], "epochs": 1,
                   "max_low_label_epochs": 1, "batch_size": 16, "lr": 0.001, "weight_decay": 0.01,
                   "label_fraction": 0.5, "checkpoint_every": 0, "augment": True,
                   "transformer": {"token_len": 16, "d_model": 16, "heads": 2, "layers": 1, "ff": 32, "dropout": 0.1, "spatial": 8},
                   "linformer": {"k": 4, "proj_len": 8},
                   "simclr": {"pretrain_epochs": 1, "tau": 0.1, "lr": 0.001, "finetune_lr": 0.001, "emb": 8,
                              "proj_dim": 8, "hidden": 16, "channels_per_chunk": 2, "finetune_epochs": 1}},
-        "evaluate": {"threads": 1, "windows": [160, 320], "bench_tokens": [8, 32], "repeats": 1},
+        "evaluate": {"windows": [160, 320], "bench_tokens": [8, 32], "repeats": 1},
     },
     "gan": {
         "source": "synthetic",

@@ -166,6 +166,43 @@ def test_features_are_sharded_shaped_and_independent_of_batching(tiny, tmp_path)
     assert list(ia.utt_id) == list(df.utt_id) and isinstance(ia, pd.DataFrame)
 
 
+def test_features_over_two_processes_are_byte_identical_to_one(tiny, tmp_path):
+    """The stage spreads blocks of rows over one process per CPU: same shard bytes, same index, from a zip too."""
+    import zipfile
+
+    df = data.read_protocol(data.open_source(tiny), "eval")
+    with zipfile.ZipFile(tmp_path / "LA.zip", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(tiny.rglob("*")):
+            if f.is_file() and f.relative_to(tiny).parts[0] == "LA":
+                zf.write(f, str(f.relative_to(tiny)))
+    cfg = FeatureConfig(seconds=0.5)
+    out = {}
+    for name, src, processes in (("one", data.DirSource(tiny), 1), ("two", data.ZipSource(tmp_path / "LA.zip"), 2)):
+        out[name] = extract_split(src, df, "eval", tmp_path / name, cfg, ("lfcc", "mel"), shard_size=7,
+                                  progress=False, processes=processes)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.pt"))
+    assert len(files) == 2 * -(-len(df) // 7)
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.pt"))
+    for f in files:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    assert out["one"].equals(out["two"])
+
+
+def test_bad_audio_over_two_processes_errors_or_is_skipped_in_protocol_order(tiny, tmp_path):
+    root, broken = _broken_copy(tiny, tmp_path)
+    src = data.DirSource(root)
+    df = data.read_protocol(src, "dev")
+    proto = src.where(data.protocol_path("dev"))
+    cfg = FeatureConfig(seconds=0.3)
+    with pytest.raises(DataError, match=rf"{broken[0]}\.flac: not a readable FLAC"):
+        extract_split(src, df, "dev", tmp_path / "e", cfg, ("lfcc",), shard_size=4, progress=False, protocol=proto,
+                      processes=2)
+    bad: list = []
+    kept = extract_split(src, df, "dev", tmp_path / "s", cfg, ("lfcc",), shard_size=4, on_bad="skip", bad=bad,
+                         progress=False, protocol=proto, processes=2)
+    assert len(kept) == len(df) - 3 and [b.line for b in bad] == sorted(b.line for b in bad) and len(bad) == 3
+
+
 def test_fix_length_crops_and_repeat_pads():
     x = np.arange(5, dtype=np.float32)
     assert list(fix_length(x, 3)) == [0, 1, 2]

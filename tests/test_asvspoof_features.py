@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 import torch
@@ -97,3 +98,39 @@ def test_bench_times_the_stages_own_extract_split(monkeypatch, capsys):
     assert len(calls) == 2 and "batch_size" not in calls[0]  # warm-up + 1 timed pass, the stage's default batch
     for row in ("decode alone", "ceiling: decode + torchaudio LFCC", "end to end", "deflated LA.zip"):
         assert row in out
+
+
+def test_bench_threads_times_the_stages_work_at_each_budget(monkeypatch, capsys, tmp_path):
+    """`asvspoof bench-threads` on the test-scale params: extract_split with processes=n and train_one with n torch
+    threads, each budget timed, the ratios printed."""
+    import yaml
+
+    from conftest import TINY_PARAMS
+    from repropipe.asvspoof import train as tr
+    from repropipe.cli import main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    seen = {"features": [], "train": []}
+    real_extract, real_train = features.extract_split, tr.train_one
+
+    def spy_extract(*args, **kwargs):
+        seen["features"].append(kwargs["processes"])
+        return real_extract(*args, **kwargs)
+
+    def spy_train(*args, **kwargs):
+        seen["train"].append(torch.get_num_threads())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_split", spy_extract)
+    monkeypatch.setattr(tr, "train_one", spy_train)
+    threads = torch.get_num_threads()
+    try:
+        assert main(["asvspoof", "bench-threads", "--params", str(tmp_path / "params.yaml"), "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    # 3 splits per pass: one pass to build the training features, a warm-up and a timed pass per budget
+    assert seen["features"] == [1] * 3 + [1] * 3 + [2] * 3 + [1] * 3 + [2] * 3
+    assert seen["train"] == [1, 2, 1, 2]
+    out = capsys.readouterr().out
+    assert "58 utterances" in out and "load average" in out
+    assert re.search(r"features\s+[\d.]+\s+[\d.]+\s+[\d.]+", out) and re.search(r"train\s+[\d.]+\s+[\d.]+\s+[\d.]+", out)

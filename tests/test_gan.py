@@ -481,7 +481,8 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
         assert np.isfinite(m[key]), key
     run = project / "results/gan/models/wgan_gp_64_generator"
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=False)
-    assert set(ckpt["state"]) == {"G", "D", "opt_G", "opt_D"} and ckpt["global_step"] == 4
+    assert set(ckpt["state"]) == {"G", "D", "opt_G", "opt_D", "precision"} and ckpt["global_step"] == 4
+    assert ckpt["state"]["precision"]["name"] == "32"
     assert (run / "samples/step_000002.png").exists()
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is True and "NOT comparable" in " ".join(section["notes"])

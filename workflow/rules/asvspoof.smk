@@ -18,6 +18,7 @@ rule asvspoof_download:
         "src/repropipe/metrics.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/raw/asvspoof"),
@@ -61,6 +62,7 @@ rule asvspoof_features:
         "src/repropipe/metrics.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/features/asvspoof"),
@@ -72,7 +74,7 @@ rule asvspoof_features:
         "logs/asvspoof_features.log",
     benchmark:
         "benchmarks/asvspoof_features.tsv"
-    threads: 1
+    threads: 4
     resources:
         mem_mb=8000,
         runtime=240,
@@ -106,6 +108,7 @@ rule asvspoof_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:
@@ -159,6 +162,7 @@ rule asvspoof_evaluate:
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:

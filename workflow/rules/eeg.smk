@@ -53,6 +53,7 @@ rule eeg_features:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/features/eeg"),
@@ -96,6 +97,7 @@ rule eeg_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:
@@ -144,6 +146,7 @@ rule eeg_evaluate:
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:

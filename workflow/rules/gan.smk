@@ -48,6 +48,7 @@ rule gan_features:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/features/gan"),
@@ -86,6 +87,7 @@ rule gan_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:
@@ -126,6 +128,7 @@ rule gan_real_stats:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:
@@ -176,6 +179,7 @@ rule gan_evaluate:
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
     output:

@@ -37,6 +37,8 @@ def _arguments(p: Any) -> None:
     p.add_argument("--kinds", default="lfcc,mel", help="feature kinds to store (default lfcc,mel)")
     p.add_argument("--repeats", type=int, default=5, help="timed passes of each measurement; medians printed (default 5)")
     p.add_argument("--zip", action="store_true", help="read the FLACs from a deflated LA.zip, as on the real set")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads, and end-to-end worker processes (default 1: per-core numbers)")
 
 
 def _write_corpus(root: Path, n: int, seconds: float) -> Any:
@@ -87,7 +89,7 @@ def bench(args: Any) -> int:
     from repropipe.asvspoof.data import DirSource, read_audio
     from repropipe.asvspoof.features import FeatureConfig, extract_split
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(getattr(args, "threads", 1))
     kinds = tuple(k for k in args.kinds.split(",") if k)
     cfg = FeatureConfig(seconds=args.seconds)
     win, hop = int(16000 * cfg.win_ms / 1000), int(16000 * cfg.hop_ms / 1000)
@@ -113,7 +115,8 @@ def bench(args: Any) -> int:
         def end_to_end() -> None:
             nonlocal runs
             runs += 1
-            extract_split(src, df, "eval", root / f"out{runs}", cfg, kinds, shard_size=10_000, progress=False, **batch)
+            extract_split(src, df, "eval", root / f"out{runs}", cfg, kinds, shard_size=10_000, progress=False,
+                          processes=getattr(args, "threads", 1), **batch)
 
         jobs = {"decode": decode, "ceiling": ceiling, "e2e": end_to_end}
         load0 = os.getloadavg()[0]
@@ -129,7 +132,8 @@ def bench(args: Any) -> int:
         return audio_s / statistics.median(t[i] for t in times[name])
 
     where = "deflated LA.zip" if args.zip else "directory of FLACs"
-    print(f"bench-features: {args.utterances} utterances x {args.seconds:g} s from a {where}, 1 thread, "
+    print(f"bench-features: {args.utterances} utterances x {args.seconds:g} s from a {where}, "
+          f"{getattr(args, 'threads', 1)} thread(s), "
           f"kinds={','.join(kinds)}, median of {max(1, args.repeats)} passes, load average {load0:.2f} -> {load1:.2f}")
     print(f"  {'x real time per core':44s} {'wall':>7s} {'cpu':>7s}")
     rows = [("decode alone (soundfile)", "decode"),
@@ -140,3 +144,22 @@ def bench(args: Any) -> int:
     print(f"  end to end / ceiling: {xrt('e2e', 0) / xrt('ceiling', 0):.2f} wall, "
           f"{xrt('e2e', 1) / xrt('ceiling', 1):.2f} cpu  (goal: end to end >= 1000 x real time per core)")
     return 0
+
+
+def _thread_arguments(p: Any) -> None:
+    p.add_argument("--params", default="params.yaml",
+                   help="take asvspoof.synthetic, .features and .train from this file (default params.yaml)")
+    p.add_argument("--threads", default="1,2", help="CPU budgets to compare, the first is the baseline (default 1,2)")
+    p.add_argument("--model", default="lfcc_lcnn", help="the model the train stage is timed on (default lfcc_lcnn)")
+    p.add_argument("--epochs", type=int, default=1, help="training epochs per timed pass (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per budget, interleaved; medians (default 3)")
+
+
+@tool("asvspoof", "bench-threads", help="Time the asvspoof_features and asvspoof_train stages' work at 1 and 2 CPUs "
+      "(REPROPIPE_THREADS) and print the speedups.", arguments=_thread_arguments)
+def bench_threads(args: Any) -> int:
+    # imported by name: this module is part of every asvspoof stage's code, the training code this tool
+    # times is not (a model edit must not re-run asvspoof_download), and codedeps follows only import statements
+    import importlib
+
+    return importlib.import_module("repropipe.asvspoof.bench_threads").run(args)

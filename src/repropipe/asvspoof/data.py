@@ -82,6 +82,10 @@ class LASource(ABC):
     def where(self, rel: str) -> str:
         """A path a human can find the file at, for error messages."""
 
+    def reopened(self) -> "LASource":
+        """This source for another process (a forked worker must not share an open archive's file offset)."""
+        return self
+
 
 class DirSource(LASource):
     def __init__(self, root: Path) -> None:
@@ -121,6 +125,13 @@ class ZipSource(LASource):
 
     def where(self, rel: str) -> str:
         return f"{self.archive}!{self.prefix}{rel}"
+
+    def reopened(self) -> "ZipSource":
+        import copy
+
+        twin = copy.copy(self)
+        twin.zf = open_zip(self.archive)
+        return twin
 
 
 def open_source(raw_dir: str | os.PathLike[str]) -> LASource:

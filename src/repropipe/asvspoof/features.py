@@ -160,83 +160,129 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
     return fix_length(x, n)
 
 
+WORKER_THREADS = 1  # each worker process is one of the stage's CPUs
+_WORK: tuple[Any, ...] = ()  # (source, extractor, samples, kinds) of the running extract_split, for its workers
+
+
+def _init_worker() -> None:
+    """A worker process: one torch thread (the processes are the parallelism), its own archive handle."""
+    global _WORK
+    torch.set_num_threads(WORKER_THREADS)
+    source, extractor, samples, kinds = _WORK
+    _WORK = (source.reopened(), extractor, samples, kinds)
+
+
+def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, torch.Tensor] | None,
+                                                            list[tuple[int, str, str]]]:
+    """Decode and featurise one block of listed rows: (kept positions, float16 features, (pos, path, reason) of bad ones).
+
+    A block is :data:`BATCH_SIZE` consecutive protocol rows, whatever process runs it, so the
+    STFT batches (and the bytes of every shard) are the same for any number of processes.
+    """
+    source, extractor, samples, kinds = _WORK
+    wavs, kept, bad = [], [], []
+    for pos, rel in block:
+        try:
+            wavs.append(load_waveform(source, rel, samples))
+            kept.append(pos)
+        except DataError as exc:
+            bad.append((pos, str(exc.path), str(exc).split(": ", 1)[-1]))
+    if not wavs:
+        return kept, None, bad
+    batch = np.stack(wavs)
+    out: dict[str, torch.Tensor] = {}
+    if extractor is not None:
+        with torch.no_grad():
+            feats = extractor(torch.from_numpy(batch))
+        out = {k: feats[k].to(torch.float16) for k in kinds if k in SPECTRAL}
+    if "wave" in kinds:
+        out["wave"] = to_pcm16(batch)
+    return kept, out, bad
+
+
 def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: FeatureConfig,
                   kinds: tuple[str, ...], *, shard_size: int, batch_size: int = BATCH_SIZE, on_bad: str = "error",
-                  bad: list[BadItem] | None = None, progress: bool = True, protocol: str | None = None) -> Any:
+                  bad: list[BadItem] | None = None, progress: bool = True, protocol: str | None = None,
+                  processes: int = 1) -> Any:
     """Decode, featurise and shard one split; returns ``df`` restricted to kept rows plus shard/row columns.
 
     A missing, unreadable or wrong-rate FLAC raises :class:`DataError` naming the FLAC and, when
     ``protocol`` is given and ``df`` has the ``line`` column, the protocol file and line that listed
     it; with ``on_bad='skip'`` it is recorded in ``bad`` under that protocol line instead.
+    ``processes`` > 1 spreads blocks of ``batch_size`` rows over that many single-threaded worker
+    processes (fork); the shards are byte-identical to one process's.
     """
+    import multiprocessing
+
     from tqdm import tqdm
 
+    global _WORK
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown feature kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     spectral = tuple(k for k in kinds if k in SPECTRAL)
     extractor = Extractor(cfg, spectral) if spectral else None
+    paths = list(df.path)
+    lines = list(df.line) if "line" in df.columns else [None] * len(df)
+    blocks = [[(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
+              for start in range(0, len(paths), batch_size)]
     keep: list[int] = []
-    shard_rows: list[tuple[int, int]] = []
-    buffers: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
-    wav_batch: list[np.ndarray] = []
-    shard, in_shard = 0, 0
+    shard_rows: list[tuple[int, int]] = []  # (shard, row in shard) of every kept row
+    pending: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}  # feature rows not yet in a written shard
+    written = 0  # shards written so far
 
-    def flush_batch() -> None:
-        if not wav_batch:
-            return
-        batch = np.stack(wav_batch)
-        if extractor is not None:
-            with torch.no_grad():
-                feats = extractor(torch.from_numpy(batch))
-            for k in spectral:
-                buffers[k].append(feats[k].to(torch.float16))
-        if "wave" in kinds:
-            buffers["wave"].append(to_pcm16(batch))
-        wav_batch.clear()
-
-    def flush_shard() -> None:
-        nonlocal shard, in_shard
-        flush_batch()
-        if in_shard == 0:
-            return
+    def write_shard(n: int) -> None:
+        nonlocal written
         for k in kinds:
-            atomic_torch_save(out_dir / k / f"{split}-{shard:03d}.pt", torch.cat(buffers[k]).contiguous())
-            buffers[k].clear()
-        shard, in_shard = shard + 1, 0
+            rows = torch.cat(pending[k])
+            atomic_torch_save(out_dir / k / f"{split}-{written:03d}.pt", rows[:n].clone().contiguous())
+            pending[k] = [rows[n:]] if len(rows) > n else []
+        written += 1
 
-    for pos, row in enumerate(tqdm(df.itertuples(index=False), total=len(df), desc=f"features {split}",
-                                   disable=not progress, leave=False)):
-        try:
-            wav = load_waveform(source, row.path, cfg.samples)
-        except DataError as exc:
-            line = getattr(row, "line", None)
-            reason = str(exc).split(": ", 1)[-1]
-            if protocol is not None and line is not None:
-                if on_bad != "skip":
-                    raise DataError(exc.path, f"{reason} (listed in {protocol} line {line})") from exc
-                if bad is not None:
-                    bad.append(BadItem(protocol, int(line), f"{source.where(row.path)}: {reason}"))
-            elif on_bad != "skip":
-                raise
-            elif bad is not None:
-                bad.append(BadItem(str(exc.path), None, reason))
-            log.warning("event=skip %s", exc)
-            continue
-        wav_batch.append(wav)
-        keep.append(pos)
-        shard_rows.append((shard, in_shard))
-        in_shard += 1
-        if len(wav_batch) >= batch_size:
-            flush_batch()
-        if in_shard >= shard_size:
-            flush_shard()
-    flush_shard()
-    kept = df.iloc[keep].copy()
-    kept["split"] = split
-    kept["shard"] = [s for s, _ in shard_rows]
-    kept["row"] = [r for _, r in shard_rows]
-    return kept.reset_index(drop=True)
+    def bad_row(pos: int, path: str, reason: str) -> None:
+        line = lines[pos]
+        if protocol is not None and line is not None:
+            if on_bad != "skip":
+                raise DataError(path, f"{reason} (listed in {protocol} line {line})")
+            if bad is not None:
+                bad.append(BadItem(protocol, int(line), f"{path}: {reason}"))
+        elif on_bad != "skip":
+            raise DataError(path, reason)
+        elif bad is not None:
+            bad.append(BadItem(path, None, reason))
+        log.warning("event=skip %s: %s", path, reason)
+
+    _WORK = (source, extractor, cfg.samples, kinds)
+    processes = max(1, min(processes, len(blocks)))
+    pool = multiprocessing.get_context("fork").Pool(processes, initializer=_init_worker) if processes > 1 else None
+    try:
+        results = pool.imap(_block_features, blocks, chunksize=4) if pool else map(_block_features, blocks)
+        bar = tqdm(total=len(paths), desc=f"features {split}", disable=not progress, leave=False)
+        for block, (kept, feats, bad_items) in zip(blocks, results):
+            for pos, path, reason in bad_items:
+                bad_row(pos, path, reason)
+            for pos in kept:
+                n = len(keep)
+                keep.append(pos)
+                shard_rows.append((n // shard_size, n % shard_size))
+            if feats is not None:
+                for k in kinds:
+                    pending[k].append(feats[k])
+            while sum(len(t) for t in pending[kinds[0]]) >= shard_size:
+                write_shard(shard_size)
+            bar.update(len(block))
+        bar.close()
+        if pending[kinds[0]] and sum(len(t) for t in pending[kinds[0]]):
+            write_shard(sum(len(t) for t in pending[kinds[0]]))
+    finally:
+        if pool is not None:
+            pool.terminate()
+        _WORK = ()
+    kept_df = df.iloc[keep].copy()
+    kept_df["split"] = split
+    kept_df["shard"] = [s for s, _ in shard_rows]
+    kept_df["row"] = [r for _, r in shard_rows]
+    return kept_df.reset_index(drop=True)
 
 
 def load_features(feat_dir: str | Path, split: str, kind: str) -> tuple[torch.Tensor, Any]:

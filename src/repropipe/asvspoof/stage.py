@@ -42,11 +42,10 @@ def download(ctx: StageContext) -> None:
             # delete it before every re-run); the output is a small source.json pointing at it
             data.download_real(p["real"], tmp, on_bad=p["on_bad_file"])
         else:
-            import torch
-
+            from repropipe import resources
             from repropipe.asvspoof.synth import write_synthetic
 
-            torch.set_num_threads(1)
+            resources.use_threads()
             write_synthetic(tmp, p["synthetic"], ctx.seed)
 
 
@@ -56,16 +55,16 @@ def download(ctx: StageContext) -> None:
     params=("seed", "asvspoof.features", "asvspoof.on_bad_file"),
     deps=(RAW,),
     outs=(FEAT,),
-    resources={"mem_mb": 8000, "runtime": 240, "threads": 1},
+    resources={"mem_mb": 8000, "runtime": 240, "threads": 4},
 )
 def features(ctx: StageContext) -> None:
-    import torch
-
+    from repropipe import resources
     from repropipe.asvspoof import data
     from repropipe.asvspoof.evaluate import parse_asv_scores
     from repropipe.asvspoof.features import FeatureConfig, extract_split
 
-    torch.set_num_threads(1)
+    processes, source_of = resources.cpu_threads()  # one single-threaded process per CPU: byte-identical shards
+    log.info("event=features processes=%d from=%s", processes, source_of)
     p = ctx.params["asvspoof"]
     fp = p["features"]
     on_bad = p["on_bad_file"]
@@ -80,7 +79,8 @@ def features(ctx: StageContext) -> None:
             if split != "train":
                 df = data.balanced_subset(df, fp.get("max_per_class"), ctx.seed).reset_index(drop=True)
             frames.append(extract_split(source, df, split, tmp, cfg, kinds, shard_size=int(fp["shard_size"]),
-                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split))))
+                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
+                                        processes=processes))
             log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
         import pandas as pd
 
@@ -108,17 +108,19 @@ def features(ctx: StageContext) -> None:
     resources={"mem_mb": 16000, "runtime": 720, "threads": 4, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
-    import torch
-
+    from repropipe import resources
+    from repropipe.asvspoof import data
     from repropipe.asvspoof.train import run_dir_of, train_one
-    from repropipe.training import select_device
+    from repropipe.training import rank_zero_resumable, select_device, write_train_provenance
 
-    torch.set_num_threads(1)
+    resources.srun_relaunch()  # a SLURM job of several tasks: one rank per task
+    resources.use_threads(workers=True)
     p = ctx.params["asvspoof"]["train"]
     device = select_device(ctx.params["device"])
     cache: dict[str, Any] = {}
     runs = []
-    with ctx.resumable(MODELS) as work:  # a killed run resumes from its checkpoints
+    # a killed run resumes from its checkpoints; under torchrun/srun only rank 0 publishes
+    with rank_zero_resumable(ctx, MODELS, device) as work:
         for name in p["models"]:
             for seed in p["seeds"]:
                 s = train_one(name, int(seed), p, Path(FEAT), run_dir_of(work, name, int(seed)), device, cache)
@@ -132,6 +134,8 @@ def train(ctx: StageContext) -> None:
             runs.append({"model": CONTROL, "seed": seed, "dir": str(run_dir_of(Path(MODELS), CONTROL, seed)),
                          "selected_dev_eer": s["selected_dev_eer"], "control": True})
         io.atomic_write_json(work / "manifest.json", {"runs": runs, "device": str(device)})
+        write_train_provenance(ctx, work, data_source=io.read_json(f"{FEAT}/manifest.json", "missing")["data_source"],
+                               device=device, precision=p.get("precision", "32"))
 
 
 @stage(
@@ -148,9 +152,8 @@ def train(ctx: StageContext) -> None:
            Plot("asvspoof training", f"{OUT}/plots/training.csv", x="epoch", y="dev_eer", series="run")),
 )
 def evaluate(ctx: StageContext) -> None:
-    import torch
-
+    from repropipe import resources
     from repropipe.asvspoof.section import evaluate_all
 
-    torch.set_num_threads(1)
+    resources.use_threads()
     evaluate_all(ctx, FEAT, MODELS, OUT, pretrained=ctx.params["asvspoof"]["evaluate"]["pretrained"])

@@ -27,7 +27,7 @@ from repropipe.asvspoof.models import FEATURE_OF, HEAD_OF
 from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.metrics import compute_eer
 from repropipe.models import build_model
-from repropipe.training import LoopConfig, fit
+from repropipe.training import LoopConfig, Precision, fit, to_device
 
 log = logging.getLogger("repropipe.asvspoof.train")
 
@@ -207,17 +207,20 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
     head = HEAD_OF[name]
     thr = 0.0 if head == "sigmoid" else 0.55
 
+    amp = Precision(p.get("precision", "32"), device)
+
     def step(batch: Any) -> dict[str, float]:
         xb, yb = batch
-        xb, yb = model_input(xb, kind, norm, device), yb.to(device)
+        xb, yb = model_input(xb, kind, norm, device), yb.to(device, non_blocking=True)
         if aug:
             xb = augment(xb, aug)
         model.train()
         opt.zero_grad(set_to_none=True)
-        out = model.logits(xb) if head == "ce2" else model(xb)  # two-class models: the loss needs both logits
-        loss = model.loss(out, yb, pos_weight)
-        loss.backward()
-        opt.step()
+        with amp.autocast():
+            out = model.logits(xb) if head == "ce2" else model(xb)  # two-class models: the loss needs both logits
+            loss = model.loss(out.float(), yb, pos_weight)
+        amp.backward(loss)
+        amp.step(opt)
         if sched is not None and sched_every == "step":
             sched.step()
         pred = out.detach().argmax(1) if head == "ce2" else (out.detach() > thr).long()
@@ -240,7 +243,7 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
     cfg = LoopConfig(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=seed,
                      checkpoint_every=int(p["checkpoint_every"]), progress=True)
     state = {"model": model, "optimizer": opt, **({"scheduler": sched} if sched is not None else {})}
-    res = fit(step, dataset, state, cfg, run_dir, epoch_end=epoch_end, device=device)
+    res = fit(step, dataset, state, cfg, run_dir, epoch_end=epoch_end, device=device, precision=amp)
     atomic_torch_save(run_dir / "norm.pt", {"mean": norm[0], "std": norm[1]})
     best = json.loads(best_file.read_text())
     summary = {"model": name, "seed": seed, "feature": kind, "n_features": int(xtr.shape[1]),

@@ -65,7 +65,10 @@ def download(ctx: StageContext) -> None:
 def features(ctx: StageContext) -> None:
     import torch
 
+    from repropipe import resources
     from repropipe.eeg import features as feat
+
+    resources.use_threads()
 
     p = ctx.params["eeg"]
     manifest_path = Path(RAW) / "manifest.json"
@@ -120,19 +123,20 @@ def _model_dirs(protocol: str, folds: int) -> list[str]:
     resources={"mem_mb": 8000, "runtime": 240, "threads": 2, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
-    import torch
-
+    from repropipe import resources
     from repropipe.eeg.train import load_features, train_run
-    from repropipe.training import select_device
+    from repropipe.training import rank_zero_resumable, select_device, write_train_provenance
 
+    resources.srun_relaunch()  # a SLURM job of several tasks: one rank per task
+    resources.use_threads(workers=True)
     tp = ctx.params["eeg"]["train"]
-    torch.set_num_threads(int(tp["threads"]))
     device = select_device(ctx.params["device"])
     from repropipe.eeg.features import fold_split
 
     x, index, ch_names = load_features()
     protocol, folds = _protocol(io.read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`"))
-    with ctx.resumable(f"{OUT}/models") as work:  # a killed run resumes from its checkpoints
+    # a killed run resumes from its checkpoints; under torchrun/srun only rank 0 publishes
+    with rank_zero_resumable(ctx, f"{OUT}/models", device) as work:
         for sub in _model_dirs(protocol, folds):
             idx = index
             if sub:
@@ -141,6 +145,9 @@ def train(ctx: StageContext) -> None:
             for run in tp["runs"]:
                 path = train_run(run, x, idx, ch_names, tp, ctx.seed, device, work, subdir=sub)
                 log.info("eeg_train event=trained run=%s path=%s", run, path)
+        meta = io.read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`")
+        write_train_provenance(ctx, work, data_source=str(meta["source"]), device=device,
+                               precision=tp.get("precision", "32"))
 
 
 @stage(
@@ -169,8 +176,10 @@ def evaluate(ctx: StageContext) -> None:
     from repropipe.eeg.train import load_features, predict
     from repropipe.training import select_device
 
+    from repropipe import resources
+
     ep = ctx.params["eeg"]["evaluate"]
-    torch.set_num_threads(int(ep["threads"]))
+    resources.use_threads()
     device = select_device(ctx.params["device"])
     meta = io.read_json(f"{FEAT}/meta.json", "missing; run `python -m repropipe eeg features`")
     x, index, ch_names = load_features()

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from repropipe.io import DataError, atomic_path, atomic_torch_save, torch_load
 from repropipe.eeg import models as _eeg_models  # noqa: F401  (registers the EEG models by name)
 from repropipe.models import build_model
-from repropipe.training import LoopConfig, fit, seed_everything, supervised_step
+from repropipe.training import LoopConfig, Precision, fit, seed_everything, supervised_step, to_device
 
 log = logging.getLogger("repropipe.eeg")
 
@@ -150,8 +150,9 @@ def _supervised(run: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     loss_fn = F.nll_loss if log_probs else F.cross_entropy
     g = torch.Generator().manual_seed(seed + 202)
 
+    amp = Precision(tp.get("precision", "32"), device)
     step = supervised_step(model, opt, loss_fn, device,
-                           transform=(lambda xb: augment_batch(xb, g)) if tp["augment"] else None)
+                           transform=(lambda xb: augment_batch(xb, g)) if tp["augment"] else None, precision=amp)
 
     def epoch_end(epoch: int) -> dict[str, float]:
         m = _val_metrics(model, val[0], val[1], device, log_probs)
@@ -161,7 +162,7 @@ def _supervised(run: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     cfg = LoopConfig(epochs=epochs, batch_size=tp["batch_size"], seed=seed, checkpoint_every=tp["checkpoint_every"],
                      log_every=10)
     res = fit(step, Chunks(x, y), {"model": model, "optimizer": opt, "best": best, "gen": _GenState(g)}, cfg, run_dir,
-              epoch_end=epoch_end, device=device)
+              epoch_end=epoch_end, device=device, precision=amp)
     log.info("eeg_train event=run_done run=%s best_epoch=%d best_val_f1=%.4f", run, best.epoch, best.score)
     return best, res.history
 
@@ -186,24 +187,27 @@ def pretrain_simclr(model: torch.nn.Module, x: torch.Tensor, sp: dict[str, Any],
     params = list(model.encoder.parameters()) + list(model.projector.parameters())
     opt = torch.optim.AdamW(params, lr=sp["lr"], weight_decay=tp["weight_decay"])
     g = torch.Generator().manual_seed(seed + 101)
+    amp = Precision(tp.get("precision", "32"), device)
 
     def step(batch: torch.Tensor) -> dict[str, float]:
         model.train()
         with torch.no_grad():
-            allc = model.recombine(batch.to(device))  # [B, C_all, T]
+            allc = model.recombine(to_device(batch, device))  # [B, C_all, T]
             pick = torch.randint(0, allc.shape[1], (allc.shape[0], sp["channels_per_chunk"]), generator=g).to(device)
             seg = torch.gather(allc, 1, pick[..., None].expand(-1, -1, allc.shape[2])).flatten(0, 1)  # [B*k, T]
             v1, v2 = random_view(seg, g), random_view(seg, g)
         opt.zero_grad(set_to_none=True)
-        loss = nt_xent(model.project(v1), model.project(v2), sp["tau"])
-        loss.backward()
-        opt.step()
+        with amp.autocast():
+            z1, z2 = model.project(v1).float(), model.project(v2).float()
+        loss = nt_xent(z1, z2, sp["tau"])
+        amp.backward(loss)
+        amp.step(opt)
         return {"ntxent": float(loss.detach())}
 
     cfg = LoopConfig(epochs=sp["pretrain_epochs"], batch_size=tp["batch_size"], seed=seed,
                      checkpoint_every=tp["checkpoint_every"], log_every=10, drop_last=True)
     return fit(step, _Unlabelled(x), {"model": model, "optimizer": opt, "gen": _GenState(g)}, cfg, run_dir,
-               device=device).history
+               device=device, precision=amp).history
 
 
 class _GenState:

@@ -81,9 +81,10 @@ def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str) 
     from repropipe.gan import fidelity
     from repropipe.gan.evaluate import evaluate_generator, read_dvclive_curves
     from repropipe.gan.train import build_models, load_trained
+    from repropipe import resources
     from repropipe.training import select_device, seed_everything
 
-    torch.set_num_threads(1)
+    resources.use_threads()
     g = ctx.params["gan"]
     p, mp = g["evaluate"], g["model"]
     device = select_device(ctx.params["device"])

@@ -57,11 +57,10 @@ def download(ctx: StageContext) -> None:
     resources={"mem_mb": 16000, "runtime": 240, "threads": 1},
 )
 def features(ctx: StageContext) -> None:
-    import torch
-
+    from repropipe import resources
     from repropipe.gan.features import build_shards
 
-    torch.set_num_threads(1)
+    resources.use_threads()
     p = ctx.params["gan"]["features"]
     with io.atomic_dir(FEATURES) as tmp:
         build_shards(RAW, tmp, int(p["crop"]), int(p["size"]), int(p["shard_size"]), p["on_bad_image"])
@@ -76,17 +75,20 @@ def features(ctx: StageContext) -> None:
     resources={"mem_mb": 16000, "runtime": 1440, "threads": 4, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
-    import torch
-
+    from repropipe import resources
     from repropipe.gan import features as feats, train as tr
-    from repropipe.training import select_device
+    from repropipe.training import rank_zero_resumable, select_device, write_train_provenance
 
-    torch.set_num_threads(1)
+    resources.srun_relaunch()  # a SLURM job of several tasks: one rank per task
+    resources.use_threads(workers=True)
     g = ctx.params["gan"]
     device = select_device(ctx.params["device"])
     images = feats.load_split(FEATURES, "train")
-    with ctx.resumable(MODELS) as work:  # a killed run resumes from its checkpoint
+    # a killed run resumes from its checkpoint; under torchrun/srun only rank 0 publishes
+    with rank_zero_resumable(ctx, MODELS, device) as work:
         res = tr.train(images, _run_dir(work, g["model"]), g["model"], g["train"], ctx.seed, device)
+        write_train_provenance(ctx, work, data_source=feats.read_index(FEATURES)["source"].get("source", "unknown"),
+                               device=device, precision=g["train"].get("precision", "32"))
     log.info("stage=gan_train event=done steps=%d resumed_from=%s", res["global_step"], res["resumed_from_step"])
 
 
@@ -99,12 +101,11 @@ def train(ctx: StageContext) -> None:
     resources={"mem_mb": 16000, "runtime": 120, "threads": 4, "gpu": 1},
 )
 def real_stats(ctx: StageContext) -> None:
-    import torch
-
+    from repropipe import resources
     from repropipe.gan import features as feats, fidelity
     from repropipe.training import select_device
 
-    torch.set_num_threads(1)
+    resources.use_threads()
     p = ctx.params["gan"]["fidelity"]
     device = select_device(ctx.params["device"])
     settings = fidelity.extractor_settings(p.get("feature_extractor_weights_path"))

@@ -42,32 +42,43 @@ def build_models(model_params: dict[str, Any]) -> tuple[torch.nn.Module, torch.n
 
 
 def make_step(G: torch.nn.Module, D: torch.nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
-              *, nz: int, n_dis: int, gp_scale: float, device: torch.device) -> Callable[[torch.Tensor], dict[str, float]]:
-    """The step_fn for :func:`repropipe.training.fit`."""
+              *, nz: int, n_dis: int, gp_scale: float, device: torch.device,
+              precision: Any = None) -> Callable[[torch.Tensor], dict[str, float]]:
+    """The step_fn for :func:`repropipe.training.fit`.
+
+    Under a reduced ``precision`` the networks run under autocast; the losses and the gradient
+    penalty (a second-order term, sensitive to rounding) are computed in float32.
+    """
+    from repropipe.training import Precision
+
+    amp = precision or Precision("32", device)
 
     def step(batch: torch.Tensor) -> dict[str, float]:
         G.train(), D.train()
-        real = to_float(batch.to(device))
+        real = to_float(batch.to(device, non_blocking=True))
         sums = {"loss_D": 0.0, "loss_GP": 0.0, "wasserstein": 0.0}
         chunks = real.chunk(n_dis)
         for x_real in chunks:
             z = torch.randn(x_real.shape[0], nz, device=device)
-            with torch.no_grad():
-                x_fake = G(z)
-            d_real, d_fake = D(x_real), D(x_fake)
+            with torch.no_grad(), amp.autocast():
+                x_fake = G(z).float()
+            with amp.autocast():
+                d_real, d_fake = D(x_real).float(), D(x_fake).float()
             ld = loss_D(d_fake, d_real)
             gp = loss_GP(x_fake, x_real, D)
             opt_D.zero_grad(set_to_none=True)
-            (ld + gp_scale * gp).backward()
-            opt_D.step()
+            amp.backward(ld + gp_scale * gp)
+            amp.step(opt_D)
             sums["loss_D"] += float(ld.detach())
             sums["loss_GP"] += float(gp.detach())
             sums["wasserstein"] += float(-ld.detach())
         z = torch.randn(chunks[0].shape[0], nz, device=device)
-        lg = loss_G(D(G(z)))
+        with amp.autocast():
+            d_gen = D(G(z)).float()
+        lg = loss_G(d_gen)
         opt_G.zero_grad(set_to_none=True)
-        lg.backward()
-        opt_G.step()
+        amp.backward(lg)
+        amp.step(opt_G)
         out = {k: v / len(chunks) for k, v in sums.items()}
         out["loss_G"] = float(lg.detach())
         return out
@@ -94,7 +105,7 @@ def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model_params: d
           train_params: dict[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
     """Train G and D on uint8 images [n, 3, 64, 64]; returns the fit history and paths."""
     from repropipe.gan.features import Uint8Images
-    from repropipe.training import LoopConfig, fit, seed_everything
+    from repropipe.training import LoopConfig, Precision, fit, seed_everything
 
     run_dir = Path(run_dir)
     seed_everything(seed)
@@ -105,7 +116,9 @@ def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model_params: d
     opt_D = torch.optim.Adam(D.parameters(), lr=float(train_params["lr"]), betas=betas)
     n_dis, bs = int(train_params["n_dis"]), int(train_params["batch_size"])
     nz = int(model_params["nz"])
-    step = make_step(G, D, opt_G, opt_D, nz=nz, n_dis=n_dis, gp_scale=float(train_params["gp_scale"]), device=device)
+    amp = Precision(train_params.get("precision", "32"), device)
+    step = make_step(G, D, opt_G, opt_D, nz=nz, n_dis=n_dis, gp_scale=float(train_params["gp_scale"]), device=device,
+                     precision=amp)
     fixed_z = torch.randn(64, nz, generator=torch.Generator().manual_seed(seed + 1)).to(device)
     sample_every = int(train_params["sample_every"])
 
@@ -121,7 +134,7 @@ def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model_params: d
     if len(images) < bs * n_dis:
         raise ValueError(f"gan.train: {len(images)} training images < batch_size * n_dis = {bs * n_dis}")
     res = fit(step, Uint8Images(images), {"G": G, "D": D, "opt_G": opt_G, "opt_D": opt_D}, cfg, run_dir,
-              callbacks=[grids], device=device)
+              callbacks=[grids], device=device, precision=amp)
     G.eval()
     with torch.no_grad():
         save_grid(G(fixed_z), run_dir / "samples" / "final.png")

@@ -34,12 +34,11 @@ LABELS = {
 }
 
 
-def _torch_setup(ctx: StageContext) -> Any:
-    import torch
-
+def _torch_setup(ctx: StageContext, workers: bool = False) -> Any:
+    from repropipe import resources
     from repropipe.training import seed_everything, select_device
 
-    torch.set_num_threads(1)
+    resources.use_threads(workers=workers)
     seed_everything(ctx.seed)
     return select_device(ctx.params["device"])
 
@@ -88,12 +87,19 @@ def features(ctx: StageContext) -> None:
     resources={"mem_mb": 16000, "runtime": 720, "threads": 4, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
+    from repropipe import resources
+    from repropipe.speaker.features import read_manifest
     from repropipe.speaker.train import train_all
+    from repropipe.training import rank_zero_resumable, write_train_provenance
 
-    device = _torch_setup(ctx)
+    resources.srun_relaunch()  # a SLURM job of several tasks: one rank per task
+    device = _torch_setup(ctx, workers=True)
     p = ctx.params["speaker"]
-    with ctx.resumable(MODELS_DIR) as work:  # a killed run resumes from its checkpoints
+    # a killed run resumes from its checkpoints; under torchrun/srun only rank 0 publishes
+    with rank_zero_resumable(ctx, MODELS_DIR, device) as work:
         train_all(list(p["models"]), Path(FEATURES), work, p, ctx.seed, device)
+        write_train_provenance(ctx, work, data_source=read_manifest(Path(FEATURES))["data_source"],
+                               device=device, precision=p["train"].get("precision", "32"))
 
 
 def _det_figure(results: dict[str, Any]) -> None:

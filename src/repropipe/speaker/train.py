@@ -23,7 +23,7 @@ from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torc
 from repropipe.models import build_model
 from repropipe.speaker.features import Shard
 from repropipe.speaker.models import ABLATION
-from repropipe.training import LoopConfig, fit
+from repropipe.training import LoopConfig, Precision, fit, to_device
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -179,16 +179,19 @@ def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params
     sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
     augment = _specaugment(tp["specaugment"]).to(device) if tp["specaugment"]["enabled"] else None
 
+    amp = Precision(tp.get("precision", "32"), device)
+
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
-        x, lengths, y = (t.to(device) for t in batch)
+        x, lengths, y = to_device(batch, device)
         model.train()
         if augment is not None:
             x = augment(x.transpose(1, 2)).transpose(1, 2)
-        logits = model(x, lengths, labels=y)
-        loss = F.cross_entropy(logits, y)
+        with amp.autocast():
+            logits = model(x, lengths, labels=y).float()
+            loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        amp.backward(loss)
+        amp.step(opt)
         sched.step()
         return {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).float().mean()),
                 "lr": sched.get_last_lr()[0]}
@@ -200,7 +203,8 @@ def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params
         return {"val_accuracy": float((pred == val.labels).float().mean())}
 
     res = fit(step, CropDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
-              _loop(tp, tp["epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, epoch_end=epoch_end, device=device)
+              _loop(tp, tp["epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, epoch_end=epoch_end, device=device,
+              precision=amp)
     save_model(run_dir, name, model, kwargs, res.history)
     return res.history
 
@@ -213,17 +217,21 @@ def pretrain_autoencoder(train: Shard, params: dict[str, Any], seed: int, device
     ae = build_model("speaker_conv_autoencoder", **kwargs).to(device)
     opt = torch.optim.AdamW(ae.parameters(), lr=trp["lr"])
 
+    amp = Precision(tp.get("precision", "32"), device)
+
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
-        x = batch[0].to(device)
+        x = to_device(batch[0], device)
         ae.train()
-        loss = F.mse_loss(ae(x), x)
+        with amp.autocast():
+            loss = F.mse_loss(ae(x).float(), x)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        amp.backward(loss)
+        amp.step(opt)
         return {"loss": float(loss.detach())}
 
     res = fit(step, CropDataset(train, tp["segment_len"]), {"model": ae, "optimizer": opt},
-              _loop(tp, trp["autoencoder_epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, device=device)
+              _loop(tp, trp["autoencoder_epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, device=device,
+              precision=amp)
     save_model(run_dir, "speaker_conv_autoencoder", ae, kwargs, res.history)
     return ae
 
@@ -242,13 +250,16 @@ def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, d
     steps = trp["epochs"] * steps_per_epoch(len(train), tp["batch_size"])
     sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
 
+    amp = Precision(tp.get("precision", "32"), device)
+
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
-        a, la, p, lp, y = (t.to(device) for t in batch)
+        a, la, p, lp, y = to_device(batch, device)
         model.train()
-        loss = triplet_loss(model(a, la), model(p, lp), y, trp["margin"])
+        with amp.autocast():
+            loss = triplet_loss(model(a, la).float(), model(p, lp).float(), y, trp["margin"])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        amp.backward(loss)
+        amp.step(opt)
         sched.step()
         return {"loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
 
@@ -260,7 +271,8 @@ def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, d
                                                   val.labels)}
 
     res = fit(step, TripletDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
-              _loop(tp, trp["epochs"], seed, len(train)), run_dir, collate_fn=collate_triplets, epoch_end=epoch_end, device=device)
+              _loop(tp, trp["epochs"], seed, len(train)), run_dir, collate_fn=collate_triplets, epoch_end=epoch_end,
+              device=device, precision=amp)
     save_model(run_dir, "speaker_triplet", model, kwargs, res.history)
     return res.history
 

@@ -1,0 +1,96 @@
+"""`python -m repropipe asvspoof bench-threads` (registered in bench.py): the stages' own work at 1 and 2 CPUs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run(args: Any) -> int:
+    """The stages' own functions, as each stage runs them on a budget of n CPUs.
+
+    Features: :func:`extract_split` over every split with ``processes=n`` (n single-threaded
+    workers), as ``asvspoof_features`` does. Train: :func:`repropipe.asvspoof.train.train_one` with
+    ``torch.set_num_threads(n)`` and no DataLoader workers (``resources.data_workers(n)`` is 0 below
+    four CPUs), as ``asvspoof_train`` does; each pass trains from scratch in a fresh directory. The
+    data are the synthetic set of ``--params``, written once to a temporary directory (not timed).
+    Process start-up and imports are not timed. Budgets are timed in turns (1, 2, 1, 2, ...) after
+    one untimed warm-up each, so a change in the machine's load hits both alike; the load average
+    is printed because on a shared machine the ratio says as much about the neighbours as the code.
+    """
+    import logging
+
+    import pandas as pd
+    import torch
+
+    from repropipe import params as params_mod
+    from repropipe.asvspoof import data
+    from repropipe.asvspoof.features import FeatureConfig, extract_split
+    from repropipe.asvspoof.synth import write_synthetic
+    from repropipe.asvspoof.train import train_one
+    from repropipe.resources import usable_cores
+
+    logging.getLogger("repropipe").setLevel(logging.WARNING)
+    budgets = [int(t) for t in str(args.threads).split(",") if t]
+    p = params_mod.load_params(args.params)["asvspoof"]
+    fp = p["features"]
+    tp = {**p["train"], "epochs": args.epochs, "checkpoint_every": 0, "per_model": {}, "precision": "32"}
+    cfg = FeatureConfig.from_params(fp)
+    kinds = tuple(fp["kinds"])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_synthetic(root / "raw", p["synthetic"], seed=0, progress=False)
+        src = data.open_source(root / "raw")
+        dfs = {s: data.read_protocol(src, s) for s in data.SPLITS}
+        n_utt = sum(len(d) for d in dfs.values())
+        runs = 0
+
+        def features(n: int) -> Path:
+            nonlocal runs
+            runs += 1
+            out = root / f"feat{runs}"
+            torch.set_num_threads(1)
+            frames = [extract_split(src, dfs[s], s, out, cfg, kinds, shard_size=int(fp["shard_size"]), progress=False,
+                                    processes=n) for s in data.SPLITS]
+            pd.concat(frames, ignore_index=True).to_parquet(out / "index.parquet", index=False)
+            return out
+
+        feat_dir = features(1)
+
+        def train(n: int) -> None:
+            nonlocal runs
+            runs += 1
+            torch.set_num_threads(n)
+            with contextlib.redirect_stderr(io.StringIO()):  # the training loop's progress bars
+                train_one(args.model, 0, tp, feat_dir, root / f"run{runs}", torch.device("cpu"), {})
+
+        load0 = os.getloadavg()[0]
+        for n in budgets:  # warm-up
+            features(n)
+            train(n)
+        times: dict[tuple[str, int], list[float]] = {}
+        for _ in range(max(1, args.repeats)):
+            for n in budgets:
+                for name, fn in (("features", features), ("train", train)):
+                    t0 = time.perf_counter()
+                    fn(n)
+                    times.setdefault((name, n), []).append(time.perf_counter() - t0)
+        load1 = os.getloadavg()[0]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = budgets[0]
+    print(f"bench-threads: asvspoof synthetic set of {args.params} ({n_utt} utterances), {args.model} "
+          f"{args.epochs} epoch(s); {usable_cores()} usable cores; median of {max(1, args.repeats)} interleaved passes; "
+          f"load average {load0:.2f} -> {load1:.2f}")
+    print(f"  {'stage':10s} " + " ".join(f"{f'{n} CPU s':>9s}" for n in budgets)
+          + " " + " ".join(f"{f'x{n}/x{base}':>8s}" for n in budgets[1:]))
+    for name, goal in (("features", 1.8), ("train", 1.4)):
+        ratios = [med[(name, base)] / med[(name, n)] for n in budgets[1:]]
+        print(f"  {name:10s} " + " ".join(f"{med[(name, n)]:9.2f}" for n in budgets) + " "
+              + " ".join(f"{r:8.2f}" for r in ratios) + f"   (goal at 2 CPUs: >= {goal}x)")
+    return 0
