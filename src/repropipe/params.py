@@ -70,8 +70,9 @@ def schema_path_for(params_path: Path) -> Path:
     Snakemake hands a stage its effective config as a file under .repropipe/params/, away from the
     schema, so the working directory comes first.
     """
-    here = Path.cwd() / SCHEMA_RELPATH
-    return here if here.is_file() else params_path.resolve().parent / SCHEMA_RELPATH
+    candidates = (Path.cwd() / SCHEMA_RELPATH, params_path.resolve().parent / SCHEMA_RELPATH,
+                  Path(__file__).resolve().parents[2] / SCHEMA_RELPATH)  # the checkout this package runs from
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def validate(params: dict[str, Any], params_path: str | os.PathLike[str] = DEFAULT_PARAMS,
