@@ -416,7 +416,8 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
                                                                                        "S001/S001R08.edf"]
     assert (project / "data/raw/eeg/S001/S001R04.edf").read_bytes() == (inner / "S001/S001R04.edf").read_bytes()
     m = json.loads((project / "results/eeg/metrics.json").read_text())
-    assert m["provenance"]["data_source"] == "real (PhysioNet EEG MMI)"
+    prov = json.loads((project / "results/eeg/provenance.json").read_text())
+    assert prov["data_source"] == m["data_source"] == "real (PhysioNet EEG MMI)"
     assert m["evaluation"] == "within_subject" and m["within_subject_folds"] == 3
     assert set(m["runs"]) == {"transformer", "linformer", "simclr_low"}
     for f in range(3):

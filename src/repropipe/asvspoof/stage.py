@@ -135,8 +135,9 @@ def train(ctx: StageContext) -> None:
 
 @stage(
     "asvspoof_evaluate", branch="asvspoof", step="evaluate",
-    help="Score dev and eval with every trained model; EER overall and per attack, DET, histograms, report section.",
-    params=("device",),
+    help="Score dev and eval with every trained model and the LFCC-GMM baseline; EER overall and per attack with 95 % "
+         "bootstrap intervals, paired tests against LFCC-GMM, DET, histograms, report section.",
+    params=("seed", "device"),
     deps=(FEAT, MODELS),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures",
           f"{OUT}/scores"),
