@@ -137,6 +137,7 @@ rule asvspoof_evaluate:
         "src/repropipe/__init__.py",
         "src/repropipe/__main__.py",
         "src/repropipe/asvspoof/__init__.py",
+        "src/repropipe/asvspoof/baseline.py",
         "src/repropipe/asvspoof/bench.py",
         "src/repropipe/asvspoof/data.py",
         "src/repropipe/asvspoof/evaluate.py",
@@ -160,6 +161,7 @@ rule asvspoof_evaluate:
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
         "src/repropipe/stages.py",
+        "src/repropipe/stats.py",
         "src/repropipe/training.py",
     output:
         "results/asvspoof/metrics.json",
@@ -169,6 +171,7 @@ rule asvspoof_evaluate:
         directory("results/asvspoof/figures"),
         directory("results/asvspoof/scores"),
     params:
+        seed=param("seed"),
         device=param("device"),
     log:
         "logs/asvspoof_evaluate.log",
@@ -179,7 +182,7 @@ rule asvspoof_evaluate:
         mem_mb=8000,
         runtime=60,
     message:
-        "Score dev and eval with every trained model; EER overall and per attack, DET, histograms, report section."
+        "Score dev and eval with every trained model and the LFCC-GMM baseline; EER overall and per attack with 95 % bootstrap intervals, paired tests against LFCC-GMM, DET, histograms, report section."
     conda:
         "../envs/repropipe.yaml"
     shell:

@@ -151,6 +151,7 @@ rule eeg_evaluate:
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
         "src/repropipe/stages.py",
+        "src/repropipe/stats.py",
         "src/repropipe/training.py",
     output:
         "results/eeg/metrics.json",

@@ -183,6 +183,7 @@ rule gan_evaluate:
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
         "src/repropipe/stages.py",
+        "src/repropipe/stats.py",
         "src/repropipe/training.py",
     output:
         "results/gan/metrics.json",
