@@ -159,4 +159,4 @@ def test_formatting():
     assert stats.fmt_ci(0.5, 0.4, 0.6) == "0.500 [0.400, 0.600]"
     assert stats.fmt_ci(0.05, 0.01, 0.1, digits=2, scale=100) == "5.00 [1.00, 10.00]"
     t = stats.paired_test(0.1, np.linspace(0.05, 0.15, 101))
-    assert stats.fmt_test(t).endswith("significant (paired bootstrap)") and stats.fmt_test(None) == "reference"
+    assert stats.fmt_test(t).endswith("p<0.0099, significant (paired bootstrap)") and stats.fmt_test(None) == "reference"

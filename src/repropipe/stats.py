@@ -125,7 +125,7 @@ def paired_test(diff: float, boot_diff: ArrayLike, level: float = LEVEL) -> dict
     d = d[np.isfinite(d)]
     lo, hi = interval(d, level)
     p = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))) if d.size else float("nan")
-    return {"diff": float(diff), "ci_low": lo, "ci_high": hi, "p_value": p,
+    return {"diff": float(diff), "ci_low": lo, "ci_high": hi, "p_value": p, "n_boot": int(d.size),
             "significant": bool(d.size and (lo > 0 or hi < 0)), "test": "paired bootstrap"}
 
 
@@ -137,7 +137,7 @@ def independent_test(diff: float, boot_diff: ArrayLike, level: float = LEVEL) ->
     d = d[np.isfinite(d)]
     lo, hi = basic_interval(diff, d, level)
     p = float(np.mean(np.abs(d - diff) >= abs(diff))) if d.size else float("nan")
-    return {"diff": float(diff), "ci_low": lo, "ci_high": hi, "p_value": p,
+    return {"diff": float(diff), "ci_low": lo, "ci_high": hi, "p_value": p, "n_boot": int(d.size),
             "significant": bool(d.size and (lo > 0 or hi < 0)), "test": "independent bootstrap (basic interval)"}
 
 
@@ -282,4 +282,7 @@ def fmt_test(t: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> s
         head = f.format(t["diff"] * scale)
     else:
         head = ""
-    return f"{head}{', ' if head else ''}p={t['p_value']:.3g}, {verdict} ({t['test']})"
+    p = t["p_value"]
+    # a bootstrap p of 0 means no replicate crossed zero: below 1 / replicates, not zero
+    ptext = f"p<{1 / t['n_boot']:.2g}" if p == 0 and t.get("n_boot") else f"p={p:.3g}"
+    return f"{head}{', ' if head else ''}{ptext}, {verdict} ({t['test']})"
