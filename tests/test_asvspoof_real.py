@@ -77,7 +77,8 @@ def test_real_mode_rehearsal_from_a_local_la_zip(tmp_path):
             assert (proj / f"data/features/asvspoof/asv_scores.{split}.txt").read_bytes() == zf.read(member)
 
     m = json.loads((proj / "results/asvspoof/metrics.json").read_text())
-    assert m["data_source"] == "real" and m["min_tdcf_available"] is True
+    prov = json.loads((proj / "results/asvspoof/provenance.json").read_text())
+    assert prov["data_source"] == "real" and m["data_source"] == "real" and m["min_tdcf_available"] is True
     assert set(m["asv"]) == {"dev", "eval"} and 0 <= m["asv"]["eval"]["eer"] < 0.5
     assert [r["model"] for r in m["runs"]] == MODELS
     for r in m["runs"]:  # min t-DCF for every model, on dev and eval
@@ -87,6 +88,16 @@ def test_real_mode_rehearsal_from_a_local_la_zip(tmp_path):
         assert m[f"min_tdcf_mean/{name}"] == m["models"][name]["eval_min_tdcf_mean"]
     section = json.loads((proj / "results/asvspoof/section.json").read_text())
     assert "min t-DCF: ASVspoof 2019 cost model" in json.dumps(section)
+    # the LFCC-GMM reference beside the models, every model's EER and min t-DCF with an interval and a test (issue 17)
+    assert m["reference"] == "lfcc_gmm" and set(m["baselines"]) == {"lfcc_gmm"}
+    assert (proj / "results/asvspoof/scores/lfcc_gmm_seed0.eval.txt").exists()
+    for name in MODELS + ["lfcc_gmm"]:
+        for key in ("eer_mean", "min_tdcf_mean"):
+            assert m[f"{key}_ci_low/{name}"] <= m[f"{key}_ci_high/{name}"], (name, key)
+    for name in MODELS:
+        assert 0.0 <= m[f"eer_mean_p_vs_ref/{name}"] <= 1.0 and 0.0 <= m[f"min_tdcf_mean_p_vs_ref/{name}"] <= 1.0
+        assert m[f"eer_mean_diff_vs_ref/{name}"] == pytest.approx(m[f"eer_mean/{name}"] - m["eer_mean/lfcc_gmm"])
+    assert "paired bootstrap over speakers" in json.dumps(section)
 
 
 @pytest.mark.e2e

@@ -350,13 +350,17 @@ def test_chunk_scores_use_post_cue_windows_and_report_pre_cue_apart():
 
 
 def test_bootstrap_interval_resamples_subjects():
-    from repropipe.eeg.evaluate import bootstrap_ci
+    from repropipe import stats
 
     correct = np.array([1] * 10 + [0] * 10, float)
-    subj = np.array([1] * 10 + [2] * 10)
-    lo, hi = bootstrap_ci(correct, subj, seed=0)
+
+    def ci(groups):
+        rs = stats.Resampler(20, seed=0, name="eeg/trial", clusters=groups)
+        return stats.interval(rs.run(lambda w: stats.accuracy(correct, w)))
+
+    lo, hi = ci(np.array([1] * 10 + [2] * 10))
     assert lo == 0.0 and hi == 1.0  # two subjects, one perfect and one wrong: anything between
-    lo1, hi1 = bootstrap_ci(correct, np.ones(20), seed=0)  # one subject: over trials
+    lo1, hi1 = ci(np.ones(20))  # one subject: over trials
     assert 0.2 < lo1 < 0.5 < hi1 < 0.8
 
 
@@ -412,7 +416,8 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
                                                                                        "S001/S001R08.edf"]
     assert (project / "data/raw/eeg/S001/S001R04.edf").read_bytes() == (inner / "S001/S001R04.edf").read_bytes()
     m = json.loads((project / "results/eeg/metrics.json").read_text())
-    assert m["data_source"] == "real (PhysioNet EEG MMI)"
+    prov = json.loads((project / "results/eeg/provenance.json").read_text())
+    assert prov["data_source"] == m["data_source"] == "real (PhysioNet EEG MMI)"
     assert m["evaluation"] == "within_subject" and m["within_subject_folds"] == 3
     assert set(m["runs"]) == {"transformer", "linformer", "simclr_low"}
     for f in range(3):
@@ -429,6 +434,14 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
     section = json.loads((project / "results/eeg/section.json").read_text())
     text = json.dumps(section)
     assert "within-subject 3-fold" in text and "csp_lda" in text
+    # intervals on every headline score, and each run tested against the baseline (issue 17)
+    for run in ("transformer", "csp_lda"):
+        for key in ("accuracy", "macro_f1", "trial_accuracy", "trial_macro_f1"):
+            assert 0.0 <= m[f"{run}/{key}_ci_low"] <= m[f"{run}/{key}_ci_high"] <= 1.0, (run, key)
+    assert 0.0 <= m["transformer/trial_accuracy_p_vs_csp_lda"] <= 1.0
+    assert 0.0 <= m["transformer/trial_accuracy_mcnemar_p_vs_csp_lda"] <= 1.0
+    assert "csp_lda/trial_accuracy_p_vs_csp_lda" not in m and m["reference"] == "csp_lda"
+    assert "paired bootstrap over subjects" in text and "McNemar p=" in text
     assert yaml.safe_load((project / "params.yaml").read_text())["eeg"]["source"] == "real"
 
 

@@ -457,6 +457,17 @@ def test_fallback_fid_ranks_real_images_above_noise(raw: Path, tmp_path: Path):
     same = fidelity.fid_kid(x[24:], tmp_path / "stats", 12, False)
     noise = fidelity.fid_kid(torch.randint(0, 256, (24, 3, 64, 64), dtype=torch.uint8), tmp_path / "stats", 12, False)
     assert same["fid"] < noise["fid"] / 3 and same["kid_mean"] < noise["kid_mean"]
+    # the bootstrap's FID at unit weights is torch-fidelity's FID, from the same features
+    f_same, real = fidelity.features(x[24:], tmp_path / "stats", False)
+    assert f_same.shape == (24, 320) and real.shape == (24, 320)
+    assert fidelity.FIDBootstrap(f_same, real)(np.ones((1, 24)))[0] == pytest.approx(same["fid"], rel=1e-6)
+    from repropipe.gan.evaluate import fid_uncertainty
+
+    f_noise = fidelity.features(torch.randint(0, 256, (24, 3, 64, 64), dtype=torch.uint8), tmp_path / "stats", False)[0]
+    u = fid_uncertainty({"real": (same["fid"], f_same, real), "noise": (noise["fid"], f_noise, real)}, "real", 0)
+    assert u["real"]["ci_low"] < same["fid"] < u["real"]["ci_high"] < u["noise"]["ci_low"]
+    t = u["noise"]["vs_reference"]
+    assert t["significant"] and t["diff"] > 0 and t["ci_low"] > 0 and "vs_reference" not in u["real"]
 
 
 def test_missing_inception_weights_path_is_a_clear_error(tmp_path: Path):
@@ -486,6 +497,10 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
     assert (run / "samples/step_000002.png").exists()
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is True and "NOT comparable" in " ".join(section["notes"])
+    for name in ("trained", "trained_isir", "untrained"):  # intervals on every FID and KID (issue 17)
+        assert m[f"fid_ci_low/{name}"] <= m[f"fid_ci_high/{name}"] and m[f"kid_ci_low/{name}"] <= m[f"kid/{name}"]
+    assert 0.0 <= m["fid_p_vs_ref/trained_isir"] <= 1.0 and "fid_p_vs_ref/trained" not in m
+    assert "independent bootstrap over generated samples" in json.dumps(section)
 
 
 # ---------------------------------------------------------------- real-mode rehearsal

@@ -407,6 +407,36 @@ def test_trials_and_eer_on_separable_and_random_embeddings():
     assert sampled.target.size + sampled.nontarget.size == 50
 
 
+def test_uncertainty_resamples_speakers_and_tests_against_the_reference():
+    """A model with separable embeddings against a reference of noise: its EERs and accuracy are
+    significantly better; the reference against itself (a copy) is not different."""
+    labels = torch.arange(12).repeat_interleave(6)
+    gen = torch.Generator().manual_seed(0)
+    good = torch.eye(16)[labels] * 3 + torch.randn(72, 16, generator=gen)
+    noise = torch.randn(72, 16, generator=gen)
+
+    def raw(emb, correct):
+        return {"pairs": evaluate.pair_trials(emb, labels, 10_000, 0), "enrol": evaluate.enrolment_trials(emb, labels, 5, 0),
+                "id": (labels.numpy(), correct)}
+
+    rng = np.random.default_rng(0)
+    raws = {"ref": raw(noise, rng.random(72) < 0.1), "copy": raw(noise, rng.random(72) < 0.1),
+            "good": raw(good, np.ones(72, bool))}
+    points = {n: {"verification_eer": evaluate.eer_summary(r["pairs"])["eer"],
+                  "enrolment_eer": evaluate.eer_summary(r["enrol"])["eer"]} for n, r in raws.items()}
+    u = evaluate.uncertainty(raws, points, "ref", seed=0)
+    for key in ("verification_eer", "enrolment_eer"):
+        v = u["good"][key]
+        assert v["ci_low"] <= v["value"] <= v["ci_high"] < u["ref"][key]["ci_low"]
+        assert v["vs_reference"]["significant"] and v["vs_reference"]["diff"] < 0
+        assert not u["copy"][key]["vs_reference"]["significant"]  # same embeddings: zero difference
+        assert "vs_reference" not in u["ref"][key]
+    acc = u["good"]["identification_accuracy"]
+    assert acc["value"] == 1.0 and acc["vs_reference"]["significant"] and acc["vs_reference"]["mcnemar"]["p_value"] < 1e-6
+    # a pair trial joins two speakers: the bootstrap resamples the 12 speakers, not the 2556 pairs
+    assert raws["good"]["pairs"].speakers.shape == (72 * 71 // 2, 2)
+
+
 def test_predictions_csv_is_the_hw4_format():
     text = evaluate.predictions_csv(["uttr-a.pt", "uttr-b.pt"], torch.tensor([1, 0]), ["id10001", "id10002"])
     assert text == "Id,Category\nuttr-a.pt,id10002\nuttr-b.pt,id10001\n"
@@ -424,6 +454,14 @@ def test_tiny_pipeline_runs_every_stage(project, monkeypatch):
     metrics = json.loads((project / "results/speaker/metrics.json").read_text())
     assert metrics["data_source"].startswith("synthetic")
     assert metrics["n_classes"] == 4 and len(metrics["models"]) == 6
+    assert metrics["reference"] == "speaker_hw4_baseline"
+    for key in ("verification_eer", "enrolment_eer", "identification_accuracy"):
+        lo, hi = metrics[f"{key}_ci_low/speaker_conformer"], metrics[f"{key}_ci_high/speaker_conformer"]
+        assert 0.0 <= lo <= hi <= 1.0
+        assert 0.0 <= metrics[f"{key}_p_vs_ref/speaker_conformer"] <= 1.0
+        assert f"{key}_p_vs_ref/speaker_hw4_baseline" not in metrics
+    section = (project / "results/speaker/section.json").read_text()
+    assert "paired bootstrap over speakers" in section and "[95 % CI]" in section
     assert (project / "results/speaker/models/speaker_triplet/autoencoder/model.pt").exists()
     csv = (project / "results/speaker/predictions/speaker_conformer_sap_am.csv").read_text().splitlines()
     assert csv[0] == "Id,Category" and len(csv) == 5

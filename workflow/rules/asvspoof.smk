@@ -139,6 +139,7 @@ rule asvspoof_evaluate:
         "src/repropipe/__main__.py",
         "src/repropipe/asvspoof/__init__.py",
         "src/repropipe/asvspoof/aasist.py",
+        "src/repropipe/asvspoof/baseline.py",
         "src/repropipe/asvspoof/bench.py",
         "src/repropipe/asvspoof/data.py",
         "src/repropipe/asvspoof/evaluate.py",
@@ -164,6 +165,7 @@ rule asvspoof_evaluate:
         "src/repropipe/report/section.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
+        "src/repropipe/stats.py",
         "src/repropipe/training.py",
     output:
         "results/asvspoof/metrics.json",
@@ -173,6 +175,7 @@ rule asvspoof_evaluate:
         report(directory("results/asvspoof/figures"), patterns=["{name}.png"], caption="../report/asvspoof_evaluate.rst", category="asvspoof"),
         directory("results/asvspoof/scores"),
     params:
+        seed=param("seed"),
         device=param("device"),
         asvspoof__evaluate=param("asvspoof.evaluate"),
     log:

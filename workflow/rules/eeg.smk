@@ -148,6 +148,7 @@ rule eeg_evaluate:
         "src/repropipe/report/section.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
+        "src/repropipe/stats.py",
         "src/repropipe/training.py",
     output:
         "results/eeg/metrics.json",

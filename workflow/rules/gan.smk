@@ -181,6 +181,7 @@ rule gan_evaluate:
         "src/repropipe/report/section.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
+        "src/repropipe/stats.py",
         "src/repropipe/training.py",
     output:
         "results/gan/metrics.json",

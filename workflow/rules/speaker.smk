@@ -141,6 +141,7 @@ rule speaker_evaluate:
         "src/repropipe/speaker/stage.py",
         "src/repropipe/speaker/train.py",
         "src/repropipe/stages.py",
+        "src/repropipe/stats.py",
         "src/repropipe/training.py",
     output:
         "results/speaker/metrics.json",

@@ -171,11 +171,17 @@ def min_tdcf(bona_cm: np.ndarray, spoof_cm: np.ndarray, asv: dict[str, np.ndarra
     scores that no threshold reaches, so with ties in the CM scores it can come out lower. Without
     ties the two are equal (tested). NaN when C1 or C2 is not positive (no meaningful t-DCF).
     """
-    m = COST_MODEL
-    r = asv_error_rates(asv)
-    c1 = m["Ptar"] * (m["Cmiss_cm"] - m["Cmiss_asv"] * r["pmiss"]) - m["Pnon"] * m["Cfa_asv"] * r["pfa"]
-    c2 = m["Cfa_cm"] * m["Pspoof"] * (1 - r["pmiss_spoof"])
+    c1, c2 = tdcf_costs(asv)
     if c1 <= 0 or c2 <= 0:
         return float("nan")
     frr, far, _ = det_curve(bona_cm, spoof_cm)
     return float(np.min((c1 * frr + c2 * far) / min(c1, c2)))
+
+
+def tdcf_costs(asv: dict[str, np.ndarray]) -> tuple[float, float]:
+    """C1 and C2 of :func:`min_tdcf` (the ASV fixed at its EER threshold)."""
+    m = COST_MODEL
+    r = asv_error_rates(asv)
+    c1 = m["Ptar"] * (m["Cmiss_cm"] - m["Cmiss_asv"] * r["pmiss"]) - m["Pnon"] * m["Cfa_asv"] * r["pfa"]
+    c2 = m["Cfa_cm"] * m["Pspoof"] * (1 - r["pmiss_spoof"])
+    return float(c1), float(c2)

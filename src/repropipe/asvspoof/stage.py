@@ -140,9 +140,10 @@ def train(ctx: StageContext) -> None:
 
 @stage(
     "asvspoof_evaluate", branch="asvspoof", step="evaluate",
-    help="Score dev and eval with every trained model (and any published weights named in asvspoof.evaluate.pretrained); "
-         "EER overall and per attack, DET, histograms, report section.",
-    params=("device", "asvspoof.evaluate"),
+    help="Score dev and eval with every trained model, any published weights named in asvspoof.evaluate.pretrained, "
+         "and the LFCC-GMM baseline; EER overall and per attack with 95 % bootstrap intervals, paired tests against "
+         "LFCC-GMM, DET, histograms, report section.",
+    params=("seed", "device", "asvspoof.evaluate"),
     deps=(FEAT, MODELS),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures",
           f"{OUT}/scores"),

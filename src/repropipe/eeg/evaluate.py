@@ -4,7 +4,8 @@ Scores measure the task: chunk-level macro F1 / accuracy use only windows that s
 the cue (``start_s >= 0``); windows that end at or before the cue are scored apart (``pre_cue``), a
 sanity check that must stay near chance since nothing in them tells left from right; windows across
 the cue are in neither. Trial-level scores average a trial's post-cue log-probabilities and carry a
-95 % bootstrap interval clustered by subject (trials of one subject are not independent). Plus the
+95 % bootstrap interval clustered by subject (trials of one subject are not independent), as do the
+chunk scores (:mod:`repropipe.stats`). Plus the
 classical baseline (CSP + LDA on the same chunks) and, for the two Transformers, accuracy on windows
 of growing length after the cue and inference time as the token sequence grows.
 """
@@ -47,23 +48,19 @@ def scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
             "confusion": confusion_matrix(y, pred, labels=[0, 1]).tolist()}
 
 
-def bootstrap_ci(correct: np.ndarray, groups: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, float]:
-    """95 % percentile interval of mean(correct), resampling whole groups (subjects) with replacement;
-    with a single group, resampling its trials."""
-    correct = np.asarray(correct, dtype=float)
-    if not len(correct):
-        return float("nan"), float("nan")
-    rng = np.random.default_rng([seed, 31])
-    uniq = np.unique(groups)
-    if len(uniq) >= 2:
-        sums = np.array([correct[groups == g].sum() for g in uniq])
-        counts = np.array([(groups == g).sum() for g in uniq])
-        pick = rng.integers(0, len(uniq), (n_boot, len(uniq)))
-        means = sums[pick].sum(1) / counts[pick].sum(1)
-    else:
-        means = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+def _with_ci(scored: dict[str, Any], y: np.ndarray, pred: np.ndarray, subjects: np.ndarray, seed: int,
+             name: str) -> dict[str, Any]:
+    """Add 95 % intervals of accuracy and macro F1, resampling subjects and then their items
+    (:class:`repropipe.stats.Resampler`; one subject: its items only)."""
+    from repropipe import stats
+
+    if not len(y):
+        return {**scored, "ci": "none (no items)"}
+    boot = stats.Resampler(len(y), seed=seed, name=name, clusters=subjects).run(
+        lambda w: np.stack([stats.accuracy(y == pred, w), stats.macro_f1(y, pred, w)], 1))
+    (lo, hi), (flo, fhi) = stats.interval(boot[:, 0]), stats.interval(boot[:, 1])
+    return {**scored, "ci_low": lo, "ci_high": hi, "macro_f1_ci_low": flo, "macro_f1_ci_high": fhi,
+            "ci": "95 % percentile bootstrap, subjects then their items resampled"}
 
 
 def evaluate_run(lp: torch.Tensor, test: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
@@ -79,7 +76,10 @@ def evaluate_run(lp: torch.Tensor, test: pd.DataFrame, seed: int = 0) -> dict[st
         post, pre = np.ones(len(test), bool), np.zeros(len(test), bool)
     if not post.any():  # whole epochs (chunk: 0) span the cue: score them whole
         post = np.ones(len(test), bool)
-    out: dict[str, Any] = {"chunk": scores(y[post], pred[post]), "all_chunks": scores(y, pred),
+    subj = test.subject.to_numpy()
+    out: dict[str, Any] = {"chunk": _with_ci(scores(y[post], pred[post]), y[post], pred[post], subj[post], seed,
+                                             "eeg/chunk"),
+                           "all_chunks": scores(y, pred),
                            "n_chunks": int(post.sum()), "n_pre_cue_chunks": int(pre.sum())}
     if pre.any():
         out["pre_cue"] = scores(y[pre], pred[pre])
@@ -89,10 +89,9 @@ def evaluate_run(lp: torch.Tensor, test: pd.DataFrame, seed: int = 0) -> dict[st
     trials = dp.groupby(["subject", "run", "trial"], sort=True).agg(label=("label", "first"), lp0=("lp0", "mean"),
                                                                     lp1=("lp1", "mean")).reset_index()
     tpred = (trials.lp1 > trials.lp0).astype(int).to_numpy()
-    out["trial"] = scores(trials.label.to_numpy(), tpred)
-    tcorrect = tpred == trials.label.to_numpy()
-    lo, hi = bootstrap_ci(tcorrect, trials.subject.to_numpy(), seed)
-    out["trial"].update(ci_low=lo, ci_high=hi, ci="95 % bootstrap over subjects (over trials with one subject)")
+    ty = trials.label.to_numpy()
+    out["trial"] = _with_ci(scores(ty, tpred), ty, tpred, trials.subject.to_numpy(), seed, "eeg/trial")
+    tcorrect = tpred == ty
     out["per_subject_accuracy"] = {str(s): float(g.correct.mean()) for s, g in dp.groupby("subject", sort=True)}
     per_subject_trial = {str(s): float(c.mean()) for s, c in
                          pd.Series(tcorrect).groupby(trials.subject.to_numpy(), sort=True)}
@@ -100,6 +99,8 @@ def evaluate_run(lp: torch.Tensor, test: pd.DataFrame, seed: int = 0) -> dict[st
     out["subject_mean_accuracy"] = float(np.mean(list(out["per_subject_accuracy"].values())))
     out["subject_mean_trial_accuracy"] = float(np.mean(list(per_subject_trial.values())))
     out["n_trials"] = int(len(trials))
+    # per-item outcomes for the paired tests against the baseline (the stage drops them before writing)
+    out["_items"] = {"chunk": (subj[post], y[post] == pred[post]), "trial": (trials.subject.to_numpy(), tcorrect)}
     return out
 
 

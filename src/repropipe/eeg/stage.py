@@ -220,12 +220,13 @@ def evaluate(ctx: StageContext) -> None:
         for h in blobs[0]["pretrain_history"]:
             curves.append({"run": run, "phase": "pretrain", "epoch": int(h["epoch"]), "loss": h.get("ntxent"),
                            "val_loss": None, "val_f1": None})
-    baselines = {"csp_lda": _csp_lda(x, index, splits, tested, protocol, ctx.seed)}
+    baselines = {REFERENCE: _csp_lda(x, index, splits, tested, protocol, ctx.seed)}
     bench_test = index[splits[subs[0]] == "test"]
     bench = _benchmark(models, x, bench_test, meta, ep, device, ctx.seed)
     source = meta["source"]
     data_source = "synthetic" if source == "synthetic" else "real (PhysioNet EEG MMI)"
     every = {**results, **baselines}
+    vs_ref = _vs_reference(every, REFERENCE, ctx.seed)
     _write_plots(every, pd.DataFrame(curves), bench)
     figures = _figures(every, pd.DataFrame(curves), bench)
     headline: dict[str, Any] = {}
@@ -235,12 +236,26 @@ def evaluate(ctx: StageContext) -> None:
         headline[f"{run}/trial_accuracy"] = r["trial"]["accuracy"]
         headline[f"{run}/trial_accuracy_ci_low"] = r["trial"]["ci_low"]
         headline[f"{run}/trial_accuracy_ci_high"] = r["trial"]["ci_high"]
+        headline[f"{run}/accuracy_ci_low"] = r["chunk"]["ci_low"]
+        headline[f"{run}/accuracy_ci_high"] = r["chunk"]["ci_high"]
+        headline[f"{run}/macro_f1_ci_low"] = r["chunk"]["macro_f1_ci_low"]
+        headline[f"{run}/macro_f1_ci_high"] = r["chunk"]["macro_f1_ci_high"]
+        headline[f"{run}/trial_macro_f1"] = r["trial"]["macro_f1"]
+        headline[f"{run}/trial_macro_f1_ci_low"] = r["trial"]["macro_f1_ci_low"]
+        headline[f"{run}/trial_macro_f1_ci_high"] = r["trial"]["macro_f1_ci_high"]
+        if run in vs_ref:
+            t = vs_ref[run]["trial"]
+            headline[f"{run}/trial_accuracy_diff_vs_{REFERENCE}"] = t["diff"]
+            headline[f"{run}/trial_accuracy_p_vs_{REFERENCE}"] = t["p_value"]
+            headline[f"{run}/trial_accuracy_mcnemar_p_vs_{REFERENCE}"] = t["mcnemar"]["p_value"]
+            headline[f"{run}/accuracy_diff_vs_{REFERENCE}"] = vs_ref[run]["chunk"]["diff"]
+            headline[f"{run}/accuracy_p_vs_{REFERENCE}"] = vs_ref[run]["chunk"]["p_value"]
         if "pre_cue" in r:
             headline[f"{run}/pre_cue_accuracy"] = r["pre_cue"]["accuracy"]
         if protocol == "within_subject":
             headline[f"{run}/subject_mean_trial_accuracy"] = r["subject_mean_trial_accuracy"]
     ctx.write_metrics(f"{OUT}/metrics.json", {
-        **headline, "runs": results, "baselines": baselines,
+        **headline, "runs": results, "baselines": baselines, "reference": REFERENCE, "vs_reference": vs_ref,
         "benchmark": {"accuracy_by_window": bench["accuracy_by_window"]}, "evaluation": protocol,
         "within_subject_folds": folds if protocol == "within_subject" else None,
         "n_skipped_recordings": meta["n_skipped"], "subjects_by_split": meta["subjects_by_split"],
@@ -248,7 +263,7 @@ def evaluate(ctx: StageContext) -> None:
     }, data_source=data_source, device=str(device.type))
     # measured inference times apart from the exact numbers, so metrics.json repeats byte for byte
     io.atomic_write_json(f"{OUT}/timings.json", {"time_by_tokens": bench["time_by_tokens"]})
-    _section(every, bench, meta, data_source, source == "synthetic", figures, protocol, folds).write(
+    _section(every, bench, meta, data_source, source == "synthetic", figures, protocol, folds, vs_ref).write(
         f"{OUT}/section.json")
     where = (f"held-out subjects {meta['subjects_by_split'].get('test')}" if protocol == "cross_subject" else
              f"{folds}-fold within-subject, subjects {sorted(map(int, set(test.subject)))}")
@@ -259,6 +274,40 @@ def evaluate(ctx: StageContext) -> None:
               f"[{r['trial']['ci_low']:.3f}, {r['trial']['ci_high']:.3f}] | pre-cue acc "
               f"{r.get('pre_cue', {}).get('accuracy', float('nan')):.3f}")
     _print_benchmark(bench)
+
+
+REFERENCE = "csp_lda"  # the classical baseline every other run is tested against
+
+
+def _vs_reference(every: dict[str, Any], reference: str, seed: int) -> dict[str, Any]:
+    """Each run against the reference on the same held-out items: paired bootstrap of the accuracy
+    difference (subjects, then their items, resampled; the same replicates as the intervals) and,
+    for trials, the exact McNemar test. Pops the per-item outcomes so they are not written."""
+    import numpy as np
+
+    from repropipe import stats
+
+    items = {run: r.pop("_items") for run, r in every.items()}
+    out: dict[str, Any] = {}
+    for level in ("chunk", "trial"):
+        subj = items[reference][level][0]
+        names = list(every)
+        for n in names:
+            if not np.array_equal(items[n][level][0], subj):
+                raise ValueError(f"eeg_evaluate: {n} was scored on other {level}s than {reference}")
+        if not len(subj):
+            continue
+        corr = np.stack([items[n][level][1] for n in names], 1).astype(float)
+        boot = stats.Resampler(len(subj), seed=seed, name=f"eeg/{level}", clusters=subj).run(
+            lambda w: (w @ corr) / w.sum(1, keepdims=True))
+        _, tests = stats.compare_columns({n: float(corr[:, i].mean()) for i, n in enumerate(names)}, boot, reference)
+        ref = names.index(reference)
+        for n, t in tests.items():
+            t["test"] = "paired bootstrap over subjects"
+            if level == "trial":
+                t["mcnemar"] = stats.mcnemar_exact(corr[:, names.index(n)], corr[:, ref])
+            out.setdefault(n, {})[level] = t
+    return out
 
 
 def _csp_lda(x: Any, index: Any, splits: dict[str, Any], tested: Any, protocol: str, seed: int) -> dict[str, Any]:
@@ -412,15 +461,30 @@ def _figures(results: dict[str, Any], curves: Any, bench: dict[str, Any]) -> lis
 
 
 def _section(results: dict[str, Any], bench: dict[str, Any], meta: dict[str, Any], data_source: str, synthetic: bool,
-             figures: list[Any], protocol: str = "cross_subject", folds: int = 0) -> Any:
+             figures: list[Any], protocol: str = "cross_subject", folds: int = 0,
+             vs_ref: dict[str, Any] | None = None) -> Any:
+    from repropipe import stats
     from repropipe.report.section import Section, Table
+
+    vs_ref = vs_ref or {}
+
+    def ci(d: dict[str, Any], key: str = "accuracy", lo: str = "ci_low", hi: str = "ci_high") -> str:
+        return stats.fmt_ci(d[key], d.get(lo, float("nan")), d.get(hi, float("nan")))
+
+    def versus(run: str, level: str) -> str:
+        t = vs_ref.get(run, {}).get(level)
+        if t is None:
+            return "reference" if run == REFERENCE else ""
+        s = stats.fmt_test(t)
+        if "mcnemar" in t:
+            s += f"; McNemar p={t['mcnemar']['p_value']:.3g}"
+        return s
 
     def best(r: dict[str, Any]) -> str:
         return f"{r['best_epoch']} ({r['best_val_f1']:.3f})" if "best_epoch" in r else "no epochs (closed form)"
 
     def trial(r: dict[str, Any]) -> str:
-        t = r["trial"]
-        return f"{t['accuracy']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}]"
+        return ci(r["trial"])
 
     within = protocol == "within_subject"
     subjects = sorted({s for r in results.values() for s in r["per_subject_accuracy"]}, key=int)
@@ -429,19 +493,23 @@ def _section(results: dict[str, Any], bench: dict[str, Any], meta: dict[str, Any
                  f"trials (subjects {[int(s) for s in subjects]}; scores per subject, then averaged)")
     else:
         title = f"Left vs right imagined fist on held-out subjects {meta['subjects_by_split'].get('test')}"
-    columns = ["run", "training chunks", "chunk macro F1 (post-cue)", "chunk accuracy (post-cue)",
-               "pre-cue chunk accuracy (sanity, ~0.5)", "trial macro F1", "trial accuracy [95 % CI]"]
+    columns = ["run", "training chunks", "chunk macro F1 (post-cue) [95 % CI]", "chunk accuracy (post-cue) [95 % CI]",
+               "pre-cue chunk accuracy (sanity, ~0.5)", "trial macro F1 [95 % CI]", "trial accuracy [95 % CI]",
+               f"trial accuracy minus {REFERENCE} [95 % CI], test", f"chunk accuracy minus {REFERENCE} [95 % CI], test"]
     if within:
         columns.append("subject-mean trial accuracy")
     columns.append("best epoch (val F1)")
     rows = []
     for run, r in results.items():
-        row = [run, r["n_train_chunks"], r["chunk"]["macro_f1"], r["chunk"]["accuracy"],
-               r.get("pre_cue", {}).get("accuracy", ""), r["trial"]["macro_f1"], trial(r)]
+        row = [run, r["n_train_chunks"], ci(r["chunk"], "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high"),
+               ci(r["chunk"]), r.get("pre_cue", {}).get("accuracy", ""),
+               ci(r["trial"], "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high"), trial(r), versus(run, "trial"),
+               versus(run, "chunk")]
         if within:
             row.append(r["subject_mean_trial_accuracy"])
         rows.append(row + [best(r)])
-    anchor_row = ["EEGNet (published anchor, cross-subject)", "all", "", 0.8243, "", "", ""] + ([""] if within else [])
+    anchor_row = ["EEGNet (published anchor, cross-subject)", "all", "", 0.8243, "", "", "", "", ""] + (
+        [""] if within else [])
     main = Table(title=title, columns=columns, rows=rows + [anchor_row + [""]],
                  anchor=ANCHOR + (" The anchor is cross-subject; within-subject numbers are not comparable with it."
                                   if within else ""))
@@ -470,7 +538,30 @@ def _section(results: dict[str, Any], bench: dict[str, Any], meta: dict[str, Any
                 "left from right, so they should sit near 0.5). Trial scores average a trial's post-cue chunks; the "
                 "interval resamples subjects (trials with one subject). 'csp_lda' is the classical baseline "
                 "(mne.decoding.CSP, 4 components, + LDA) on the same chunks. '_low' runs use only a fraction of the "
-                "training labels (SimCLR pretrains on all training chunks without labels first).",
+                "training labels (SimCLR pretrains on all training chunks without labels first). Every interval is a "
+                "95 % percentile bootstrap (1000 replicates) resampling subjects, then their trials or chunks; each "
+                f"run is tested against {REFERENCE}: paired bootstrap of the accuracy difference on the same "
+                "replicates, and the exact McNemar test on trials.",
         data_source=data_source, synthetic=synthetic, tables=tables, figures=figures,
-        notes=[f"{meta['n_skipped']} recording(s) skipped as bad input."] if meta["n_skipped"] else [],
+        notes=_verdicts(results, vs_ref) + ([f"{meta['n_skipped']} recording(s) skipped as bad input."]
+                                            if meta["n_skipped"] else []),
     )
+
+
+def _verdicts(results: dict[str, Any], vs_ref: dict[str, Any]) -> list[str]:
+    """In words: which runs beat the classical baseline on trial accuracy, and which do not."""
+    beat, tie, worse = [], [], []
+    for run in results:
+        t = vs_ref.get(run, {}).get("trial")
+        if t is None or run == REFERENCE:
+            continue
+        (beat if t["significant"] and t["diff"] > 0 else worse if t["significant"] else tie).append(run)
+    out = []
+    if tie:
+        out.append(f"Not significantly different from the {REFERENCE} baseline on trial accuracy (paired bootstrap "
+                   f"over subjects, 95 %): {', '.join(tie)}. These deep models do not beat the baseline here.")
+    if worse:
+        out.append(f"Significantly worse than the {REFERENCE} baseline on trial accuracy: {', '.join(worse)}.")
+    if beat:
+        out.append(f"Significantly better than the {REFERENCE} baseline on trial accuracy: {', '.join(beat)}.")
+    return out

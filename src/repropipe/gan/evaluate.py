@@ -42,6 +42,9 @@ def evaluate_generator(G: torch.nn.Module, D: torch.nn.Module, *, nz: int, num_s
     return {
         "plain": fidelity.fid_kid(plain, cache_dir, kid_subset_size, cuda),
         "isir": fidelity.fid_kid(sampled, cache_dir, kid_subset_size, cuda),
+        # feature vectors for the FID bootstrap (fake, real)
+        "features": {"plain": fidelity.features(plain, cache_dir, cuda),
+                     "isir": fidelity.features(sampled, cache_dir, cuda) if isir["iterations"] else None},
         "isir_changed_fraction": changed,
         "images": {"plain": plain[:64], "isir": sampled[:64]},
     }
@@ -58,4 +61,32 @@ def read_dvclive_curves(run_dir: str | os.PathLike[str], names: tuple[str, ...])
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
         out[name] = [(int(r["step"]), float(r[name])) for r in rows]
+    return out
+
+
+N_BOOT_FID = 200  # each replicate is one weighted covariance and one symmetric eigensolve of the feature dimension
+
+
+def fid_uncertainty(systems: dict[str, tuple[float, Any, Any]], reference: str, seed: int) -> dict[str, Any]:
+    """95 % intervals of FID for each system and tests against ``reference``.
+
+    ``systems``: name -> (torch-fidelity's FID, fake features, real features). Generated samples are
+    resampled (``N_BOOT_FID`` replicates; the real statistics stay fixed); FID's bootstrap distribution
+    sits above the estimate (repeated samples shrink the covariance), so the interval is the basic
+    bootstrap interval. Different systems draw different samples, so the difference is tested with
+    independent replicates (:func:`repropipe.stats.independent_test`)."""
+    from repropipe import stats
+
+    boots, out = {}, {}
+    for name, (fid, fake, real) in systems.items():
+        boots[name] = stats.Resampler(len(fake), seed=seed, name=f"gan/fid/{name}", n_boot=N_BOOT_FID).run(
+            fidelity.FIDBootstrap(fake, real))
+        lo, hi = stats.basic_interval(fid, boots[name])
+        out[name] = {"value": fid, "ci_low": lo, "ci_high": hi, "n_boot": N_BOOT_FID,
+                     "ci": "basic bootstrap over generated samples, real statistics fixed"}
+    for name in systems:
+        if name != reference and reference in systems:
+            diff = systems[name][0] - systems[reference][0]
+            out[name]["vs_reference"] = {**stats.independent_test(diff, boots[name] - boots[reference]),
+                                         "test": "independent bootstrap over generated samples (basic interval)"}
     return out

@@ -16,6 +16,10 @@ from repropipe.stages import StageContext
 log = logging.getLogger("repropipe.gan")
 
 CURVES = ("loss_D", "loss_G", "loss_GP", "wasserstein")
+REFERENCE = "trained"  # plain N(0, I) sampling of the trained generator: I-SIR and the untrained G are tested against it
+Z95 = 1.959963984540054
+N_BOOT_FID_TEXT = ("basic bootstrap interval over the generated samples (200 replicates; the real-image statistics "
+                   "stay fixed), and differences tested with independent replicates of the two sample sets")
 ANCHOR = ("Anchors: torch-mimicry SNGAN on CelebA 64x64, FID 5.71 at 100k steps (Inception-v3, 50k samples); "
           "i-SIR on a CIFAR-10 DCGAN improved FID from 28.4 to 22.7 (Ex2MCMC, Samsonov et al. 2022).")
 
@@ -78,8 +82,9 @@ def _isir_figure(changed: list[float], path: str) -> None:
 
 
 def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str) -> None:
+    from repropipe import stats
     from repropipe.gan import fidelity
-    from repropipe.gan.evaluate import evaluate_generator, read_dvclive_curves
+    from repropipe.gan.evaluate import evaluate_generator, fid_uncertainty, read_dvclive_curves
     from repropipe.gan.train import build_models, load_trained
     from repropipe import resources
     from repropipe.training import select_device, seed_everything
@@ -112,6 +117,22 @@ def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str) 
     curves = read_dvclive_curves(run_dir, CURVES)
     steps = max((s for c in curves.values() for s, _ in c), default=0)
     changed = trained["isir_changed_fraction"]
+    systems = {"untrained": (untrained["plain"]["fid"], *untrained["features"]["plain"]),
+               "trained": (trained["plain"]["fid"], *trained["features"]["plain"])}
+    if trained["features"]["isir"] is not None:
+        systems["trained_isir"] = (trained["isir"]["fid"], *trained["features"]["isir"])
+    fid_unc = fid_uncertainty(systems, REFERENCE, ctx.seed)
+    kid = {"untrained": untrained["plain"], "trained": trained["plain"], "trained_isir": trained["isir"]}
+    unc_keys: dict[str, float] = {}
+    for name, u in fid_unc.items():
+        unc_keys[f"fid_ci_low/{name}"], unc_keys[f"fid_ci_high/{name}"] = u["ci_low"], u["ci_high"]
+        k = kid[name]
+        # KID: the normal interval of torch-fidelity's subset estimates (mean +- 1.96 subset std)
+        unc_keys[f"kid_ci_low/{name}"] = k["kid_mean"] - Z95 * k["kid_std"]
+        unc_keys[f"kid_ci_high/{name}"] = k["kid_mean"] + Z95 * k["kid_std"]
+        if "vs_reference" in u:
+            unc_keys[f"fid_diff_vs_ref/{name}"] = u["vs_reference"]["diff"]
+            unc_keys[f"fid_p_vs_ref/{name}"] = u["vs_reference"]["p_value"]
 
     metrics = {
         "fid/trained": trained["plain"]["fid"], "kid/trained": trained["plain"]["kid_mean"],
@@ -119,6 +140,9 @@ def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str) 
         "fid/trained_isir": trained["isir"]["fid"], "kid/trained_isir": trained["isir"]["kid_mean"],
         "kid_std/trained_isir": trained["isir"]["kid_std"],
         "fid/untrained": untrained["plain"]["fid"], "kid/untrained": untrained["plain"]["kid_mean"],
+        "kid_std/untrained": untrained["plain"]["kid_std"],
+        **unc_keys, "reference": REFERENCE, "uncertainty": {"fid": fid_unc, "fid_n_boot": fid_unc[REFERENCE]["n_boot"],
+                                                            "kid": "mean +- 1.96 x torch-fidelity's subset std"},
         "fid_change_from_isir": trained["isir"]["fid"] - trained["plain"]["fid"],
         "isir_changed_fraction": changed,
         "isir": {k: int(v) for k, v in p["isir"].items()},
@@ -147,15 +171,27 @@ def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str) 
     _isir_figure(changed, f"{out}/figures/isir_changed.png")
 
     fid_note = "" if comparable else " (fallback extractor, not comparable to published)"
+
+    def fid_cell(name: str) -> str:
+        u = fid_unc.get(name)
+        return stats.fmt_ci(u["value"], u["ci_low"], u["ci_high"], digits=4) if u else f"{kid[name]['fid']:.4f}"
+
+    def kid_cell(name: str) -> str:
+        k = kid[name]
+        return stats.fmt_ci(k["kid_mean"], k["kid_mean"] - Z95 * k["kid_std"], k["kid_mean"] + Z95 * k["kid_std"], 5)
+
+    def versus(name: str) -> str:
+        if name == REFERENCE:
+            return "reference"
+        return stats.fmt_test(fid_unc.get(name, {}).get("vs_reference"), digits=4)
     table = Table(
         title=f"FID / KID on {n} samples vs {meta['num_real']} real {meta['real_split']} images{fid_note}",
-        columns=["generator", "sampling", "FID", "KID (mean)", "KID (std)"],
-        rows=[["untrained", "z ~ N(0, I)", untrained["plain"]["fid"], untrained["plain"]["kid_mean"],
-               untrained["plain"]["kid_std"]],
-              [f"trained ({steps} steps)", "z ~ N(0, I)", trained["plain"]["fid"], trained["plain"]["kid_mean"],
-               trained["plain"]["kid_std"]],
-              [f"trained ({steps} steps)", "I-SIR", trained["isir"]["fid"], trained["isir"]["kid_mean"],
-               trained["isir"]["kid_std"]]],
+        columns=["generator", "sampling", "FID [95 % CI]", "KID mean [± 1.96 subset std]", "KID (std)",
+                 "FID minus plain sampling [95 % CI], test"],
+        rows=[[label, sampling, fid_cell(name), kid_cell(name), kid[name]["kid_std"], versus(name)]
+              for name, label, sampling in (("untrained", "untrained", "z ~ N(0, I)"),
+                                            ("trained", f"trained ({steps} steps)", "z ~ N(0, I)"),
+                                            ("trained_isir", f"trained ({steps} steps)", "I-SIR"))],
         anchor=ANCHOR,
     )
     isir_table = Table(title="I-SIR: fraction of rows whose particle changed, per iteration",
@@ -165,6 +201,16 @@ def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str) 
     delta = trained["isir"]["fid"] - trained["plain"]["fid"]
     notes.append(f"I-SIR {'lowered' if delta < 0 else 'raised'} FID by {abs(delta):.4g} on this run "
                  "(same generator, same sample count); reported whatever its sign.")
+    t_isir = fid_unc.get("trained_isir", {}).get("vs_reference")
+    if t_isir is not None:
+        notes.append("I-SIR sampling " + ("significantly lowers" if t_isir["significant"] and t_isir["diff"] < 0 else
+                                          "significantly raises" if t_isir["significant"] else
+                                          "does not significantly change")
+                     + f" FID against plain sampling (the reference) on this run ({stats.fmt_test(t_isir, 4)})"
+                     + ("." if t_isir["significant"] and t_isir["diff"] < 0 else
+                        ": I-SIR does not beat plain sampling here."))
+    notes.append(f"Intervals: FID, {N_BOOT_FID_TEXT}; KID, mean ± 1.96 times torch-fidelity's standard deviation "
+                 "over its random subsets (the spread of one subset's estimate, so wider than an interval of the mean).")
     Section(
         branch="gan", title="WGAN-GP 64x64 with I-SIR latent sampling (CelebA)",
         summary=(f"ResNet WGAN-GP (torch-mimicry wgan_gp_64 design, ngf={mp['ngf']}, ndf={mp['ndf']}, nz={nz}) trained "

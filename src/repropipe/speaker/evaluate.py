@@ -10,6 +10,10 @@
 * Enrolment: each held-out speaker's utterances split into enrolment and test halves; a test
   utterance scores against a claimed speaker as the mean of its top-k cosine scores with that
   speaker's enrolment embeddings; accept when the score clears a threshold (EER threshold reported).
+* Uncertainty (:func:`uncertainty`): 95 % bootstrap intervals and paired tests against the reference
+  model. Identification resamples speakers, then their utterances; verification and enrolment trials
+  each join two speakers, so speakers are resampled and a trial counts as often as the product of its
+  two speakers' draws (utterances of one speaker are not independent trials).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from repropipe.metrics import compute_eer
 class Trials:
     target: np.ndarray
     nontarget: np.ndarray
+    # every trial in a fixed order, for the bootstrap: score, same-speaker flag, the two speakers it joins
+    scores: np.ndarray | None = None
+    is_target: np.ndarray | None = None
+    speakers: np.ndarray | None = None  # [n, 2]
 
 
 def pair_trials(emb: torch.Tensor, labels: torch.Tensor, max_trials: int, seed: int) -> Trials:
@@ -39,7 +47,7 @@ def pair_trials(emb: torch.Tensor, labels: torch.Tensor, max_trials: int, seed: 
         i, j = i[keep], j[keep]
     scores = (e[i] * e[j]).sum(1).numpy()
     same = (labels[i] == labels[j]).numpy()
-    return Trials(scores[same], scores[~same])
+    return Trials(scores[same], scores[~same], scores, same, torch.stack([labels[i], labels[j]], 1).numpy())
 
 
 def enrolment_trials(emb: torch.Tensor, labels: torch.Tensor, top_k: int, seed: int) -> Trials:
@@ -62,7 +70,9 @@ def enrolment_trials(emb: torch.Tensor, labels: torch.Tensor, top_k: int, seed: 
         sim = e[tests] @ e[idx].T
         scores[:, k] = sim.topk(min(top_k, len(idx)), dim=1).values.mean(1)
     claimed = torch.tensor(speakers)[None, :] == labels[tests][:, None]
-    return Trials(scores[claimed].numpy(), scores[~claimed].numpy())
+    pairs = torch.stack(torch.broadcast_tensors(labels[tests][:, None], torch.tensor(speakers)[None, :]), -1)
+    return Trials(scores[claimed].numpy(), scores[~claimed].numpy(), scores.flatten().numpy(),
+                  claimed.flatten().numpy(), pairs.reshape(-1, 2).numpy())
 
 
 def eer_summary(trials: Trials) -> dict[str, float]:
@@ -93,8 +103,10 @@ def evaluate_model(model: torch.nn.Module, is_classifier: bool, shards: dict[str
             return (F.normalize(embed_shard(model, shard, device, bs), dim=1) @ c.T).argmax(1)
 
     out: dict[str, Any] = {}
+    id_correct = np.zeros(0, bool)
     if len(val):
-        out["identification_accuracy"] = float((predict(val) == val.labels).float().mean())
+        id_correct = (predict(val) == val.labels).numpy()
+        out["identification_accuracy"] = float(id_correct.mean())
     test_pred = predict(test) if len(test) else torch.zeros(0, dtype=torch.int64)
     emb = embed_shard(model, ver, device, bs)
     pairs = pair_trials(emb, ver.labels, p["max_trials"], seed)
@@ -104,4 +116,44 @@ def evaluate_model(model: torch.nn.Module, is_classifier: bool, shards: dict[str
                 "verification_target_trials": pv["n_target"], "verification_nontarget_trials": pv["n_nontarget"],
                 "enrolment_eer": ev["eer"], "enrolment_threshold": ev["threshold"],
                 "enrolment_target_trials": ev["n_target"], "enrolment_nontarget_trials": ev["n_nontarget"]})
-    return out, {"pairs": pairs, "enrol": enrol, "test_pred": test_pred}
+    return out, {"pairs": pairs, "enrol": enrol, "test_pred": test_pred,
+                 "id": (val.labels.numpy() if len(val) else np.zeros(0, int), id_correct)}
+
+
+def uncertainty(raw: dict[str, dict[str, Any]], points: dict[str, dict[str, Any]], reference: str, seed: int,
+                ) -> dict[str, dict[str, Any]]:
+    """Intervals for identification accuracy, verification EER and enrolment EER of every model, and
+    paired bootstrap tests (same replicates for every model) against ``reference``, plus exact McNemar
+    for identification. ``raw``: per model, what :func:`evaluate_model` returned second."""
+    from repropipe import stats
+
+    names = list(raw)
+    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    first = raw[names[0]]
+    for key, trials_of in (("verification_eer", "pairs"), ("enrolment_eer", "enrol")):
+        ts = [raw[n][trials_of] for n in names]
+        for t in ts:
+            if not np.array_equal(t.speakers, ts[0].speakers) or not np.array_equal(t.is_target, ts[0].is_target):
+                raise ValueError(f"{key}: models were scored on different trials")
+        sets = [stats.ScoreSet(t.scores, t.is_target) for t in ts]
+        boot = stats.Resampler(len(ts[0].scores), seed=seed, name=f"speaker/{key}", clusters=ts[0].speakers).run(
+            lambda w: np.stack([s.eer(w) for s in sets], 1))
+        cis, tests = stats.compare_columns({n: points[n][key] for n in names}, boot, reference)
+        for n in names:
+            out[n][key] = {**cis[n], **({"vs_reference": {**tests[n], "test": "paired bootstrap over speakers"}}
+                                        if n in tests else {})}
+    spk, _ = first["id"]
+    if len(spk):
+        corr = np.stack([raw[n]["id"][1] for n in names], 1).astype(float)
+        boot = stats.Resampler(len(spk), seed=seed, name="speaker/identification", clusters=spk).run(
+            lambda w: (w @ corr) / w.sum(1, keepdims=True))
+        cis, tests = stats.compare_columns({n: float(corr[:, i].mean()) for i, n in enumerate(names)}, boot,
+                                           reference)
+        r = names.index(reference) if reference in names else None
+        for i, n in enumerate(names):
+            entry: dict[str, Any] = dict(cis[n])
+            if n in tests and r is not None:
+                entry["vs_reference"] = {**tests[n], "test": "paired bootstrap over speakers",
+                                         "mcnemar": stats.mcnemar_exact(corr[:, i], corr[:, r])}
+            out[n]["identification_accuracy"] = entry
+    return out

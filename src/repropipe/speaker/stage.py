@@ -24,6 +24,7 @@ MODELS_DIR = f"{OUT}/models"
 ANCHOR = ("HW4 anchors (real data, 600 speakers, Kaggle public accuracy): boss baseline 0.93175; a Conformer "
           "with one linear head reached 0.955. Sample code (Transformer + mean pooling) scores about 0.6-0.7 "
           "at its default 70k steps.")
+REFERENCE = "speaker_hw4_baseline"  # every other model is tested against the course's baseline
 LABELS = {
     "speaker_hw4_baseline": "baseline (Transformer, mean pool, linear)",
     "speaker_conformer": "+Conformer",
@@ -189,7 +190,8 @@ def _plot_csvs(results: dict[str, Any], histories: dict[str, list[dict[str, floa
 )
 def evaluate(ctx: StageContext) -> None:
     from repropipe.report.section import Figure, Section, Table
-    from repropipe.speaker.evaluate import evaluate_model, predictions_csv
+    from repropipe import stats
+    from repropipe.speaker.evaluate import evaluate_model, predictions_csv, uncertainty
     from repropipe.speaker.features import SPLITS, load_shard, read_manifest
     from repropipe.speaker.models import ABLATION
     from repropipe.speaker.train import load_model
@@ -216,10 +218,37 @@ def evaluate(ctx: StageContext) -> None:
     _curves_figure(histories)
     chance = 1.0 / len(classes)
     per_model = {n: r["metrics"] for n, r in results.items()}
+    reference = REFERENCE if REFERENCE in per_model else next(iter(per_model))
+    unc = uncertainty(results, per_model, reference, ctx.seed)
+    flat: dict[str, Any] = {}
+    for n, u in unc.items():
+        for key, v in u.items():
+            flat[f"{key}/{n}"] = v["value"]
+            flat[f"{key}_ci_low/{n}"] = v["ci_low"]
+            flat[f"{key}_ci_high/{n}"] = v["ci_high"]
+            if "vs_reference" in v:
+                flat[f"{key}_diff_vs_ref/{n}"] = v["vs_reference"]["diff"]
+                flat[f"{key}_p_vs_ref/{n}"] = v["vs_reference"]["p_value"]
+            if "mcnemar" in v.get("vs_reference", {}):
+                flat[f"{key}_mcnemar_p_vs_ref/{n}"] = v["vs_reference"]["mcnemar"]["p_value"]
     ctx.write_metrics(f"{OUT}/metrics.json", {
+        **flat, "reference": reference, "uncertainty": unc,
         "models": per_model, "n_classes": len(classes), "chance_accuracy": chance,
         "n_verify_speakers": len(manifest["verify_speakers"]), "counts": manifest["counts"],
     }, data_source=manifest["data_source"], device=str(device))
+
+    def ci(name: str, key: str) -> str:
+        v = unc[name].get(key)
+        return stats.fmt_ci(v["value"], v["ci_low"], v["ci_high"]) if v else "n/a"
+
+    def test(name: str, key: str) -> str:
+        v = unc[name].get(key, {})
+        if name == reference:
+            return "reference"
+        s = stats.fmt_test(v.get("vs_reference"))
+        if "mcnemar" in v.get("vs_reference", {}):
+            s += f"; McNemar p={v['vs_reference']['mcnemar']['p_value']:.3g}"
+        return s
 
     def cfg(name: str, key: str) -> str:
         return ABLATION.get(name, {}).get(key, "conv1d" if key == "encoder" else "-")
@@ -227,11 +256,22 @@ def evaluate(ctx: StageContext) -> None:
     ablation = Table(
         title=f"Identification ({len(classes)} speakers, chance {chance:.3f}) and verification "
               f"({len(manifest['verify_speakers'])} unseen speakers)",
-        columns=["model", "encoder", "pooling", "head", "id. accuracy", "verification EER", "top-5 enrolment EER"],
+        columns=["model", "encoder", "pooling", "head", "id. accuracy [95 % CI]", "verification EER [95 % CI]",
+                 "top-5 enrolment EER [95 % CI]"],
         rows=[[LABELS.get(n, n), cfg(n, "encoder"), cfg(n, "pooling"), cfg(n, "head"),
-               m.get("identification_accuracy"), m["verification_eer"], m["enrolment_eer"]]
-              for n, m in per_model.items()],
+               ci(n, "identification_accuracy"), ci(n, "verification_eer"), ci(n, "enrolment_eer")]
+              for n in per_model],
         anchor=ANCHOR,
+    )
+    versus = Table(
+        title=f"Each model minus the reference {LABELS.get(reference, reference)} [95 % CI], paired tests on the same "
+              "utterances and trials",
+        columns=["model", "id. accuracy difference", "verification EER difference", "enrolment EER difference"],
+        rows=[[LABELS.get(n, n)] + [test(n, k) for k in ("identification_accuracy", "verification_eer", "enrolment_eer")]
+              for n in per_model],
+        anchor="Paired bootstrap: speakers resampled (1000 replicates), the same replicates for every model; a "
+               "difference is significant when its 95 % interval excludes 0. Identification also gets the exact "
+               "McNemar test on the same utterances.",
     )
     trials = Table(
         title="Verification trials and thresholds (cosine score; accept when score >= threshold)",
@@ -240,7 +280,7 @@ def evaluate(ctx: StageContext) -> None:
                m["enrolment_threshold"]] for n, m in per_model.items()],
     )
     synthetic = bool(manifest.get("synthetic"))
-    notes = [f"Predictions for testdata.json in the HW4 CSV format (Id,Category): results/speaker/predictions/"
+    notes = _verdicts(unc, reference) + [f"Predictions for testdata.json in the HW4 CSV format (Id,Category): results/speaker/predictions/"
              f"<model>.csv ({manifest['counts']['test']} utterances)."]
     if synthetic:
         notes.append("Synthetic speakers differ by spectral envelope, a low-band ripple and speaking rate; "
@@ -252,10 +292,33 @@ def evaluate(ctx: StageContext) -> None:
                 "on whole utterances with padding masks. Verification uses cosine scores on speakers never seen in "
                 "training; enrolment scoring takes the mean of the top-5 cosine scores against a speaker's "
                 "enrolment utterances.",
-        data_source=manifest["data_source"], synthetic=synthetic, tables=[ablation, trials],
+        data_source=manifest["data_source"], synthetic=synthetic, tables=[ablation, versus, trials],
         figures=[Figure("figures/det.png", "Verification DET curves (normal-deviate axes) of every model's cosine "
                         "scores on held-out speakers."),
                  Figure("figures/training_curves.png", "Training loss and held-out identification accuracy per "
                         "epoch.")],
         notes=notes,
     ).write(f"{OUT}/section.json")
+
+
+def _verdicts(unc: dict[str, dict[str, Any]], reference: str) -> list[str]:
+    """In words: where a model does not beat the reference (higher accuracy, lower EER, significantly)."""
+    out = []
+    for key, what, better in (("identification_accuracy", "identification accuracy", 1),
+                              ("verification_eer", "verification EER", -1), ("enrolment_eer", "enrolment EER", -1)):
+        tie, worse = [], []
+        for n, u in unc.items():
+            t = u.get(key, {}).get("vs_reference")
+            if n == reference or t is None:
+                continue
+            if not t["significant"]:
+                tie.append(LABELS.get(n, n))
+            elif t["diff"] * better < 0:
+                worse.append(LABELS.get(n, n))
+        ref = LABELS.get(reference, reference)
+        if tie:
+            out.append(f"{what}: {'; '.join(tie)} do(es) not beat the reference {ref} (difference not significant, "
+                       "paired bootstrap over speakers, 95 %).")
+        if worse:
+            out.append(f"{what}: {'; '.join(worse)} significantly worse than the reference {ref}.")
+    return out
