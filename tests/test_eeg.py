@@ -187,6 +187,25 @@ def test_linformer_runs_at_lengths_other_than_its_base():
         assert m(torch.randn(2, 64, t)).shape == (2, 2)
 
 
+def test_eegnet_is_torcheegs_eegnet_8_2_with_its_parameter_count_at_demo_sizes():
+    """64 electrodes x 160 samples (one 1-s chunk at 160 Hz), EEGNet-8,2 with kernels 64 and 16:
+    temporal conv 8*64 = 512, BN 16, depthwise spatial 16*64 = 1024, BN 32, separable depthwise
+    16*16 = 256 + pointwise 16*16 = 256, BN 32, linear 16 maps * 5 samples (160 -> 161 -> /4 = 40 ->
+    41 -> /8 = 5) * 2 classes = 160, no bias: 2,288."""
+    from torcheeg.models import EEGNet
+
+    from repropipe.models import build_model
+
+    model = build_model("eegnet", num_electrodes=64, chunk_size=160, F1=8, D=2, F2=16, kernel_1=64, kernel_2=16)
+    assert isinstance(model.net, EEGNet)
+    assert sum(p.numel() for p in model.parameters()) == 2288
+    x = torch.randn(3, 64, 160)
+    model.eval()
+    assert torch.equal(model(x), model.net(x[:, None]))  # only the image-channel axis is added
+    # the classifier grows with the window: 640 samples keep 16 * 20 features
+    assert sum(p.numel() for p in build_model("eegnet", chunk_size=640).parameters()) == 2288 - 160 + 16 * 20 * 2
+
+
 def test_label_subset_takes_whole_training_trials():
     from repropipe.eeg.train import label_subset
 

@@ -118,7 +118,7 @@ rule eeg_train:
         runtime=240,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
     message:
-        "Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects (cross_subject) or once per fold of every subject's trials (within_subject)."
+        "Train the EEG Transformer, its Linformer variant, SimCLR (pretrain + fine-tune) and EEGNet-8,2 (torcheeg) on the training subjects (cross_subject) or once per fold of every subject's trials (within_subject)."
     conda:
         "../envs/repropipe.yaml"
     shell:
