@@ -67,7 +67,8 @@ TINY_PARAMS = {
                   "gp_scale": 10.0, "checkpoint_every": 2, "sample_every": 2},
         "fidelity": {"feature_extractor_weights_path": None, "real_split": "train", "num_real": 32},
         "evaluate": {"num_samples": 24, "kid_subset_size": 12,
-                     "isir": {"iterations": 2, "particles": 3, "batch_size": 32}},
+                     "isir": {"iterations": 2, "particles": 3, "batch_size": 32},
+                     "calibration": {"split": "valid", "num_images": 0}},
     },
     "report": {"title": "repropipe test report"},
     "asvspoof": {

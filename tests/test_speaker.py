@@ -397,6 +397,20 @@ def test_ecapa_tdnn_is_speechbrains_with_the_papers_parameter_count():
     assert count(demo.ecapa) == 46_220
 
 
+def test_building_ecapa_leaves_the_process_wide_torch_settings_alone():
+    """speechbrain's import would switch TF32 on for every later CUDA matmul (its "quirks")."""
+    import subprocess
+    import sys
+
+    code = ("import torch; before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32); "
+            "from repropipe.models import build_model; build_model('speaker_ecapa_tdnn'); "
+            "import speechbrain.utils.quirks as q; "
+            "print(before == (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32), sorted(q.applied_quirks))")
+    env = {k: v for k, v in os.environ.items() if k != "SB_DISABLE_QUIRKS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "True []"
+
+
 def test_ecapa_eval_embedding_is_speechbrains_forward_and_aam_adds_the_angular_margin():
     torch.manual_seed(0)
     model = build_model("speaker_ecapa_tdnn", n_classes=4, aam_scale=30.0, aam_margin=0.2).eval()

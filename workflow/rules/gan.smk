@@ -157,6 +157,7 @@ rule gan_real_stats:
 
 rule gan_evaluate:
     input:
+        "data/features/gan",
         "results/gan/models",
         "results/gan/real_stats",
         "src/repropipe/__init__.py",
@@ -205,7 +206,7 @@ rule gan_evaluate:
         runtime=120,
         gpu=1,  # `pipeline set-resources gpu=0` runs it on CPU nodes
     message:
-        "FID/KID of the trained (and an untrained) generator, with and without I-SIR; grids, curves, report section."
+        "Calibrate the critic on held-out images (a, b of log r = a D + b); FID/KID of the trained (and an untrained) generator, plain and with I-SIR (raw and calibrated critic); grids, curves, report section."
     conda:
         "../envs/repropipe.yaml"
     shell:

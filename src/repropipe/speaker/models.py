@@ -30,6 +30,7 @@ parameters, the paper's "14.7M" (tests/test_speaker.py).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import torch
@@ -276,7 +277,11 @@ class ECAPASpeaker(nn.Module):
                  attention_channels: int = 32, se_channels: int = 32, res2net_scale: int = 8, emb_dim: int = 64,
                  aam_scale: float = 30.0, aam_margin: float = 0.2) -> None:
         super().__init__()
-        # imported here: speechbrain takes seconds to import, and only this model needs it
+        # imported here: speechbrain takes seconds to import, and only this model needs it. Its
+        # import also applies "quirks" to the whole process (speechbrain.utils.quirks): TF32 for
+        # every CUDA matmul and convolution, JIT profiling off. The other speaker models train in
+        # the same process, and their numbers must not depend on whether ECAPA was built first.
+        os.environ.setdefault("SB_DISABLE_QUIRKS", "allow_tf32,disable_jit_profiling")
         from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
         from speechbrain.nnet.losses import AdditiveAngularMargin
 
