@@ -420,7 +420,8 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
     params = copy.deepcopy(TINY_PARAMS)
     params["eeg"].update(source="real", subjects=[1], runs=[4, 8], local_dir=str(cache), evaluation="within_subject",
                          within_subject_folds=3)
-    params["eeg"]["train"]["runs"] = ["transformer", "linformer", "simclr_low"]
+    params["eeg"]["train"]["runs"] = ["transformer", "linformer", "simclr_low", "eegnet"]
+    params["eeg"]["train"]["eegnet"]["epochs"] = 2  # its own count; the others train train.epochs = 1
     project = copy_project(tmp_path / "proj", params)
     load_all()
     monkeypatch.chdir(project)
@@ -431,11 +432,17 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
                                                                                        "S001/S001R08.edf"]
     assert (project / "data/raw/eeg/S001/S001R04.edf").read_bytes() == (inner / "S001/S001R04.edf").read_bytes()
     m = json.loads((project / "results/eeg/metrics.json").read_text())
-    assert m["provenance"]["data_source"] == "real (PhysioNet EEG MMI)"
+    provenance = json.loads((project / "results/eeg/provenance.json").read_text())
+    assert provenance["data_source"] == "real (PhysioNet EEG MMI)"
     assert m["evaluation"] == "within_subject" and m["within_subject_folds"] == 3
-    assert set(m["runs"]) == {"transformer", "linformer", "simclr_low"}
+    assert set(m["runs"]) == {"transformer", "linformer", "simclr_low", "eegnet"}
     for f in range(3):
         assert (project / f"results/eeg/models/transformer/fold{f}/model.pt").exists()
+    eegnet = torch.load(project / "results/eeg/models/eegnet/fold0/model.pt", weights_only=True)
+    assert eegnet["model"] == "eegnet" and eegnet["kwargs"]["num_electrodes"] == 64
+    assert eegnet["kwargs"]["chunk_size"] == 160 and "epochs" not in eegnet["kwargs"]
+    assert len(eegnet["history"]) == eegnet["epochs"] == 2 and m["runs"]["transformer"]["epochs"] == 1
+    assert m["runs"]["eegnet"]["n_trials"] == meta_trials(project) and 0.0 <= m["eegnet/trial_accuracy"] <= 1.0
     meta = json.loads((project / "data/features/eeg/meta.json").read_text())
     csp = m["baselines"]["csp_lda"]
     assert csp["n_trials"] == meta["n_trials"]  # every trial of the one subject scored once, by a model that never saw it
@@ -449,6 +456,12 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
     text = json.dumps(section)
     assert "within-subject 3-fold" in text and "csp_lda" in text
     assert yaml.safe_load((project / "params.yaml").read_text())["eeg"]["source"] == "real"
+
+
+def meta_trials(project) -> int:
+    import json
+
+    return int(json.loads((project / "data/features/eeg/meta.json").read_text())["n_trials"])
 
 
 def test_damaged_feature_and_model_files_are_named(tmp_path):

@@ -20,18 +20,19 @@ ANCHOR = ("Anchors: torch-mimicry SNGAN on CelebA 64x64, FID 5.71 at 100k steps 
           "i-SIR on a CIFAR-10 DCGAN improved FID from 28.4 to 22.7 (Ex2MCMC, Samsonov et al. 2022).")
 
 
-def _grid_figure(images: torch.Tensor, title: str, path: str) -> None:
+def _grid_figure(panels: list[tuple[torch.Tensor, str]], path: str) -> None:
+    """One 8x8 grid of images per panel, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
-    grid = make_grid(images[:64], nrow=8, padding=2).permute(1, 2, 0).numpy()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(grid)
-    ax.set_axis_off()
-    ax.set_title(title)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    for ax, (images, title) in zip(axes[0], panels):
+        ax.imshow(make_grid(images[:64], nrow=8, padding=2).permute(1, 2, 0).numpy())
+        ax.set_axis_off()
+        ax.set_title(title)
     save_figure(fig, path)
     plt.close(fig)
 
@@ -152,12 +153,11 @@ def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str, 
                          + "".join(f"{i + 1},{c},{r}\n" for i, (c, r) in enumerate(zip(changed, changed_raw))))
 
     its = f"{p['isir']['iterations']} it., {p['isir']['particles']} particles"
-    _grid_figure(trained["images"]["plain"], "trained G, z ~ N(0, I)", f"{out}/figures/samples_plain.png")
-    _grid_figure(trained["images"]["isir"], f"trained G, I-SIR, calibrated critic ({its})",
+    _grid_figure([(trained["images"]["plain"], "trained G, z ~ N(0, I)")], f"{out}/figures/samples_plain.png")
+    _grid_figure([(trained["images"]["isir"], f"I-SIR, calibrated critic exp(a D + b) ({its})"),
+                  (trained["images"]["isir_uncalibrated"], f"I-SIR, raw critic exp(D) ({its})")],
                  f"{out}/figures/samples_isir.png")
-    _grid_figure(trained["images"]["isir_uncalibrated"], f"trained G, I-SIR, raw critic exp(D) ({its})",
-                 f"{out}/figures/samples_isir_uncalibrated.png")
-    _grid_figure(untrained["images"]["plain"], "untrained G (baseline)", f"{out}/figures/samples_untrained.png")
+    _grid_figure([(untrained["images"]["plain"], "untrained G (baseline)")], f"{out}/figures/samples_untrained.png")
     _curves_figure(curves, f"{out}/figures/train_curves.png")
     _isir_figure({"calibrated exp(a D + b)": changed, "raw exp(D)": changed_raw}, f"{out}/figures/isir_changed.png")
 
@@ -198,9 +198,8 @@ def run_evaluation(ctx: StageContext, run_dir: Path, real_stats: str, out: str, 
                  "beside it."),
         data_source=source, synthetic=synthetic, tables=[table, cal_table, isir_table],
         figures=[Figure("figures/samples_plain.png", "Trained generator, plain latent sampling."),
-                 Figure("figures/samples_isir.png", "Trained generator, latents from I-SIR with the calibrated critic."),
-                 Figure("figures/samples_isir_uncalibrated.png", "Trained generator, latents from I-SIR with the raw "
-                        "critic exp(D)."),
+                 Figure("figures/samples_isir.png", "Trained generator, latents from I-SIR: left with the calibrated "
+                        "critic, right with the raw critic exp(D) (the same proposals)."),
                  Figure("figures/samples_untrained.png", "Untrained generator (the FID baseline)."),
                  Figure("figures/train_curves.png", "Critic/generator losses, Wasserstein estimate and gradient "
                         "penalty per step."),
