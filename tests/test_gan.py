@@ -588,8 +588,9 @@ def test_real_mode_rehearsal_from_a_local_celeba_copy(tmp_path: Path, monkeypatc
     index = features.read_index(project / "data/features/gan")
     assert index["splits"]["train"]["count"] == 24 and index["skipped"] == {"missing": [], "unlisted": [], "corrupt": []}
     m = json.loads((project / "results/gan/metrics.json").read_text())
-    assert m["provenance"]["data_source"] == "real"
-    for key in ("fid/trained", "fid/trained_isir", "kid/trained"):
+    assert json.loads((project / "results/gan/provenance.json").read_text())["data_source"] == "real"
+    for key in ("fid/trained", "fid/trained_isir", "kid/trained", "isir_calibration/a"):
         assert np.isfinite(m[key]), key
+    assert m["isir_calibration/n_real"] == 3  # calibrated on the 3 held-out valid images of the partition
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is False
