@@ -187,6 +187,25 @@ def test_linformer_runs_at_lengths_other_than_its_base():
         assert m(torch.randn(2, 64, t)).shape == (2, 2)
 
 
+def test_eegnet_is_torcheegs_eegnet_8_2_with_its_parameter_count_at_demo_sizes():
+    """64 electrodes x 160 samples (one 1-s chunk at 160 Hz), EEGNet-8,2 with kernels 64 and 16:
+    temporal conv 8*64 = 512, BN 16, depthwise spatial 16*64 = 1024, BN 32, separable depthwise
+    16*16 = 256 + pointwise 16*16 = 256, BN 32, linear 16 maps * 5 samples (160 -> 161 -> /4 = 40 ->
+    41 -> /8 = 5) * 2 classes = 160, no bias: 2,288."""
+    from torcheeg.models import EEGNet
+
+    from repropipe.models import build_model
+
+    model = build_model("eegnet", num_electrodes=64, chunk_size=160, F1=8, D=2, F2=16, kernel_1=64, kernel_2=16)
+    assert isinstance(model.net, EEGNet)
+    assert sum(p.numel() for p in model.parameters()) == 2288
+    x = torch.randn(3, 64, 160)
+    model.eval()
+    assert torch.equal(model(x), model.net(x[:, None]))  # only the image-channel axis is added
+    # the classifier grows with the window: 640 samples keep 16 * 20 features
+    assert sum(p.numel() for p in build_model("eegnet", chunk_size=640).parameters()) == 2288 - 160 + 16 * 20 * 2
+
+
 def test_label_subset_takes_whole_training_trials():
     from repropipe.eeg.train import label_subset
 
@@ -405,7 +424,8 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
     params = copy.deepcopy(TINY_PARAMS)
     params["eeg"].update(source="real", subjects=[1], runs=[4, 8], local_dir=str(cache), evaluation="within_subject",
                          within_subject_folds=3)
-    params["eeg"]["train"]["runs"] = ["transformer", "linformer", "simclr_low"]
+    params["eeg"]["train"]["runs"] = ["transformer", "linformer", "simclr_low", "eegnet"]
+    params["eeg"]["train"]["eegnet"]["epochs"] = 2  # its own count; the others train train.epochs = 1
     project = copy_project(tmp_path / "proj", params)
     load_all()
     monkeypatch.chdir(project)
@@ -419,9 +439,14 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
     prov = json.loads((project / "results/eeg/provenance.json").read_text())
     assert prov["data_source"] == m["data_source"] == "real (PhysioNet EEG MMI)"
     assert m["evaluation"] == "within_subject" and m["within_subject_folds"] == 3
-    assert set(m["runs"]) == {"transformer", "linformer", "simclr_low"}
+    assert set(m["runs"]) == {"transformer", "linformer", "simclr_low", "eegnet"}
     for f in range(3):
         assert (project / f"results/eeg/models/transformer/fold{f}/model.pt").exists()
+    eegnet = torch.load(project / "results/eeg/models/eegnet/fold0/model.pt", weights_only=True)
+    assert eegnet["model"] == "eegnet" and eegnet["kwargs"]["num_electrodes"] == 64
+    assert eegnet["kwargs"]["chunk_size"] == 160 and "epochs" not in eegnet["kwargs"]
+    assert len(eegnet["history"]) == eegnet["epochs"] == 2 and m["runs"]["transformer"]["epochs"] == 1
+    assert m["runs"]["eegnet"]["n_trials"] == meta_trials(project) and 0.0 <= m["eegnet/trial_accuracy"] <= 1.0
     meta = json.loads((project / "data/features/eeg/meta.json").read_text())
     csp = m["baselines"]["csp_lda"]
     assert csp["n_trials"] == meta["n_trials"]  # every trial of the one subject scored once, by a model that never saw it
@@ -443,6 +468,12 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
     assert "csp_lda/trial_accuracy_p_vs_csp_lda" not in m and m["reference"] == "csp_lda"
     assert "paired bootstrap over subjects" in text and "McNemar p=" in text
     assert yaml.safe_load((project / "params.yaml").read_text())["eeg"]["source"] == "real"
+
+
+def meta_trials(project) -> int:
+    import json
+
+    return int(json.loads((project / "data/features/eeg/meta.json").read_text())["n_trials"])
 
 
 def test_damaged_feature_and_model_files_are_named(tmp_path):

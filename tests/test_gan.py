@@ -14,7 +14,7 @@ import torch
 from conftest import TINY_PARAMS, copy_project
 from repropipe.download import DownloadError
 from repropipe.gan import data, features, fidelity
-from repropipe.gan.isir import isir_sample
+from repropipe.gan.isir import Calibration, calibrate, isir_sample
 from repropipe.gan.losses import loss_D, loss_G, loss_GP
 from repropipe.io import DataError, md5_file
 
@@ -83,6 +83,60 @@ def test_isir_with_a_flat_critic_keeps_the_prior_and_moves_at_rate_np_over_np_pl
                              generator=torch.Generator().manual_seed(2))
     assert z.mean().abs() < 0.1 and (z.std() - 1).abs() < 0.1
     assert np.mean(changed) == pytest.approx(0.75, abs=0.03)
+
+
+def test_calibration_recovers_a_known_log_density_ratio_whatever_the_class_sizes():
+    """Real scores ~ N(1, 1), generated ~ N(0, 1): log p_real(s) / p_fake(s) = s - 1/2, so a = 1, b = -1/2;
+    twice as many generated scores must not move b (the class-size prior is taken out)."""
+    g = torch.Generator().manual_seed(4)
+    real, fake = torch.randn(20000, generator=g) + 1.0, torch.randn(40000, generator=g)
+    cal = calibrate(real, fake)
+    assert cal.a == pytest.approx(1.0, abs=0.04) and cal.b == pytest.approx(-0.5, abs=0.04)
+    assert (cal.n_real, cal.n_fake) == (20000, 40000) and cal.auc == pytest.approx(0.76, abs=0.01)  # Phi(1/sqrt 2)
+    # a critic in other units (WGAN scores are only defined up to scale and shift) gets the same ratio
+    other = calibrate(50 * real + 7, 50 * fake + 7)
+    assert other.a * 50 == pytest.approx(cal.a, rel=0.01) and other.a * 7 + other.b == pytest.approx(cal.b, abs=0.01)
+
+
+def test_calibrated_isir_targets_p_times_exp_a_d_plus_b():
+    n_z, g = 3, torch.Generator().manual_seed(5)
+    D = _CountingCritic(lambda x: 3.0 * x[:, 0])  # exp(D) alone would pull z_0 to N(3, 1)
+    z, _ = isir_sample(12, 2000, 20, n_z, D, lambda z: z, generator=g,
+                       calibration=Calibration(a=0.5, b=-4.0, n_real=1, n_fake=1, auc=0.5))
+    assert z[:, 0].mean() == pytest.approx(1.5, abs=0.1)  # p(z) exp(1.5 z_0 - 4): z_0 ~ N(1.5, 1)
+    assert (z[:, 0].std() - 1).abs() < 0.1
+    flat = Calibration(a=0.0, b=3.0, n_real=1, n_fake=1, auc=0.5)  # a = 0: every particle weighs the same
+    _, changed = isir_sample(4, 2000, 3, 2, D, lambda z: z, generator=torch.Generator().manual_seed(2), calibration=flat)
+    assert np.mean(changed) == pytest.approx(0.75, abs=0.03)
+
+
+def test_critic_and_generator_have_torch_mimicrys_parameter_counts():
+    """torch-mimicry 0.1.16 wgan_gp_64: WGANGPGenerator64 12,220,675 / WGANGPDiscriminator64 10,141,441
+    parameters at ngf = ndf = 1024, 172,195 / 40,081 at 64. The critic's blocks keep their input width
+    in the first convolution and carry no normalisation."""
+    from repropipe.models import build_model
+
+    def count(name, **kw):
+        return sum(p.numel() for p in build_model(name, **kw).parameters())
+
+    assert count("wgan_gp_64_generator", ngf=1024) == 12_220_675
+    assert count("wgan_gp_64_generator", ngf=64) == 172_195
+    assert count("wgan_gp_64_critic", ndf=1024) == 10_141_441
+    assert count("wgan_gp_64_critic", ndf=64) == 40_081
+    D = build_model("wgan_gp_64_critic", ndf=64)
+    widths = [(b.c1.in_channels, b.c1.out_channels, b.c2.out_channels) for b in D.blocks]
+    assert widths == [(4, 4, 8), (8, 8, 16), (16, 16, 32), (32, 32, 64)]
+    assert not [m for m in D.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d))]
+
+
+def test_critic_block_shortcut_reads_the_relu_of_its_input_as_mimicrys_in_place_relu_makes_it():
+    from repropipe.gan.models import DBlock
+
+    torch.manual_seed(0)
+    block = DBlock(4, 8)
+    x = torch.randn(2, 4, 8, 8)
+    h = torch.nn.functional.avg_pool2d(block.c2(torch.relu(block.c1(torch.relu(x)))), 2)
+    torch.testing.assert_close(block(x), h + torch.nn.functional.avg_pool2d(block.c_sc(torch.relu(x)), 2))
 
 
 def test_isir_is_deterministic_given_its_generator():
@@ -488,8 +542,11 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
     assert m["comparable_to_published"] is False and m["feature_extractor"] == fidelity.FALLBACK
     assert json.loads((project / "results/gan/provenance.json").read_text())["data_source"] == "synthetic"
     assert len(m["isir_changed_fraction"]) == 2 and m["train_steps"] == 4
-    for key in ("fid/trained", "fid/trained_isir", "fid/untrained", "kid/trained", "kid/trained_isir"):
+    assert len(m["isir_uncalibrated_changed_fraction"]) == 2
+    for key in ("fid/trained", "fid/trained_isir", "fid/trained_isir_uncalibrated", "fid/untrained", "kid/trained",
+                "kid/trained_isir", "isir_calibration/a", "isir_calibration/b", "isir_calibration/auc"):
         assert np.isfinite(m[key]), key
+    assert m["isir_calibration/n_real"] == m["isir_calibration/n_fake"] == 4  # the whole valid split (40 images: 4)
     run = project / "results/gan/models/wgan_gp_64_generator"
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=False)
     assert set(ckpt["state"]) == {"G", "D", "opt_G", "opt_D", "precision"} and ckpt["global_step"] == 4
@@ -548,7 +605,9 @@ def test_real_mode_rehearsal_from_a_local_celeba_copy(tmp_path: Path, monkeypatc
     assert index["splits"]["train"]["count"] == 24 and index["skipped"] == {"missing": [], "unlisted": [], "corrupt": []}
     m = json.loads((project / "results/gan/metrics.json").read_text())
     assert m["data_source"] == "real"
-    for key in ("fid/trained", "fid/trained_isir", "kid/trained"):
+    assert json.loads((project / "results/gan/provenance.json").read_text())["data_source"] == "real"
+    for key in ("fid/trained", "fid/trained_isir", "kid/trained", "isir_calibration/a"):
         assert np.isfinite(m[key]), key
+    assert m["isir_calibration/n_real"] == 3  # calibrated on the 3 held-out valid images of the partition
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is False

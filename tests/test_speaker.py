@@ -349,7 +349,7 @@ def test_wav_tree_layout_and_names_are_checked(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- models
 
-@pytest.mark.parametrize("name", sorted(ABLATION) + ["speaker_triplet"])
+@pytest.mark.parametrize("name", sorted(ABLATION) + ["speaker_triplet", "speaker_ecapa_tdnn"])
 def test_padding_does_not_change_a_prediction(name):
     torch.manual_seed(0)
     model = build_model(name, n_classes=5, d_model=16, ff_dim=32) if name in ABLATION else build_model(name)
@@ -372,6 +372,59 @@ def test_am_softmax_subtracts_the_margin_at_the_target_only():
     expected[torch.arange(3), y] = 30.0 * 0.2
     torch.testing.assert_close(diff, expected)
     assert model(x).abs().max() <= 30.0 + 1e-4  # scaled cosines
+
+
+def test_ecapa_tdnn_is_speechbrains_with_the_papers_parameter_count():
+    """Desplanques et al. 2020 (arXiv:2005.07143), Table 1: ECAPA-TDNN (C=512) 6.2M, (C=1024) 14.7M
+    parameters, on 80 filterbanks with 1536 channels in the aggregation layer (Fig. 2), attention and
+    SE bottlenecks 128, Res2Net scale 8, 192-dim embeddings. speechbrain 1.1.2's ECAPA_TDNN with those
+    settings has 14,660,416 and 6,194,048 (its own VoxCeleb recipe widens the aggregation layer to
+    3 * 1024 = 3072 channels: 20,767,552, not the paper's system)."""
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    paper = dict(n_mels=80, mfa_channels=1536, attention_channels=128, se_channels=128, res2net_scale=8, emb_dim=192)
+    big = build_model("speaker_ecapa_tdnn", n_classes=5994, channels=1024, **paper)
+    assert isinstance(big.ecapa, ECAPA_TDNN)
+    assert count(big.ecapa) == 14_660_416
+    assert count(big.classifier) == 5994 * 192  # VoxCeleb2 dev's 5,994 speakers: the AAM head's class centres
+    assert count(build_model("speaker_ecapa_tdnn", channels=512, **paper).ecapa) == 6_194_048
+    # the demo's size (params.yaml speaker.ecapa on 40 mels): parameters of the embedder alone
+    demo = build_model("speaker_ecapa_tdnn", n_mels=40, channels=32, mfa_channels=96, attention_channels=16,
+                       se_channels=16, res2net_scale=8, emb_dim=64)
+    assert count(demo.ecapa) == 46_220
+
+
+def test_building_ecapa_leaves_the_process_wide_torch_settings_alone():
+    """speechbrain's import would switch TF32 on for every later CUDA matmul (its "quirks")."""
+    import subprocess
+    import sys
+
+    code = ("import torch; before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32); "
+            "from repropipe.models import build_model; build_model('speaker_ecapa_tdnn'); "
+            "import speechbrain.utils.quirks as q; "
+            "print(before == (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32), sorted(q.applied_quirks))")
+    env = {k: v for k, v in os.environ.items() if k != "SB_DISABLE_QUIRKS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "True []"
+
+
+def test_ecapa_eval_embedding_is_speechbrains_forward_and_aam_adds_the_angular_margin():
+    torch.manual_seed(0)
+    model = build_model("speaker_ecapa_tdnn", n_classes=4, aam_scale=30.0, aam_margin=0.2).eval()
+    x, y = torch.randn(3, 40, 40), torch.tensor([0, 2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x), model.ecapa(x).squeeze(1))
+        torch.testing.assert_close(model.embed(x, torch.tensor([40, 40, 40])), model.ecapa(x).squeeze(1))
+        plain, margin = model(x), model(x, labels=y)
+    cos = plain / 30.0
+    assert cos.abs().max() <= 1 + 1e-5
+    target = cos[torch.arange(3), y].clamp(-1 + 1e-7, 1 - 1e-7)
+    expected = plain.clone()
+    expected[torch.arange(3), y] = 30.0 * torch.cos(torch.acos(target) + 0.2)  # cos(theta + m) at the target only
+    torch.testing.assert_close(margin, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_triplet_loss_is_zero_only_when_separated_by_the_margin():
@@ -453,15 +506,19 @@ def test_tiny_pipeline_runs_every_stage(project, monkeypatch):
         run_stage(STAGES[f"speaker_{step}"], project / "params.yaml")
     metrics = json.loads((project / "results/speaker/metrics.json").read_text())
     assert metrics["data_source"].startswith("synthetic")
-    assert metrics["n_classes"] == 4 and len(metrics["models"]) == 6
+    assert metrics["n_classes"] == 4 and set(metrics["models"]) == set(TINY_PARAMS["speaker"]["models"])
+    assert 0.0 <= metrics["models"]["speaker_ecapa_tdnn"]["verification_eer"] <= 1.0
     assert metrics["reference"] == "speaker_hw4_baseline"
     for key in ("verification_eer", "enrolment_eer", "identification_accuracy"):
         lo, hi = metrics[f"{key}_ci_low/speaker_conformer"], metrics[f"{key}_ci_high/speaker_conformer"]
         assert 0.0 <= lo <= hi <= 1.0
         assert 0.0 <= metrics[f"{key}_p_vs_ref/speaker_conformer"] <= 1.0
         assert f"{key}_p_vs_ref/speaker_hw4_baseline" not in metrics
-    section = (project / "results/speaker/section.json").read_text()
-    assert "paired bootstrap over speakers" in section and "[95 % CI]" in section
+    section_text = (project / "results/speaker/section.json").read_text()
+    assert "paired bootstrap over speakers" in section_text and "[95 % CI]" in section_text
+    section = json.loads(section_text)
+    ecapa = [r for r in section["tables"][0]["rows"] if r[0].startswith("ECAPA-TDNN")]
+    assert ecapa and ecapa[0][1:4] == ["ECAPA-TDNN (SE-Res2Net TDNN)", "attentive statistics", "AAM-softmax"]
     assert (project / "results/speaker/models/speaker_triplet/autoencoder/model.pt").exists()
     csv = (project / "results/speaker/predictions/speaker_conformer_sap_am.csv").read_text().splitlines()
     assert csv[0] == "Id,Category" and len(csv) == 5

@@ -153,6 +153,7 @@ rule gan_real_stats:
 
 rule gan_evaluate:
     input:
+        "data/features/gan",
         "results/gan/models",
         "results/gan/real_stats",
         "src/repropipe/__init__.py",

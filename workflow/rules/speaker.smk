@@ -97,6 +97,7 @@ rule speaker_train:
         device=param("device"),
         speaker__models=param("speaker.models"),
         speaker__model=param("speaker.model"),
+        speaker__ecapa=param("speaker.ecapa"),
         speaker__train=param("speaker.train"),
         speaker__triplet=param("speaker.triplet"),
     log:

@@ -16,6 +16,12 @@ Input everywhere: a chunk ``x`` of shape [batch, channels, time] (per-channel no
   (differences of neighbouring electrodes appended as extra channels), a per-channel convolutional
   encoder, a projector for the NT-Xent loss, and a classifier (shaped like the projector, two-class
   output, LogSoftmax) over the concatenated channel embeddings.
+* ``eegnet``: EEGNet (Lawhern et al. 2018, "EEGNet: a compact convolutional neural network for
+  EEG-based brain-computer interfaces", arXiv:1611.08024), taken from torcheeg
+  (``torcheeg.models.EEGNet``) rather than written again: temporal convolution (F1 filters of
+  ``kernel_1`` samples), depthwise spatial convolution over all electrodes (D filters per temporal
+  filter, max-norm 1), separable convolution (``kernel_2``) to F2 maps, average pooling, one linear
+  layer. EEGNet-8,2 is F1 = 8, D = 2, F2 = 16; it is the published anchor of this branch.
 """
 
 from __future__ import annotations
@@ -248,3 +254,29 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, target)
+
+
+# --------------------------------------------------------------------------------------- EEGNet
+class EEGNetChunks(nn.Module):
+    """torcheeg's EEGNet on this branch's [batch, channels, time] chunks (torcheeg wants [batch, 1, C, T]).
+
+    The network is torcheeg's own class, so its layers, initialisation and max-norm constraint are
+    torcheeg 1.1.2's; only the input gets its singleton "image channel" axis here.
+    """
+
+    def __init__(self, num_electrodes: int = N_CH, chunk_size: int = T, F1: int = 8, D: int = 2, F2: int = 16,
+                 kernel_1: int = 64, kernel_2: int = 16, dropout: float = 0.25, n_classes: int = 2) -> None:
+        super().__init__()
+        from torcheeg.models import EEGNet  # imported here: torcheeg pulls in every model it has (seconds)
+
+        self.net = EEGNet(chunk_size=chunk_size, num_electrodes=num_electrodes, F1=F1, F2=F2, D=D,
+                          num_classes=n_classes, kernel_1=kernel_1, kernel_2=kernel_2, dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.unsqueeze(1))
+
+
+@register_model("eegnet", branch="eeg", example=_example)
+def eegnet(**kw) -> EEGNetChunks:
+    """EEGNet-8,2 by default (F1 8, D 2, F2 16, temporal kernel 64, separable kernel 16)."""
+    return EEGNetChunks(**kw)

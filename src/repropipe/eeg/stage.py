@@ -115,8 +115,8 @@ def _model_dirs(protocol: str, folds: int) -> list[str]:
 
 @stage(
     "eeg_train", branch="eeg", step="train",
-    help="Train the EEG Transformer, its Linformer variant, and SimCLR (pretrain + fine-tune) on the training subjects "
-         "(cross_subject) or once per fold of every subject's trials (within_subject).",
+    help="Train the EEG Transformer, its Linformer variant, SimCLR (pretrain + fine-tune) and EEGNet-8,2 (torcheeg) "
+         "on the training subjects (cross_subject) or once per fold of every subject's trials (within_subject).",
     params=("seed", "device", "eeg.train"),
     deps=(FEAT,),
     outs=(f"{OUT}/models",),
@@ -531,13 +531,15 @@ def _section(results: dict[str, Any], bench: dict[str, Any], meta: dict[str, Any
                    f"that never saw its trials (but did see the subject's other folds)" if within else
                    "subjects in the test split were never seen in training")
     return Section(
-        branch="eeg", title="EEG motor imagery: Transformer, Linformer and SimCLR (PhysioNet EEG MMI)",
+        branch="eeg", title="EEG motor imagery: Transformer, Linformer, SimCLR and EEGNet (PhysioNet EEG MMI)",
         summary="64-channel EEG, runs 4/8/12, band-passed 7-30 Hz, epochs -1..4 s around the cue cut into 1 s chunks, "
                 f"classified left vs right fist imagery; {split_words}. Chunk scores count only windows that start at "
                 "or after the cue; windows wholly before it are scored apart as a sanity check (nothing in them tells "
                 "left from right, so they should sit near 0.5). Trial scores average a trial's post-cue chunks; the "
                 "interval resamples subjects (trials with one subject). 'csp_lda' is the classical baseline "
-                "(mne.decoding.CSP, 4 components, + LDA) on the same chunks. '_low' runs use only a fraction of the "
+                "(mne.decoding.CSP, 4 components, + LDA) on the same chunks. 'eegnet' is EEGNet-8,2 (Lawhern et al. "
+                "2018; torcheeg's implementation), the anchor's architecture, trained here on the same chunks with the "
+                "same optimiser and epochs as the Transformers. '_low' runs use only a fraction of the "
                 "training labels (SimCLR pretrains on all training chunks without labels first). Every interval is a "
                 "95 % percentile bootstrap (1000 replicates) resampling subjects, then their trials or chunks; each "
                 f"run is tested against {REFERENCE}: paired bootstrap of the accuracy difference on the same "

@@ -6,6 +6,8 @@ Runs (``eeg.train.runs``):
   transformer_low   eeg_transformer, ``label_fraction`` of the training trials
   simclr_low        eeg_simclr: NT-Xent pretraining on every training chunk (labels unused), then
                     fine-tuning the classifier (and encoder) on the same ``label_fraction`` of trials
+  eegnet            eegnet (torcheeg's EEGNet, sizes from ``eeg.train.eegnet``), every training label,
+                    for ``eeg.train.eegnet.epochs`` epochs (null: ``eeg.train.epochs``)
 
 Each run keeps the weights of its best validation epoch (macro F1) and writes
 ``results/eeg/models/<run>/model.pt`` (weights, config, history) beside its checkpoints.
@@ -37,7 +39,7 @@ log = logging.getLogger("repropipe.eeg")
 
 FEATURES = Path("data/features/eeg")
 RUN_MODEL = {"transformer": "eeg_transformer", "linformer": "eeg_linformer",
-             "transformer_low": "eeg_transformer", "simclr_low": "eeg_simclr"}
+             "transformer_low": "eeg_transformer", "simclr_low": "eeg_simclr", "eegnet": "eegnet"}
 
 
 class Chunks(Dataset):
@@ -130,7 +132,10 @@ def _val_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, devic
             "val_f1": float(f1_score(y.numpy(), pred, average="macro"))}
 
 
-def _model_kwargs(run: str, tp: dict[str, Any], ch_names: list[str]) -> dict[str, Any]:
+def _model_kwargs(run: str, tp: dict[str, Any], ch_names: list[str], n_samples: int) -> dict[str, Any]:
+    if run == "eegnet":  # a fixed-length network: it is built for the chunk length it trains on
+        sizes = {k: v for k, v in tp["eegnet"].items() if k != "epochs"}
+        return dict(sizes, num_electrodes=len(ch_names), chunk_size=n_samples)
     if run.startswith("simclr"):
         s = tp["simclr"]
         return {"ch_names": ch_names, "emb": s["emb"], "proj_dim": s["proj_dim"], "hidden": s["hidden"]}
@@ -233,9 +238,11 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
         val = (index.split == "train").to_numpy().copy()  # no val subjects (tiny runs): select on train
     mask, val = torch.from_numpy(np.asarray(mask).copy()), torch.from_numpy(val)
     y = torch.tensor(index.label.to_numpy().copy(), dtype=torch.long)
-    model = build_model(RUN_MODEL[run], **_model_kwargs(run, tp, ch_names)).to(device)
+    model = build_model(RUN_MODEL[run], **_model_kwargs(run, tp, ch_names, int(x.shape[-1]))).to(device)
     run_dir = out_root / run / subdir if subdir else out_root / run
     epochs = tp["epochs"]
+    if run == "eegnet" and tp["eegnet"].get("epochs") is not None:
+        epochs = int(tp["eegnet"]["epochs"])  # on CPU an EEGNet step costs about ten Transformer steps
     if low:
         epochs = min(int(math.ceil(epochs / tp["label_fraction"])), tp["max_low_label_epochs"])
     log_probs = run.startswith("simclr")
@@ -249,7 +256,7 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
     best, history = _supervised(run, model, x[mask], y[mask], (x[val], y[val]), epochs, tp, seed, device,
                                 run_dir / "finetune" if log_probs else run_dir, log_probs, lr)
     path = run_dir / "model.pt"
-    atomic_torch_save(path, {"run": run, "model": RUN_MODEL[run], "kwargs": _model_kwargs(run, tp, ch_names),
+    atomic_torch_save(path, {"run": run, "model": RUN_MODEL[run], "kwargs": _model_kwargs(run, tp, ch_names, int(x.shape[-1])),
                              "weights": best.weights, "best_epoch": best.epoch, "best_val_f1": best.score,
                              "history": history, "pretrain_history": pre_history, "log_probs": log_probs,
                              "n_train_chunks": int(mask.sum()), "epochs": epochs})

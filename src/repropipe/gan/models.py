@@ -1,10 +1,16 @@
 """Generator and critic of torch-mimicry's ResNet WGAN-GP 64x64 design (``wgan_gp_64``).
 
 Generator: linear to a 4x4 map of ``ngf`` channels, four up-sampling residual blocks halving the
-width each time (BN-ReLU-upsample-conv3x3-BN-ReLU-conv3x3, 1x1-conv shortcut), BN-ReLU, conv3x3
-to RGB, tanh. Critic: an optimised first block without normalisation, four down-sampling residual
-blocks with LayerNorm (no BatchNorm: the gradient penalty is per sample), ReLU, global mean
-pooling, linear to one score. torch-mimicry uses ngf = ndf = 1024; here the widths are params.
+width each time (BN-ReLU-upsample-conv3x3-BN-ReLU-conv3x3, upsample-conv1x1 shortcut), BN-ReLU,
+conv3x3 to RGB, tanh. Critic (mimicry 0.1.16's ``WGANGPDiscriminator64``): an optimised first
+block to ndf/16 channels, then four down-sampling residual blocks to ndf/8, ndf/4, ndf/2 and ndf
+channels, ReLU, global mean pooling, one linear layer to the score. No normalisation anywhere in
+the critic (the gradient penalty is per sample, so no BatchNorm; mimicry's layer norms are
+commented out in 0.1.16). A down-sampling block keeps its input width in the middle
+(ReLU-conv3x3(cin->cin)-ReLU-conv3x3(cin->cout)-avgpool), which is why the critic has about half
+the parameters of a block widening in its first convolution. torch-mimicry uses ngf = ndf = 1024
+(12,220,675 and 10,141,441 parameters); here the widths are params (tests/test_gan.py checks both
+counts at 1024 and at 64).
 """
 
 from __future__ import annotations
@@ -54,18 +60,22 @@ class DBlockOptimized(nn.Module):
 
 
 class DBlock(nn.Module):
-    """LN-ReLU-conv, LN-ReLU-conv, avg-pool; shortcut conv1x1 then avg-pool (as torch-mimicry)."""
+    """ReLU-conv3x3(cin->cin)-ReLU-conv3x3(cin->cout)-avgpool; shortcut conv1x1 then avgpool (mimicry's DBlock).
 
-    def __init__(self, cin: int, cout: int, res: int) -> None:
+    mimicry's DBlock applies its first ReLU in place (``nn.ReLU(True)``) to the block input
+    before the shortcut reads it, so its shortcut sees relu(x); written out here without the
+    in-place trick.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.n1, self.c1 = nn.LayerNorm([cin, res, res]), nn.Conv2d(cin, cout, 3, 1, 1)
-        self.n2, self.c2 = nn.LayerNorm([cout, res, res]), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.c1, self.c2 = nn.Conv2d(cin, cin, 3, 1, 1), nn.Conv2d(cin, cout, 3, 1, 1)
         self.c_sc = nn.Conv2d(cin, cout, 1, 1, 0)
         _xavier(self.c1, math.sqrt(2)), _xavier(self.c2, math.sqrt(2)), _xavier(self.c_sc, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.c1(F.relu(self.n1(x)))
-        h = F.avg_pool2d(self.c2(F.relu(self.n2(h))), 2)
+        x = F.relu(x)
+        h = F.avg_pool2d(self.c2(F.relu(self.c1(x))), 2)
         return h + F.avg_pool2d(self.c_sc(x), 2)
 
 
@@ -96,7 +106,7 @@ class Critic64(nn.Module):
         super().__init__()
         _check_width("ndf", ndf)
         self.block1 = DBlockOptimized(3, ndf >> 4)
-        self.blocks = nn.Sequential(*[DBlock(ndf >> (4 - i), ndf >> (3 - i), 32 >> i) for i in range(4)])
+        self.blocks = nn.Sequential(*[DBlock(ndf >> (4 - i), ndf >> (3 - i)) for i in range(4)])
         self.l6 = nn.Linear(ndf, 1)
         _xavier(self.l6, 1.0)
 

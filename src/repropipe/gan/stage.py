@@ -118,15 +118,17 @@ def real_stats(ctx: StageContext) -> None:
 
 @stage(
     "gan_evaluate", branch="gan", step="evaluate",
-    help="FID/KID of the trained (and an untrained) generator, with and without I-SIR; grids, curves, report section.",
+    help="Calibrate the critic on held-out images (a, b of log r = a D + b); FID/KID of the trained (and an untrained) "
+         "generator, plain and with I-SIR (raw and calibrated critic); grids, curves, report section.",
     params=("seed", "device", "gan.model", "gan.evaluate"),
-    deps=(MODELS, REAL_STATS),
+    deps=(FEATURES, MODELS, REAL_STATS),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
     resources={"mem_mb": 16000, "runtime": 120, "threads": 4, "gpu": 1},
     plots=(Plot("gan training losses", f"{OUT}/plots/train_curves.csv", x="step", y=("loss_D", "loss_G", "wasserstein")),
-           Plot("gan I-SIR moves", f"{OUT}/plots/isir_changed.csv", x="iteration", y="changed_fraction")),
+           Plot("gan I-SIR moves", f"{OUT}/plots/isir_changed.csv", x="iteration",
+                y=("changed_fraction", "changed_fraction_uncalibrated"))),
 )
 def evaluate(ctx: StageContext) -> None:
     from repropipe.gan.report import run_evaluation
 
-    run_evaluation(ctx, _run_dir(MODELS, ctx.params["gan"]["model"]), REAL_STATS, OUT)
+    run_evaluation(ctx, _run_dir(MODELS, ctx.params["gan"]["model"]), REAL_STATS, OUT, FEATURES)

@@ -19,11 +19,18 @@ speaker_conformer_sap_am   conformer      attention   AM-softmax  ("all")
 
 ``speaker_triplet`` is a small conv1d embedder trained with a triplet loss on L2-normalised
 outputs; ``speaker_conv_autoencoder`` shares its encoder and can initialise it without labels.
+
+``speaker_ecapa_tdnn`` is ECAPA-TDNN (Desplanques et al. 2020, arXiv:2005.07143), speechbrain's
+implementation (``speechbrain.lobes.models.ECAPA_TDNN``), with an AAM-softmax head (speechbrain's
+cosine ``Classifier`` and ``AdditiveAngularMargin``; the paper's margin 0.2 and scale 30). The
+paper's C = 1024 system is ``channels=1024, mfa_channels=1536`` on 80 filterbanks: 14,660,416
+parameters, the paper's "14.7M" (tests/test_speaker.py).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import torch
@@ -251,6 +258,78 @@ class ConvAutoencoder(nn.Module):
         return self.out(h).transpose(1, 2)
 
 
+class ECAPASpeaker(nn.Module):
+    """speechbrain's ECAPA-TDNN embedder plus an AAM-softmax speaker head.
+
+    Every convolution of ECAPA-TDNN sees the frames around it, and speechbrain pads a batch and
+    lets the convolutions run over the padding (only the SE means and the pooling are masked), so
+    a padded utterance would get another embedding than the same utterance alone. In eval mode
+    (identification, verification) the frame-level layers (SE-Res2Net blocks, multi-layer
+    aggregation, attentive statistics pooling) therefore run on the utterances of each length
+    together, without padding, exactly as speechbrain's own forward does for an unpadded batch;
+    the batch-level layers (BatchNorm of the pooled statistics, the embedding layer) then run on
+    the whole batch. Training runs speechbrain's forward as speechbrain trains it (one padded
+    batch, relative lengths): the crops are mostly of one length, and one call per length would
+    double the cost of a step.
+    """
+
+    def __init__(self, n_classes: int = 8, n_mels: int = N_MELS, channels: int = 64, mfa_channels: int = 192,
+                 attention_channels: int = 32, se_channels: int = 32, res2net_scale: int = 8, emb_dim: int = 64,
+                 aam_scale: float = 30.0, aam_margin: float = 0.2) -> None:
+        super().__init__()
+        # imported here: speechbrain takes seconds to import, and only this model needs it. Its
+        # import also applies "quirks" to the whole process (speechbrain.utils.quirks): TF32 for
+        # every CUDA matmul and convolution, JIT profiling off. The other speaker models train in
+        # the same process, and their numbers must not depend on whether ECAPA was built first.
+        os.environ.setdefault("SB_DISABLE_QUIRKS", "allow_tf32,disable_jit_profiling")
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
+        from speechbrain.nnet.losses import AdditiveAngularMargin
+
+        if channels % res2net_scale:
+            raise ValueError(f"channels {channels} must be a multiple of res2net_scale {res2net_scale}")
+        self.ecapa = ECAPA_TDNN(n_mels, channels=[channels] * 4 + [mfa_channels], lin_neurons=emb_dim,
+                                attention_channels=attention_channels, se_channels=se_channels,
+                                res2net_scale=res2net_scale)
+        self.classifier = Classifier(emb_dim, lin_blocks=0, out_neurons=n_classes)  # cosine to class centres
+        self.aam = AdditiveAngularMargin(margin=aam_margin, scale=aam_scale)
+        self.n_classes, self.scale = n_classes, aam_scale
+
+    def _pooled(self, mels: torch.Tensor) -> torch.Tensor:
+        """speechbrain's ECAPA_TDNN.forward up to the pooling, for unpadded (B, T, n_mels): (B, 2 * mfa, 1)."""
+        from speechbrain.lobes.models.ECAPA_TDNN import TDNNBlock
+
+        x, outs = mels.transpose(1, 2), []
+        for layer in self.ecapa.blocks:
+            x = layer(x) if isinstance(layer, TDNNBlock) else layer(x, lengths=None)
+            outs.append(x)
+        return self.ecapa.asp(self.ecapa.mfa(torch.cat(outs[1:], dim=1)))
+
+    def embed(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Speaker embeddings (B, emb_dim): the vector verification scores by cosine."""
+        if self.training:
+            rel = None if lengths is None else lengths.to(mels.device, mels.dtype) / mels.shape[1]
+            return self.ecapa(mels, rel).squeeze(1)
+        if lengths is None:
+            stats = self._pooled(mels)
+        else:
+            lengths = lengths.to(mels.device)
+            parts, order = [], []
+            for n in lengths.unique().tolist():
+                idx = (lengths == n).nonzero().flatten()
+                parts.append(self._pooled(mels[idx, :n]))
+                order.append(idx)
+            stats = torch.cat(parts)[torch.argsort(torch.cat(order))]
+        return self.ecapa.fc(self.ecapa.asp_bn(stats)).squeeze(-1)
+
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled cosine logits; with ``labels`` (training) the target's angle gets the additive margin."""
+        cos = self.classifier(self.embed(mels, lengths).unsqueeze(1)).squeeze(1)
+        if labels is None:
+            return self.scale * cos
+        return self.aam(cos, F.one_hot(labels, self.n_classes).to(cos.dtype))
+
+
 def _example_seq() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(2, 50, N_MELS), torch.tensor([50, 37])
 
@@ -270,6 +349,15 @@ def _classifier(config: dict[str, str], **kwargs: Any) -> SpeakerClassifier:
 
 for _name, _cfg in ABLATION.items():
     register_model(_name, branch="speaker", example=_example_seq)(functools.partial(_classifier, _cfg))
+
+
+@register_model("speaker_ecapa_tdnn", branch="speaker", example=_example_seq)
+def speaker_ecapa_tdnn(**kwargs: Any) -> ECAPASpeaker:
+    return ECAPASpeaker(**kwargs)
+
+
+# every model with a speaker head (identification by its logits; the rest identify by centroids)
+CLASSIFIERS: tuple[str, ...] = (*ABLATION, "speaker_ecapa_tdnn")
 
 
 @register_model("speaker_triplet", branch="speaker", example=_example_seq)

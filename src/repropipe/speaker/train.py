@@ -2,8 +2,9 @@
 
 Training sees random ``segment_len``-frame crops (HW4 uses 128) so batches are cheap and every
 epoch sees different parts of each utterance; evaluation sees whole utterances with padding masks.
-Classifiers: cross-entropy (AM-softmax logits carry the margin at the target), AdamW, linear
-warmup then cosine decay, SpecAugment (torchaudio frequency and time masks). The triplet
+Classifiers (the HW4 ablation, sizes from ``speaker.model``; ECAPA-TDNN, sizes from
+``speaker.ecapa``): cross-entropy (AM- and AAM-softmax logits carry the margin at the target),
+AdamW, linear warmup then cosine decay, SpecAugment (torchaudio frequency and time masks). The triplet
 embedder: batch-all triplet loss on cosine similarities of L2-normalised embeddings, optionally
 starting from the encoder of a conv autoencoder trained on the same crops without labels.
 """
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.models import build_model
 from repropipe.speaker.features import Shard
-from repropipe.speaker.models import ABLATION
+from repropipe.speaker.models import CLASSIFIERS
 from repropipe.training import LoopConfig, Precision, fit, to_device
 
 log = logging.getLogger("repropipe.speaker")
@@ -171,7 +172,8 @@ def load_model(run_dir: Path, device: torch.device) -> torch.nn.Module:
 def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params: dict[str, Any], seed: int,
                      device: torch.device, run_dir: Path) -> list[dict[str, float]]:
     tp = params["train"]
-    kwargs = {**params["model"], "n_classes": n_classes, "n_mels": int(train.mels.shape[1])}
+    sizes = params["ecapa"] if name == "speaker_ecapa_tdnn" else params["model"]
+    kwargs = {**sizes, "n_classes": n_classes, "n_mels": int(train.mels.shape[1])}
     torch.manual_seed(seed)
     model = build_model(name, **kwargs).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tp["lr"], weight_decay=tp["weight_decay"])
@@ -301,7 +303,7 @@ def train_all(models: list[str], features: Path, out: Path, params: dict[str, An
         run_dir = out / name
         log.info("event=train model=%s utterances=%d classes=%d device=%s", name, len(train),
                  len(manifest["classes"]), device)
-        if name in ABLATION:
+        if name in CLASSIFIERS:
             hist = train_classifier(name, train, val, len(manifest["classes"]), params, seed, device, run_dir)
         elif name == "speaker_triplet":
             hist = train_triplet(train, val, params, seed, device, run_dir)
