@@ -169,3 +169,13 @@ def smk_built(tmp_path_factory) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "proj")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A stage run in-process sets torch's thread count; the next test must not inherit it (float sums differ)."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
