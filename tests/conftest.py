@@ -179,3 +179,15 @@ def _restore_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _project_loggers_enabled():
+    """Some libraries configure logging with disable_existing_loggers=True when imported; our log lines must
+    still reach caplog (tests read them) whatever a previous test imported."""
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "repropipe" or name.startswith("repropipe."):
+            logging.getLogger(name).disabled = False
+    yield
