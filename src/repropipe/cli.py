@@ -21,10 +21,12 @@ from repropipe.io import OutputNotWritable
 from repropipe.stages import STAGES, TOOLS, load_all, load_branch, run_stage
 
 BRANCH_HELP = {
-    "asvspoof": "ASVspoof 2019 LA anti-spoofing: download, features (LFCC, log-mel), countermeasure training, EER/t-DCF",
-    "speaker": "VoxCeleb (HW4) speaker identification and verification: Conformer, attention pooling, AM-softmax",
-    "gan": "CelebA 64x64 WGAN-GP with I-SIR sampling: training, FID/KID through torch-fidelity",
-    "eeg": "PhysioNet EEG motor imagery: EDF epochs, Transformer/Linformer/SimCLR, F1 and confusion",
+    "asvspoof": "ASVspoof 2019 LA anti-spoofing: features (LFCC, log-mel, waveform), LFCC-LCNN, ResNet18, AASIST, "
+                "LFCC-GMM baseline; EER and min t-DCF with intervals",
+    "speaker": "VoxCeleb (HW4) speaker identification and verification: Conformer, attention pooling, AM-softmax, "
+               "ECAPA-TDNN; accuracy and EER with intervals",
+    "gan": "CelebA 64x64 WGAN-GP (torch-mimicry's design) with calibrated I-SIR sampling; FID/KID via torch-fidelity",
+    "eeg": "PhysioNet EEG motor imagery: EDF epochs, Transformer/Linformer/SimCLR/EEGNet beside CSP+LDA; F1, accuracy",
     "qr": "QR orthogonalisation layer: memory and time of hand-written backward passes",
     "report": "the HTML report that gathers every branch",
 }
