@@ -187,7 +187,10 @@ def _project_loggers_enabled():
     still reach caplog (tests read them) whatever a previous test imported."""
     import logging
 
+    logging.disable(logging.NOTSET)
     for name in list(logging.root.manager.loggerDict):
         if name == "repropipe" or name.startswith("repropipe."):
-            logging.getLogger(name).disabled = False
+            logger = logging.getLogger(name)
+            logger.disabled, logger.propagate = False, True
+            logger.setLevel(logging.NOTSET)
     yield

@@ -548,7 +548,7 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
         assert np.isfinite(m[key]), key
     assert m["isir_calibration/n_real"] == m["isir_calibration/n_fake"] == 4  # the whole valid split (40 images: 4)
     run = project / "results/gan/models/wgan_gp_64_generator"
-    ckpt = torch.load(run / "checkpoints/last.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert set(ckpt["state"]) == {"G", "D", "opt_G", "opt_D", "precision"} and ckpt["global_step"] == 4
     assert ckpt["state"]["precision"]["name"] == "32"
     assert (run / "samples/step_000002.png").exists()

@@ -40,7 +40,7 @@ def gan_ready(project: Path, monkeypatch) -> Path:
 def test_killed_train_stage_resumes_to_the_same_weights(gan_ready: Path, caplog):
     stages = load_all()
     run_stage(stages["gan_train"], gan_ready / "params.yaml")
-    straight = torch.load(CKPT, weights_only=False)
+    straight = torch.load(CKPT, weights_only=True)
     assert not (RESUME_ROOT / "gan_train").exists()  # a finished stage leaves no work behind
     shutil.rmtree(MODELS)
 
@@ -48,12 +48,12 @@ def test_killed_train_stage_resumes_to_the_same_weights(gan_ready: Path, caplog)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not MODELS.exists()  # never a half-written output
     work = RESUME_ROOT / "gan_train" / CKPT
-    assert torch.load(work, weights_only=False)["global_step"] == 2
+    assert torch.load(work, weights_only=True)["global_step"] == 2
 
     with caplog.at_level(logging.INFO):
         run_stage(stages["gan_train"], gan_ready / "params.yaml")
     assert "event=resume checkpoint=" in caplog.text
-    resumed = torch.load(CKPT, weights_only=False)
+    resumed = torch.load(CKPT, weights_only=True)
     assert resumed["global_step"] == straight["global_step"] == 4
     for net in ("G", "D"):
         for k, v in straight["state"][net].items():
@@ -72,4 +72,4 @@ def test_work_left_by_other_params_is_wiped_not_resumed(gan_ready: Path, caplog)
         run_stage(load_all()["gan_train"], gan_ready / "params.yaml")
     assert "event=stale_work_wiped" in caplog.text
     assert "event=resume checkpoint=" not in caplog.text
-    assert torch.load(CKPT, weights_only=False)["global_step"] == 4
+    assert torch.load(CKPT, weights_only=True)["global_step"] == 4

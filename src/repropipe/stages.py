@@ -250,8 +250,10 @@ def _record_imports(st: Stage) -> None:
     if not where:
         return
     root = codedeps.SRC_ROOT.parent
-    files = sorted(str(Path(m.__file__).resolve().relative_to(root)) for m in list(sys.modules.values())
-                   if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(codedeps.SRC_ROOT))
+    # only our own modules: touching others' attributes can trigger lazy imports (speechbrain's)
+    mods = [m for name, m in list(sys.modules.items()) if name == "repropipe" or name.startswith("repropipe.")]
+    files = sorted(str(Path(f).resolve().relative_to(root)) for f in (vars(m).get("__file__") for m in mods)
+                   if f and Path(f).resolve().is_relative_to(codedeps.SRC_ROOT))
     io.atomic_write_json(Path(where) / f"{st.name}.json", files)
 
 
