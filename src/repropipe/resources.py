@@ -152,6 +152,20 @@ def data_workers(threads: int) -> int:
     return min(8, threads // 4)
 
 
+_BLAS_LIMIT: list[object] = []  # the active threadpoolctl limit (kept alive for the process)
+
+
+def _limit_blas(n: int) -> None:
+    """numpy/scipy's BLAS and OpenMP pools (scikit-learn's GMM, LDA, CSP) follow the same budget as torch.
+
+    Under DVC nothing else limits them, under Snakemake OPENBLAS_NUM_THREADS does: without this the same
+    stage gives last-digit float differences depending on which tool ran it.
+    """
+    from threadpoolctl import threadpool_limits
+
+    _BLAS_LIMIT[:] = [threadpool_limits(limits=n)]
+
+
 def use_threads(*, workers: bool = False) -> tuple[int, int]:
     """Give torch this process's CPUs; returns (torch threads, DataLoader workers).
 
@@ -164,6 +178,7 @@ def use_threads(*, workers: bool = False) -> tuple[int, int]:
     nw = data_workers(n) if workers else 0
     torch_threads = max(1, n - nw)
     torch.set_num_threads(torch_threads)
+    _limit_blas(torch_threads)
     log.info("event=threads threads=%d source=%s torch_threads=%d data_workers=%d", n, source, torch_threads, nw)
     return torch_threads, nw
 
