@@ -281,7 +281,7 @@ def test_download_lands_in_the_cache_once_and_the_raw_output_is_source_json(raw:
             super().do_GET()
 
         def log_message(self, *args):
-            pass
+            pass  # keep the test output free of the server's access log
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(archive.parent)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -477,7 +477,7 @@ def test_an_html_page_from_a_url_or_on_disk_is_refused(drive_ids, tmp_path: Path
             self.wfile.write(DRIVE_PAGE)
 
         def log_message(self, *args):
-            pass
+            pass  # keep the test output free of the server's access log
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

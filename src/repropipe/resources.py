@@ -90,7 +90,7 @@ def _first_host(nodelist: str) -> str:
         if out:
             return out[0]
     except (OSError, subprocess.SubprocessError):
-        pass
+        pass  # no scontrol on this node: parse the list ourselves, below
     m = re.match(r"([^\[,]+)(?:\[([^\],-]+))?", nodelist)
     if not m:
         raise ValueError(f"SLURM node list {nodelist!r}: cannot find the first host")

@@ -231,18 +231,13 @@ def evaluate(ctx: StageContext) -> None:
     figures = _figures(every, pd.DataFrame(curves), bench)
     headline: dict[str, Any] = {}
     for run, r in every.items():
-        headline[f"{run}/macro_f1"] = r["chunk"]["macro_f1"]
-        headline[f"{run}/accuracy"] = r["chunk"]["accuracy"]
-        headline[f"{run}/trial_accuracy"] = r["trial"]["accuracy"]
-        headline[f"{run}/trial_accuracy_ci_low"] = r["trial"]["ci_low"]
-        headline[f"{run}/trial_accuracy_ci_high"] = r["trial"]["ci_high"]
-        headline[f"{run}/accuracy_ci_low"] = r["chunk"]["ci_low"]
-        headline[f"{run}/accuracy_ci_high"] = r["chunk"]["ci_high"]
-        headline[f"{run}/macro_f1_ci_low"] = r["chunk"]["macro_f1_ci_low"]
-        headline[f"{run}/macro_f1_ci_high"] = r["chunk"]["macro_f1_ci_high"]
-        headline[f"{run}/trial_macro_f1"] = r["trial"]["macro_f1"]
-        headline[f"{run}/trial_macro_f1_ci_low"] = r["trial"]["macro_f1_ci_low"]
-        headline[f"{run}/trial_macro_f1_ci_high"] = r["trial"]["macro_f1_ci_high"]
+        for level, prefix in (("chunk", ""), ("trial", "trial_")):  # accuracy and F1 with their intervals
+            s = r[level]
+            headline[f"{run}/{prefix}accuracy"] = s["accuracy"]
+            headline[f"{run}/{prefix}accuracy_ci_low"] = s["ci_low"]
+            headline[f"{run}/{prefix}accuracy_ci_high"] = s["ci_high"]
+            for key in ("macro_f1", "macro_f1_ci_low", "macro_f1_ci_high"):
+                headline[f"{run}/{prefix}{key}"] = s[key]
         if run in vs_ref:
             t = vs_ref[run]["trial"]
             headline[f"{run}/trial_accuracy_diff_vs_{REFERENCE}"] = t["diff"]
