@@ -14,6 +14,7 @@ import torch
 from conftest import TINY_PARAMS, copy_project
 from repropipe.download import DownloadError
 from repropipe.gan import data, features, fidelity
+from repropipe.gan.config import DataConfig
 from repropipe.gan.isir import Calibration, calibrate, isir_sample
 from repropipe.gan.losses import loss_D, loss_G, loss_GP
 from repropipe.io import DataError, md5_file
@@ -245,8 +246,9 @@ def fake_celeba(raw: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     return archive, part
 
 
-def _real(**kw) -> dict:
-    return {"archive": None, "partition": None, "root": None, "cache_dir": None, "verify_md5": True, **kw}
+def _real(**kw) -> DataConfig:
+    return DataConfig(**{"num_images": 10, "archive": None, "partition": None, "root": None,
+                         "cache_dir": "data/cache/gan", "verify_md5": True, **kw})
 
 
 def _same_shards(raw: Path, other: Path, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ def _sites():
     from repropipe.asvspoof import features as asv_features, train as asv_train
     from repropipe.eeg import evaluate as eeg_evaluate, train as eeg_train
     from repropipe.gan import features as gan_features, train as gan_train
+    from repropipe.gan.config import ModelConfig
     from repropipe.speaker import features as sp_features, train as sp_train
 
     cpu = torch.device("cpu")
@@ -45,9 +46,8 @@ def _sites():
         ("training checkpoint (resume)", "run/checkpoints/last.pt", lambda p: {"format": p},
          lambda d: training.load_checkpoint(d / "run/checkpoints/last.pt", {})),
         ("gan trained checkpoint", "ckpt.pt", lambda p: p,
-         lambda d: gan_train.load_trained(d / "ckpt.pt", {"generator": "wgan_gp_64_generator",
-                                                          "critic": "wgan_gp_64_critic", "nz": 8, "ngf": 16,
-                                                          "ndf": 16}, cpu)),
+         lambda d: gan_train.load_trained(d / "ckpt.pt", ModelConfig("wgan_gp_64_generator", "wgan_gp_64_critic",
+                                                                     nz=8, ngf=16, ndf=16), cpu)),
         ("eeg model.pt", "model.pt", lambda p: {"model": p}, lambda d: eeg_evaluate.load_run(d / "model.pt", cpu)),
         ("asvspoof model.pt", "run/model.pt", lambda p: {"w": p}, lambda d: asv_train.load_trained(d / "run", cpu)),
         ("speaker model.pt", "run/model.pt", lambda p: {"name": p}, lambda d: sp_train.load_model(d / "run", cpu)),

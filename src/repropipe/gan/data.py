@@ -44,6 +44,7 @@ import numpy as np
 
 from repropipe import io
 from repropipe.download import DownloadError, fetch
+from repropipe.gan.config import DataConfig
 from repropipe.io import DataError
 
 log = logging.getLogger("repropipe.gan")
@@ -406,41 +407,41 @@ def _needs_gdown(location: str | None, key: str, cache_dir: Path) -> bool:
     return not (cache_dir / CELEBA_FILES[key][2]).exists()
 
 
-def download_real(out_dir: str | os.PathLike[str], d: dict[str, Any]) -> dict[str, Any]:
+def download_real(out_dir: str | os.PathLike[str], d: DataConfig) -> dict[str, Any]:
     """``source: real``: write ``out_dir/source.json`` pointing at CelebA outside the tracked outputs.
 
-    * ``d['root']``: an extracted tree (the folder holding ``img_align_celeba/``), read in place;
-      its partition file is ``d['partition']`` or the one inside the tree.
-    * otherwise ``d['archive']`` / ``d['partition']``: local paths are read in place; Google Drive
+    * ``d.root``: an extracted tree (the folder holding ``img_align_celeba/``), read in place;
+      its partition file is ``d.partition`` or the one inside the tree.
+    * otherwise ``d.archive`` / ``d.partition``: local paths are read in place; Google Drive
       links (or, when null, torchvision's Drive files) are fetched with gdown, other URLs with the
-      shared downloader, into ``d['cache_dir']`` once.
+      shared downloader, into ``d.cache_dir`` once.
 
     Why gdown: for a 1.4 GB file Google Drive first answers with an HTML confirmation page, which
     gdown follows, as torchvision's CelebA does. Without gdown, or when an HTML page arrives anyway
     (quota exceeded), the stage stops before any work and names the file, where to put it, and the
     params key that points at it. Every file is md5-checked against torchvision's sums unless
-    ``d['verify_md5']`` is false; the sums and per-split counts go into source.json, so a different
+    ``d.verify_md5`` is false; the sums and per-split counts go into source.json, so a different
     copy is a visible change.
     """
     out_dir = Path(out_dir)
-    verify = bool(d.get("verify_md5", True))
-    cache = Path(d.get("cache_dir") or "data/cache/gan").expanduser()
-    if d.get("root"):
-        wanted = {"partition": d["partition"]} if d.get("partition") else {}
+    verify = d.verify_md5
+    cache = Path(d.cache_dir).expanduser()
+    if d.root:
+        wanted = {"partition": d.partition} if d.partition else {}
     else:
-        wanted = {"archive": d.get("archive"), "partition": d.get("partition")}
+        wanted = {"archive": d.archive, "partition": d.partition}
     drive = [k for k, loc in wanted.items() if _needs_gdown(loc, k, cache)]
     gdown = _gdown_or_stop(drive, cache) if drive else None  # stop before fetching anything
     info: dict[str, Any] = {"source": "real"}
-    if d.get("root"):
-        root = Path(d["root"]).expanduser().resolve()
+    if d.root:
+        root = Path(d.root).expanduser().resolve()
         images: ImageSource = DirImages(root)
-        partition = (_obtain("partition", d.get("partition"), cache, verify, gdown) if d.get("partition")
+        partition = (_obtain("partition", d.partition, cache, verify, gdown) if d.partition
                      else root / PARTITION)
         info.update(root=str(root), md5={"partition": file_md5(partition)})
     else:
-        archive = _obtain("archive", d.get("archive"), cache, verify, gdown)
-        partition = _obtain("partition", d.get("partition"), cache, verify, gdown)
+        archive = _obtain("archive", d.archive, cache, verify, gdown)
+        partition = _obtain("partition", d.partition, cache, verify, gdown)
         images = ZipImages(archive)  # fails early, naming the file, if it is not CelebA's zip
         info.update(archive=str(archive), md5={"archive": file_md5(archive), "partition": file_md5(partition)})
     entries = read_partition(partition)

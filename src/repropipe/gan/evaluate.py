@@ -1,20 +1,29 @@
-"""Sampling (plain, I-SIR with the raw and the calibrated critic), FID/KID against cached real statistics, curves."""
+"""gan_evaluate's numbers: sampling (plain, I-SIR with the raw and the calibrated critic), FID/KID against the
+cached real statistics with intervals and tests, and the metrics.json they make. No plotting, no tables:
+gan/figures.py and gan/section.py draw and describe the :class:`Results` that :func:`evaluate` returns."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from repropipe.gan import fidelity
+from repropipe.gan.config import EvaluateConfig, IsirConfig, ModelConfig
 from repropipe.gan.isir import Calibration, calibrate, critic_scores, isir_sample
 from repropipe.gan.train import to_float, to_uint8
 
 log = logging.getLogger("repropipe.gan")
+
+CURVES = ("loss_D", "loss_G", "loss_GP", "wasserstein")
+REFERENCE = "trained"  # plain N(0, I) sampling of the trained generator: I-SIR and the untrained G are tested against it
+Z95 = 1.959963984540054
 
 
 @torch.no_grad()
@@ -47,7 +56,7 @@ def calibrate_critic(G: torch.nn.Module, D: torch.nn.Module, real: torch.Tensor,
     return calibrate(image_scores(D, real, device), critic_scores(z, D, G, batch_size).cpu())
 
 
-def evaluate_generator(G: torch.nn.Module, D: torch.nn.Module, *, nz: int, num_samples: int, isir: dict[str, Any],
+def evaluate_generator(G: torch.nn.Module, D: torch.nn.Module, *, nz: int, num_samples: int, isir: IsirConfig,
                        cache_dir: str | os.PathLike[str], kid_subset_size: int, seed: int, device: torch.device,
                        calibration: Calibration | None = None) -> dict[str, Any]:
     """FID/KID of plain N(0, I) sampling and of I-SIR sampling, same generator and sample count.
@@ -62,13 +71,13 @@ def evaluate_generator(G: torch.nn.Module, D: torch.nn.Module, *, nz: int, num_s
                            # feature vectors for the FID bootstrap (fake, real)
                            "features": {"plain": fidelity.features(plain, cache_dir, cuda)}}
     variants: dict[str, Calibration | None] = {}
-    if int(isir["iterations"]) > 0:  # 0: plain sampling only (the untrained baseline)
+    if isir.iterations > 0:  # 0: plain sampling only (the untrained baseline)
         variants["isir_uncalibrated"] = None
         if calibration is not None:
             variants["isir"] = calibration
     for key, cal in variants.items():
-        z, changed = isir_sample(int(isir["iterations"]), num_samples, int(isir["particles"]), nz, D, G,
-                                 batch_size=int(isir["batch_size"]), generator=torch.Generator().manual_seed(seed + 7),
+        z, changed = isir_sample(isir.iterations, num_samples, isir.particles, nz, D, G,
+                                 batch_size=isir.batch_size, generator=torch.Generator().manual_seed(seed + 7),
                                  device=device, calibration=cal)
         sampled = generate(G, z)
         out[key] = fidelity.fid_kid(sampled, cache_dir, kid_subset_size, cuda)
@@ -118,3 +127,125 @@ def fid_uncertainty(systems: dict[str, tuple[float, Any, Any]], reference: str, 
             out[name]["vs_reference"] = {**stats.independent_test(diff, boots[name] - boots[reference]),
                                          "test": "independent bootstrap over generated samples (basic interval)"}
     return out
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything gan_evaluate measured, for metrics.json, the figures and the report section."""
+
+    trained: dict[str, Any]  # evaluate_generator of the trained G (plain, I-SIR raw and calibrated)
+    untrained: dict[str, Any]  # evaluate_generator of the untrained G (plain only)
+    calibration: Calibration
+    fid: dict[str, Any]  # fid_uncertainty: interval per system, test against REFERENCE
+    curves: dict[str, list[tuple[int, float]]]  # dvclive's per-step training curves
+    meta: dict[str, Any]  # the real statistics' meta.json
+    model: ModelConfig
+    cfg: EvaluateConfig
+
+    @property
+    def source(self) -> str:
+        return self.meta.get("data_source", "unknown")
+
+    @property
+    def comparable(self) -> bool:
+        return bool(self.meta["comparable_to_published"])
+
+    @property
+    def extractor(self) -> str:
+        return self.meta["feature_extractor"]
+
+    @property
+    def caveat(self) -> str:
+        """Why the numbers are not published FID/KID ('' when they are)."""
+        return ("" if self.comparable else
+                f"Features from the fallback extractor '{self.extractor}' (fixed random conv net; no Inception weights "
+                "offline): numbers rank generators but are NOT comparable to published FID/KID.")
+
+    @property
+    def steps(self) -> int:
+        return max((s for c in self.curves.values() for s, _ in c), default=0)
+
+    @property
+    def kid(self) -> dict[str, dict[str, Any]]:
+        """FID/KID of each system by name (the names of metrics.json)."""
+        t = self.trained
+        return {"untrained": self.untrained["plain"], "trained": t["plain"], "trained_isir": t["isir"],
+                "trained_isir_uncalibrated": t["isir_uncalibrated"]}
+
+    def kid_interval(self, name: str) -> tuple[float, float]:
+        """KID: the normal interval of torch-fidelity's subset estimates (mean +- 1.96 subset std)."""
+        k = self.kid[name]
+        return k["kid_mean"] - Z95 * k["kid_std"], k["kid_mean"] + Z95 * k["kid_std"]
+
+
+def evaluate(run_dir: Path, real_stats: str | os.PathLike[str], features: str | os.PathLike[str], model: ModelConfig,
+             cfg: EvaluateConfig, seed: int, device: torch.device) -> Results:
+    """Calibrate the critic on held-out images, then score the trained generator (plain and I-SIR) and an
+    untrained one of the same architecture against the cached real statistics."""
+    from repropipe.gan import features as feats
+    from repropipe.gan.train import build_models, load_trained
+    from repropipe.training import seed_everything
+
+    meta = fidelity.read_meta(real_stats)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: no trained checkpoint; run gan_train first")
+    common = dict(nz=model.nz, num_samples=cfg.num_samples, isir=cfg.isir, cache_dir=real_stats,
+                  kid_subset_size=cfg.kid_subset_size, seed=seed, device=device)
+
+    G, D = load_trained(ckpt, model, device)
+    cp = cfg.calibration
+    held_out = feats.load_split(features, cp.split, cp.num_images)  # never seen by G or D in training
+    cal = calibrate_critic(G, D, held_out, nz=model.nz, seed=seed, device=device, batch_size=cfg.isir.batch_size)
+    log.info("stage=gan_evaluate event=calibrated a=%.6g b=%.6g auc=%.4f n_real=%d split=%s", cal.a, cal.b, cal.auc,
+             cal.n_real, cp.split)
+    trained = evaluate_generator(G, D, **common, calibration=cal)
+    seed_everything(seed)
+    G0, _ = build_models(model)  # same architecture, never trained, scored by the same extractor
+    untrained = evaluate_generator(G0.to(device), D, **{**common, "isir": dataclasses.replace(cfg.isir, iterations=0)})
+
+    systems = {"untrained": (untrained["plain"]["fid"], *untrained["features"]["plain"]),
+               "trained": (trained["plain"]["fid"], *trained["features"]["plain"])}
+    for key in ("isir", "isir_uncalibrated"):
+        if trained["features"].get(key) is not None:
+            systems[f"trained_{key}"] = (trained[key]["fid"], *trained["features"][key])
+    res = Results(trained=trained, untrained=untrained, calibration=cal, fid=fid_uncertainty(systems, REFERENCE, seed),
+                  curves=read_dvclive_curves(run_dir, CURVES), meta=meta, model=model, cfg=cfg)
+    log.info("stage=gan_evaluate fid_trained=%.4g fid_isir=%.4g fid_isir_uncalibrated=%.4g fid_untrained=%.4g "
+             "extractor=%s", res.kid["trained"]["fid"], res.kid["trained_isir"]["fid"],
+             res.kid["trained_isir_uncalibrated"]["fid"], res.kid["untrained"]["fid"], res.extractor)
+    return res
+
+
+def metrics(res: Results) -> dict[str, Any]:
+    """metrics.json: FID/KID of every system with intervals and tests, the calibration and I-SIR's moves."""
+    plain, isir, raw = res.trained["plain"], res.trained["isir"], res.trained["isir_uncalibrated"]
+    untrained, cal = res.untrained["plain"], res.calibration
+    unc_keys: dict[str, float] = {}
+    for name, u in res.fid.items():
+        unc_keys[f"fid_ci_low/{name}"], unc_keys[f"fid_ci_high/{name}"] = u["ci_low"], u["ci_high"]
+        unc_keys[f"kid_ci_low/{name}"], unc_keys[f"kid_ci_high/{name}"] = res.kid_interval(name)
+        if "vs_reference" in u:
+            unc_keys[f"fid_diff_vs_ref/{name}"] = u["vs_reference"]["diff"]
+            unc_keys[f"fid_p_vs_ref/{name}"] = u["vs_reference"]["p_value"]
+    return {
+        "fid/trained": plain["fid"], "kid/trained": plain["kid_mean"], "kid_std/trained": plain["kid_std"],
+        "fid/trained_isir": isir["fid"], "kid/trained_isir": isir["kid_mean"], "kid_std/trained_isir": isir["kid_std"],
+        "fid/trained_isir_uncalibrated": raw["fid"], "kid/trained_isir_uncalibrated": raw["kid_mean"],
+        "kid_std/trained_isir_uncalibrated": raw["kid_std"],
+        "fid/untrained": untrained["fid"], "kid/untrained": untrained["kid_mean"],
+        "kid_std/untrained": untrained["kid_std"],
+        **unc_keys, "reference": REFERENCE, "uncertainty": {"fid": res.fid, "fid_n_boot": res.fid[REFERENCE]["n_boot"],
+                                                            "kid": "mean +- 1.96 x torch-fidelity's subset std"},
+        "fid_change_from_isir": isir["fid"] - plain["fid"],
+        "fid_change_from_isir_uncalibrated": raw["fid"] - plain["fid"],
+        "isir_calibration/a": cal.a, "isir_calibration/b": cal.b, "isir_calibration/auc": cal.auc,
+        "isir_calibration/n_real": cal.n_real, "isir_calibration/n_fake": cal.n_fake,
+        "isir_changed_fraction": res.trained["isir_changed_fraction"],
+        "isir_uncalibrated_changed_fraction": res.trained["isir_uncalibrated_changed_fraction"],
+        "isir": dataclasses.asdict(res.cfg.isir),
+        "num_samples": res.cfg.num_samples, "num_real": res.meta["num_real"], "real_split": res.meta["real_split"],
+        "kid_subset_size": plain["kid_subset_size"], "train_steps": res.steps,
+        "feature_extractor": res.extractor, "comparable_to_published": res.comparable,
+        "fidelity_note": res.caveat or "Inception-v3 (torch-fidelity inception-v3-compat) from the given weights.",
+    }

@@ -1,14 +1,13 @@
 """The gan stages: download, features, train, real statistics, evaluate.
 
-Heavy imports (torch, torch-fidelity, PIL, matplotlib) happen inside the stages so that the CLI
-and the stage registry stay instant.
+Each stage reads its params as typed configs (gan/config.py) and calls data, features, train,
+fidelity, evaluate, figures and section. Heavy imports (torch, torch-fidelity, PIL, matplotlib)
+happen inside the stages so that the CLI and the stage registry stay instant.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 from repropipe import io
 from repropipe.stages import Plot, StageContext, stage
@@ -19,11 +18,6 @@ RAW = "data/raw/gan"
 FEATURES = "data/features/gan"
 OUT = "results/gan"
 MODELS = f"{OUT}/models"
-REAL_STATS = f"{OUT}/real_stats"
-
-
-def _run_dir(models: str | Path, model: dict[str, Any]) -> Path:
-    return Path(models) / model["generator"]
 
 
 @stage(
@@ -37,15 +31,16 @@ def _run_dir(models: str | Path, model: dict[str, Any]) -> Path:
 )
 def download(ctx: StageContext) -> None:
     from repropipe.gan import data
+    from repropipe.gan.config import DataConfig
 
-    g = ctx.params["gan"]
+    cfg = DataConfig.of(ctx.params)
     with io.atomic_dir(RAW) as tmp:  # the whole folder appears at once
-        if g["source"] == "synthetic":
-            data.synthesize(tmp, int(g["data"]["num_images"]), ctx.seed)
+        if ctx.params["gan"]["source"] == "synthetic":
+            data.synthesize(tmp, cfg.num_images, ctx.seed)
         else:
             # the 1.4 GB zip stays in gan.data.cache_dir (not a tracked output: DVC would copy it into its
             # cache and delete it before every re-run); the output is a small source.json pointing at it
-            data.download_real(tmp, g["data"])
+            data.download_real(tmp, cfg)
 
 
 @stage(
@@ -58,12 +53,13 @@ def download(ctx: StageContext) -> None:
 )
 def features(ctx: StageContext) -> None:
     from repropipe import resources
+    from repropipe.gan.config import FeaturesConfig
     from repropipe.gan.features import build_shards
 
     resources.use_threads()
-    p = ctx.params["gan"]["features"]
+    cfg = FeaturesConfig.of(ctx.params)
     with io.atomic_dir(FEATURES) as tmp:
-        build_shards(RAW, tmp, int(p["crop"]), int(p["size"]), int(p["shard_size"]), p["on_bad_image"])
+        build_shards(RAW, tmp, cfg.crop, cfg.size, cfg.shard_size, cfg.on_bad_image)
 
 
 @stage(
@@ -77,18 +73,19 @@ def features(ctx: StageContext) -> None:
 def train(ctx: StageContext) -> None:
     from repropipe import resources
     from repropipe.gan import features as feats, train as tr
+    from repropipe.gan.config import ModelConfig, TrainConfig
     from repropipe.training import rank_zero_resumable, select_device, write_train_provenance
 
     resources.srun_relaunch()  # a SLURM job of several tasks: one rank per task
     resources.use_threads(workers=True)
-    g = ctx.params["gan"]
+    model, cfg = ModelConfig.of(ctx.params), TrainConfig.of(ctx.params)
     device = select_device(ctx.params["device"])
     images = feats.load_split(FEATURES, "train")
     # a killed run resumes from its checkpoint; under torchrun/srun only rank 0 publishes
     with rank_zero_resumable(ctx, MODELS, device) as work:
-        res = tr.train(images, _run_dir(work, g["model"]), g["model"], g["train"], ctx.seed, device)
+        res = tr.train(images, tr.model_dir(work, model), model, cfg, ctx.seed, device)
         write_train_provenance(ctx, work, data_source=feats.read_index(FEATURES)["source"].get("source", "unknown"),
-                               device=device, precision=g["train"].get("precision", "32"))
+                               device=device, precision=cfg.precision)
     log.info("stage=gan_train event=done steps=%d resumed_from=%s", res["global_step"], res["resumed_from_step"])
 
 
@@ -97,23 +94,24 @@ def train(ctx: StageContext) -> None:
     help="Compute torch-fidelity features and FID statistics of the real images once (cached for evaluate).",
     params=("device", "gan.fidelity"),
     deps=(FEATURES,),
-    outs=(REAL_STATS,),
+    outs=(f"{OUT}/real_stats",),
     resources={"mem_mb": 16000, "runtime": 120, "threads": 4, "gpu": 1},
 )
 def real_stats(ctx: StageContext) -> None:
     from repropipe import resources
     from repropipe.gan import features as feats, fidelity
+    from repropipe.gan.config import FidelityConfig
     from repropipe.training import select_device
 
     resources.use_threads()
-    p = ctx.params["gan"]["fidelity"]
+    cfg = FidelityConfig.of(ctx.params)
     device = select_device(ctx.params["device"])
-    settings = fidelity.extractor_settings(p.get("feature_extractor_weights_path"))
-    images = feats.load_split(FEATURES, p["real_split"], int(p["num_real"]))
+    settings = fidelity.extractor_settings(cfg.feature_extractor_weights_path)
+    images = feats.load_split(FEATURES, cfg.real_split, cfg.num_real)
     source = feats.read_index(FEATURES)["source"]
-    with io.atomic_dir(REAL_STATS) as tmp:
+    with io.atomic_dir(f"{OUT}/real_stats") as tmp:
         fidelity.cache_real_statistics(images, tmp, settings, device.type == "cuda",
-                                       {"real_split": p["real_split"], "data_source": source.get("source", "unknown")})
+                                       {"real_split": cfg.real_split, "data_source": source.get("source", "unknown")})
 
 
 @stage(
@@ -121,7 +119,7 @@ def real_stats(ctx: StageContext) -> None:
     help="Calibrate the critic on held-out images (a, b of log r = a D + b); FID/KID of the trained (and an untrained) "
          "generator, plain and with I-SIR (raw and calibrated critic); grids, curves, report section.",
     params=("seed", "device", "gan.model", "gan.evaluate"),
-    deps=(FEATURES, MODELS, REAL_STATS),
+    deps=(FEATURES, MODELS, f"{OUT}/real_stats"),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures"),
     resources={"mem_mb": 16000, "runtime": 120, "threads": 4, "gpu": 1},
     plots=(Plot("gan training losses", f"{OUT}/plots/train_curves.csv", x="step", y=("loss_D", "loss_G", "wasserstein")),
@@ -129,6 +127,17 @@ def real_stats(ctx: StageContext) -> None:
                 y=("changed_fraction", "changed_fraction_uncalibrated"))),
 )
 def evaluate(ctx: StageContext) -> None:
-    from repropipe.gan.report import run_evaluation
+    from repropipe import resources
+    from repropipe.gan import evaluate as ev, figures, section
+    from repropipe.gan.config import EvaluateConfig, ModelConfig
+    from repropipe.gan.train import model_dir
+    from repropipe.training import select_device
 
-    run_evaluation(ctx, _run_dir(MODELS, ctx.params["gan"]["model"]), REAL_STATS, OUT, FEATURES)
+    resources.use_threads()
+    model, cfg = ModelConfig.of(ctx.params), EvaluateConfig.of(ctx.params)
+    device = select_device(ctx.params["device"])
+    res = ev.evaluate(model_dir(MODELS, model), f"{OUT}/real_stats", FEATURES, model, cfg, ctx.seed, device)
+    ctx.write_metrics(f"{OUT}/metrics.json", ev.metrics(res), data_source=res.source, device=device.type)
+    figures.write_plots(res, f"{OUT}/plots")
+    figures.write_figures(res, f"{OUT}/figures")
+    section.build(res).write(f"{OUT}/section.json")

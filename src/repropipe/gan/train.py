@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from repropipe.gan.config import ModelConfig, TrainConfig
 from repropipe.gan.losses import loss_D, loss_G, loss_GP
 from repropipe.io import torch_load
 
@@ -32,12 +33,17 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def build_models(model_params: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
+def model_dir(models: str | os.PathLike[str], model: ModelConfig) -> Path:
+    """The run folder of ``model`` under the models output: checkpoints, dvclive curves, sample grids."""
+    return Path(models) / model.generator
+
+
+def build_models(model: ModelConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     from repropipe.gan import models as _gan_models  # noqa: F401  (registers the generator and critic)
     from repropipe.models import build_model
 
-    G = build_model(model_params["generator"], nz=int(model_params["nz"]), ngf=int(model_params["ngf"]))
-    D = build_model(model_params["critic"], ndf=int(model_params["ndf"]))
+    G = build_model(model.generator, nz=model.nz, ngf=model.ngf)
+    D = build_model(model.critic, ndf=model.ndf)
     return G, D
 
 
@@ -101,26 +107,25 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int = 8)
     return Path(path)
 
 
-def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model_params: dict[str, Any],
-          train_params: dict[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
+def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model: ModelConfig, cfg: TrainConfig, seed: int,
+          device: torch.device) -> dict[str, Any]:
     """Train G and D on uint8 images [n, 3, 64, 64]; returns the fit history and paths."""
     from repropipe.gan.features import Uint8Images
     from repropipe.training import LoopConfig, Precision, fit, seed_everything
 
     run_dir = Path(run_dir)
     seed_everything(seed)
-    G, D = build_models(model_params)
+    G, D = build_models(model)
     G, D = G.to(device), D.to(device)
-    betas = (float(train_params["beta1"]), float(train_params["beta2"]))
-    opt_G = torch.optim.Adam(G.parameters(), lr=float(train_params["lr"]), betas=betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=float(train_params["lr"]), betas=betas)
-    n_dis, bs = int(train_params["n_dis"]), int(train_params["batch_size"])
-    nz = int(model_params["nz"])
-    amp = Precision(train_params.get("precision", "32"), device)
-    step = make_step(G, D, opt_G, opt_D, nz=nz, n_dis=n_dis, gp_scale=float(train_params["gp_scale"]), device=device,
-                     precision=amp)
+    betas = (cfg.beta1, cfg.beta2)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
+    n_dis, bs = cfg.n_dis, cfg.batch_size
+    nz = model.nz
+    amp = Precision(cfg.precision, device)
+    step = make_step(G, D, opt_G, opt_D, nz=nz, n_dis=n_dis, gp_scale=cfg.gp_scale, device=device, precision=amp)
     fixed_z = torch.randn(64, nz, generator=torch.Generator().manual_seed(seed + 1)).to(device)
-    sample_every = int(train_params["sample_every"])
+    sample_every = cfg.sample_every
 
     def grids(global_step: int, _metrics: dict[str, float]) -> None:
         if sample_every and global_step % sample_every == 0:
@@ -129,11 +134,11 @@ def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model_params: d
                 save_grid(G(fixed_z), run_dir / "samples" / f"step_{global_step:06d}.png")
             G.train()
 
-    cfg = LoopConfig(epochs=int(train_params["epochs"]), batch_size=bs * n_dis, seed=seed,
-                     checkpoint_every=int(train_params["checkpoint_every"]), drop_last=True)
+    loop = LoopConfig(epochs=cfg.epochs, batch_size=bs * n_dis, seed=seed, checkpoint_every=cfg.checkpoint_every,
+                      drop_last=True)
     if len(images) < bs * n_dis:
         raise ValueError(f"gan.train: {len(images)} training images < batch_size * n_dis = {bs * n_dis}")
-    res = fit(step, Uint8Images(images), {"G": G, "D": D, "opt_G": opt_G, "opt_D": opt_D}, cfg, run_dir,
+    res = fit(step, Uint8Images(images), {"G": G, "D": D, "opt_G": opt_G, "opt_D": opt_D}, loop, run_dir,
               callbacks=[grids], device=device, precision=amp)
     G.eval()
     with torch.no_grad():
@@ -142,10 +147,10 @@ def train(images: torch.Tensor, run_dir: str | os.PathLike[str], model_params: d
             "resumed_from_step": res.resumed_from_step}
 
 
-def load_trained(checkpoint: str | os.PathLike[str], model_params: dict[str, Any],
+def load_trained(checkpoint: str | os.PathLike[str], model: ModelConfig,
                  device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """G and D from a training checkpoint, in eval mode."""
-    G, D = build_models(model_params)
+    G, D = build_models(model)
     payload = torch_load(checkpoint, map_location=device)  # weights_only: a pulled checkpoint cannot run code
     G.load_state_dict(payload["state"]["G"])
     D.load_state_dict(payload["state"]["D"])
