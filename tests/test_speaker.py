@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -258,6 +259,22 @@ def test_pickle_payload_is_refused(hw4, tmp_path):
 def _real(**changes) -> RealConfig:
     """speaker.real of the test params with ``changes``, typed as the download stage hands it down."""
     return parse(RealConfig, {**TINY_PARAMS["speaker"]["real"], "wav_test_fraction": 0.1, **changes}, "speaker.real")
+
+
+def test_real_config_keeps_the_keyword_key_from():
+    """``speaker.real.from`` is a Python keyword: the typed config still parses it, refuses a bad value naming the
+    key, and code reads it as ``from_``."""
+    from repropipe.config import ConfigError
+
+    real = RealConfig.of(TINY_PARAMS)
+    assert real.from_ == "kaggle" and real == _real(wav_test_fraction=0.05)
+    assert "from='kaggle'" in repr(real)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        real.cache_dir = "elsewhere"
+    with pytest.raises(ConfigError, match=r"speaker\.real\.from: expected one of \['kaggle', 'wav_tree'\]"):
+        _real(**{"from": "ftp"})
+    with pytest.raises(ConfigError, match="speaker.real: key 'from' is missing"):
+        parse(RealConfig, {k: v for k, v in TINY_PARAMS["speaker"]["real"].items() if k != "from"}, "speaker.real")
 
 
 def test_download_stage_leaves_nothing_on_failure(tmp_path):
