@@ -18,7 +18,7 @@ from repropipe.qr import (
     qr_memory_efficient,
 )
 from repropipe.qr import bench
-from repropipe.qr.benchmark import saved_bytes, saved_elements
+from repropipe.qr.evaluate import saved_bytes, saved_elements
 
 F64 = torch.float64
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

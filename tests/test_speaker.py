@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +16,9 @@ from conftest import TINY_PARAMS, copy_project
 from repropipe.download import DownloadError
 from repropipe.io import DataError
 from repropipe.models import build_model
+from repropipe.config import parse
 from repropipe.speaker import data, evaluate, features
+from repropipe.speaker.config import RealConfig, SpecAugmentConfig, TrainConfig, TripletConfig
 from repropipe.speaker.models import ABLATION
 from repropipe.speaker.train import triplet_loss, random_crop
 
@@ -253,12 +256,32 @@ def test_pickle_payload_is_refused(hw4, tmp_path):
         data.load_feature(root, u, 40)
 
 
+def _real(**changes) -> RealConfig:
+    """speaker.real of the test params with ``changes``, typed as the download stage hands it down."""
+    return parse(RealConfig, {**TINY_PARAMS["speaker"]["real"], "wav_test_fraction": 0.1, **changes}, "speaker.real")
+
+
+def test_real_config_keeps_the_keyword_key_from():
+    """``speaker.real.from`` is a Python keyword: the typed config still parses it, refuses a bad value naming the
+    key, and code reads it as ``from_``."""
+    from repropipe.config import ConfigError
+
+    real = RealConfig.of(TINY_PARAMS)
+    assert real.from_ == "kaggle" and real == _real(wav_test_fraction=0.05)
+    assert "from='kaggle'" in repr(real)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        real.cache_dir = "elsewhere"
+    with pytest.raises(ConfigError, match=r"speaker\.real\.from: expected one of \['kaggle', 'wav_tree'\]"):
+        _real(**{"from": "ftp"})
+    with pytest.raises(ConfigError, match="speaker.real: key 'from' is missing"):
+        parse(RealConfig, {k: v for k, v in TINY_PARAMS["speaker"]["real"].items() if k != "from"}, "speaker.real")
+
+
 def test_download_stage_leaves_nothing_on_failure(tmp_path):
-    p = {"source": "real", "real": {"from": "wav_tree", "hw4_dir": None, "wav_dir": str(tmp_path / "empty"),
-                                    "wav_test_fraction": 0.1, "cache_dir": str(tmp_path / "cache")}}
+    real = _real(**{"from": "wav_tree"}, wav_dir=str(tmp_path / "empty"), cache_dir=str(tmp_path / "cache"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no .wav files found"):
-        data.obtain(tmp_path / "raw", p, 0)
+        data.obtain(tmp_path / "raw", "real", 0, real=real)
     assert not (tmp_path / "raw").exists() and not (tmp_path / "raw.partial").exists()
 
 
@@ -273,9 +296,8 @@ def test_missing_kaggle_token_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_user_hw4_folder_is_read_in_place_behind_a_small_source_json(hw4, tmp_path):
-    p = {"source": "real", "real": {"from": "kaggle", "hw4_dir": str(hw4), "wav_dir": None,
-                                    "wav_test_fraction": 0.1, "cache_dir": str(tmp_path / "cache")}}
-    desc = data.obtain(tmp_path / "raw", p, 0)
+    real = _real(hw4_dir=str(hw4), cache_dir=str(tmp_path / "cache"))
+    desc = data.obtain(tmp_path / "raw", "real", 0, real=real)
     assert [f.name for f in (tmp_path / "raw").iterdir()] == ["source.json"]  # no per-utterance files to hash
     info = json.loads((tmp_path / "raw" / "source.json").read_text())
     assert desc.startswith("real") and info["synthetic"] is False and info["root"] == str(hw4.resolve())
@@ -285,7 +307,7 @@ def test_user_hw4_folder_is_read_in_place_behind_a_small_source_json(hw4, tmp_pa
     missing = _copy(hw4, tmp_path / "broken")
     next(missing.glob("uttr-*.pt")).unlink()
     with pytest.raises(DataError, match="listed in the metadata but missing"):
-        data.obtain(tmp_path / "raw2", {**p, "real": {**p["real"], "hw4_dir": str(missing)}}, 0)
+        data.obtain(tmp_path / "raw2", "real", 0, real=_real(hw4_dir=str(missing), cache_dir=str(tmp_path / "cache")))
 
 
 def test_wav_tree_is_converted_into_the_cache_not_the_raw_output(tmp_path):
@@ -295,9 +317,9 @@ def test_wav_tree_is_converted_into_the_cache_not_the_raw_output(tmp_path):
         path = tmp_path / "wav" / f"id1000{k % 2 + 1}" / "vid" / f"{k:05d}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.random.default_rng(k).normal(0, 0.1, 8000).astype(np.float32), 16000)
-    p = {"source": "real", "real": {"from": "wav_tree", "hw4_dir": None, "wav_dir": str(tmp_path / "wav"),
-                                    "wav_test_fraction": 0.0, "cache_dir": str(tmp_path / "cache")}}
-    data.obtain(tmp_path / "raw", p, 0)
+    real = _real(**{"from": "wav_tree"}, wav_dir=str(tmp_path / "wav"), wav_test_fraction=0.0,
+                 cache_dir=str(tmp_path / "cache"))
+    data.obtain(tmp_path / "raw", "real", 0, real=real)
     assert [f.name for f in (tmp_path / "raw").iterdir()] == ["source.json"]
     assert data.data_root(tmp_path / "raw") == (tmp_path / "cache" / "wav_tree_hw4").resolve()
     assert len(data.read_dataset(data.data_root(tmp_path / "raw")).utterances) == 3
@@ -530,10 +552,10 @@ def test_a_ragged_last_batch_of_one_does_not_break_batchnorm(hw4, tmp_path):
     built = features.build(hw4, tmp_path / "f", verify_speakers=2, val_fraction=0.2, seed=0)
     assert built["counts"]["train"] == 16
     train, val = features.load_shard(tmp_path / "f" / "train.pt"), features.load_shard(tmp_path / "f" / "val.pt")
-    params = {"train": {"segment_len": 16, "batch_size": 15, "weight_decay": 0.0, "warmup_steps": 0,
-                        "checkpoint_every": 0},
-              "triplet": {"channels": 8, "emb_dim": 8, "margin": 0.3, "lr": 1e-3, "epochs": 1, "autoencoder_epochs": 0}}
-    hist = train_triplet(train, val, params, 0, torch.device("cpu"), tmp_path / "run")  # 16 = 15 + a batch of 1
+    tp = TrainConfig(segment_len=16, batch_size=15, epochs=1, lr=1e-3, weight_decay=0.0, warmup_steps=0,
+                     checkpoint_every=0, specaugment=SpecAugmentConfig(enabled=False, freq_mask=0, time_mask=0))
+    trp = TripletConfig(channels=8, emb_dim=8, margin=0.3, lr=1e-3, epochs=1, autoencoder_epochs=0)
+    hist = train_triplet(train, val, tp, trp, 0, torch.device("cpu"), tmp_path / "run")  # 16 = 15 + a batch of 1
     assert len(hist) == 1 and (tmp_path / "run" / "model.pt").exists()
 
 

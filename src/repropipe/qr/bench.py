@@ -99,7 +99,7 @@ def measure(shapes: list[tuple[int, int]], methods: list[str], repeats: int, dty
     """Interleaved forward/backward timings of ``methods`` (always including torch.linalg.qr)."""
     import torch
 
-    from repropipe.qr.benchmark import reference_grad, saved_elements, well_conditioned
+    from repropipe.qr.evaluate import reference_grad, saved_elements, well_conditioned
 
     dtype = dtype or torch.float64
     fns = _forward_fns()

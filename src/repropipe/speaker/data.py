@@ -36,13 +36,14 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from repropipe.download import DownloadError
 from repropipe.io import (DataError, atomic_dir, atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text,
                           md5_file, read_json, read_utf8)
+from repropipe.speaker.config import RealConfig, SyntheticConfig
 
 log = logging.getLogger("repropipe.speaker")
 
@@ -425,8 +426,9 @@ def convert_wav_tree(src: str | os.PathLike[str], dest: str | os.PathLike[str], 
     write_layout(dest, speakers, test)
 
 
-def obtain(dest: str | os.PathLike[str], p: dict[str, Any], seed: int) -> str:
-    """Fill ``dest`` from the configured source; returns a data_source description.
+def obtain(dest: str | os.PathLike[str], source: Literal["synthetic", "real"], seed: int, *,
+           synthetic: SyntheticConfig | None = None, real: RealConfig | None = None) -> str:
+    """Fill ``dest`` from ``source`` (``synthetic`` or ``real`` must then be given); returns a data_source description.
 
     Synthetic data (a few hundred files) is written into ``dest`` in the HW4 layout. Real data
     (~62k uttr-*.pt) stays where it is (your ``hw4_dir``, or the Kaggle extraction or wav-tree
@@ -434,13 +436,21 @@ def obtain(dest: str | os.PathLike[str], p: dict[str, Any], seed: int) -> str:
     folder (``root``) with the md5s of its JSON files, so DVC never hashes or caches 62k files.
     """
     with atomic_dir(dest) as tmp:  # nothing half-written survives a failure
-        desc, root = _fill(tmp, p, seed)
+        if source == "synthetic":
+            if synthetic is None:
+                raise ValueError("speaker.source is 'synthetic' but no speaker.synthetic config was given")
+            desc, root = _synthesize(tmp, synthetic, seed)
+        else:
+            if real is None:
+                raise ValueError("speaker.source is 'real' but no speaker.real config was given")
+            desc, root = _fetch(tmp, real, seed)
         read_dataset(root)  # never point at a layout we cannot read
-        info: dict[str, Any] = {"data_source": desc, "synthetic": p["source"] == "synthetic"}
+        info: dict[str, Any] = {"data_source": desc, "synthetic": source == "synthetic"}
         if root != tmp:
             info.update(root=str(root), md5={n: md5_file(root / n) for n in ("metadata.json", "mapping.json",
                                                                              "testdata.json")})
         atomic_write_json(tmp / SOURCE_FILE, info)
+    log.info("stage=speaker_download event=done data_source=%r", desc)
     return desc
 
 
@@ -455,24 +465,24 @@ def data_root(raw: str | os.PathLike[str]) -> Path:
     return raw
 
 
-def _fill(tmp: Path, p: dict[str, Any], seed: int) -> tuple[str, Path]:
-    if p["source"] == "synthetic":
-        s = p["synthetic"]
-        synthesize(tmp, n_speakers=s["n_speakers"], utts_per_speaker=s["utts_per_speaker"], min_len=s["min_len"],
-                   max_len=s["max_len"], n_test=s["n_test"], noise=s["noise"], seed=seed)
-        return f"synthetic (HW4 layout, {s['n_speakers']} speakers x {s['utts_per_speaker']} utterances, seed {seed})", tmp
-    r = p["real"]
-    if r.get("hw4_dir"):
-        root = Path(r["hw4_dir"]).expanduser().resolve()
+def _synthesize(tmp: Path, s: SyntheticConfig, seed: int) -> tuple[str, Path]:
+    synthesize(tmp, n_speakers=s.n_speakers, utts_per_speaker=s.utts_per_speaker, min_len=s.min_len,
+               max_len=s.max_len, n_test=s.n_test, noise=s.noise, seed=seed)
+    return f"synthetic (HW4 layout, {s.n_speakers} speakers x {s.utts_per_speaker} utterances, seed {seed})", tmp
+
+
+def _fetch(tmp: Path, r: RealConfig, seed: int) -> tuple[str, Path]:
+    if r.hw4_dir:
+        root = Path(r.hw4_dir).expanduser().resolve()
         check_hw4_dir(root)
-        return f"real (HW4 VoxCeleb2 subset from {r['hw4_dir']})", root
-    if r["from"] == "kaggle":
-        root = download_kaggle(r["cache_dir"]).resolve()
+        return f"real (HW4 VoxCeleb2 subset from {r.hw4_dir})", root
+    if r.from_ == "kaggle":
+        root = download_kaggle(r.cache_dir).resolve()
         check_hw4_dir(root)
         return f"real (HW4 VoxCeleb2 subset, Kaggle {KAGGLE_COMPETITION})", root
-    if not r.get("wav_dir"):
+    if not r.wav_dir:
         raise ValueError("speaker.real.from is 'wav_tree' but speaker.real.wav_dir is not set")
-    converted = (Path(r["cache_dir"]) / "wav_tree_hw4").resolve()
+    converted = (Path(r.cache_dir) / "wav_tree_hw4").resolve()
     with atomic_dir(converted) as conv:  # re-converted whenever the download stage runs
-        convert_wav_tree(r["wav_dir"], conv, r["wav_test_fraction"], seed)
-    return f"real (VoxCeleb1 wav tree {r['wav_dir']}, our 40-mel extraction)", converted
+        convert_wav_tree(r.wav_dir, conv, r.wav_test_fraction, seed)
+    return f"real (VoxCeleb1 wav tree {r.wav_dir}, our 40-mel extraction)", converted

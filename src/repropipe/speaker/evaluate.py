@@ -18,14 +18,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from repropipe import io
 from repropipe.metrics import compute_eer
+from repropipe.speaker.config import EvaluateConfig
+
+log = logging.getLogger("repropipe.speaker")
+
+REFERENCE = "speaker_hw4_baseline"  # every other model is tested against the course's baseline
 
 
 @dataclass
@@ -87,11 +96,11 @@ def predictions_csv(names: list[str], pred: torch.Tensor, classes: list[str]) ->
 
 
 def evaluate_model(model: torch.nn.Module, is_classifier: bool, shards: dict[str, Any], classes: list[str],
-                   device: torch.device, p: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                   device: torch.device, cfg: EvaluateConfig, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Numbers for one model, plus the raw material for plots (trials, predictions)."""
     from repropipe.speaker.train import centroids, embed_shard
 
-    bs = p["batch_size"]
+    bs = cfg.batch_size
     val, test, ver, train = shards["val"], shards["test"], shards["verify"], shards["train"]
     if is_classifier:
         def predict(shard: Any) -> torch.Tensor:
@@ -109,8 +118,8 @@ def evaluate_model(model: torch.nn.Module, is_classifier: bool, shards: dict[str
         out["identification_accuracy"] = float(id_correct.mean())
     test_pred = predict(test) if len(test) else torch.zeros(0, dtype=torch.int64)
     emb = embed_shard(model, ver, device, bs)
-    pairs = pair_trials(emb, ver.labels, p["max_trials"], seed)
-    enrol = enrolment_trials(emb, ver.labels, p["top_k"], seed)
+    pairs = pair_trials(emb, ver.labels, cfg.max_trials, seed)
+    enrol = enrolment_trials(emb, ver.labels, cfg.top_k, seed)
     pv, ev = eer_summary(pairs), eer_summary(enrol)
     out.update({"verification_eer": pv["eer"], "verification_threshold": pv["threshold"],
                 "verification_target_trials": pv["n_target"], "verification_nontarget_trials": pv["n_nontarget"],
@@ -157,3 +166,73 @@ def uncertainty(raw: dict[str, dict[str, Any]], points: dict[str, dict[str, Any]
                                          "mcnemar": stats.mcnemar_exact(corr[:, i], corr[:, r])}
             out[n]["identification_accuracy"] = entry
     return out
+
+
+@dataclass
+class Evaluation:
+    """Every trained model scored on the same shards, trials and bootstrap replicates."""
+
+    manifest: dict[str, Any]             # data/features/speaker/manifest.json
+    results: dict[str, dict[str, Any]]   # per model: {"metrics": ..., and evaluate_model's raw material}
+    histories: dict[str, list[dict[str, float]]]  # per model: its history.json (one entry per epoch)
+    reference: str                       # the model every other one is tested against
+    uncertainty: dict[str, dict[str, Any]]  # per model and metric: interval, and the test against the reference
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    @property
+    def per_model(self) -> dict[str, dict[str, Any]]:
+        return {n: r["metrics"] for n, r in self.results.items()}
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / len(self.classes)
+
+
+def evaluate_all(features: str | Path, models_dir: str | Path, out: str | Path, models: list[str], cfg: EvaluateConfig,
+                 seed: int, device: torch.device) -> Evaluation:
+    """Score every model in ``models``, write its testdata.json predictions under ``out``/predictions, and
+    compute the intervals and paired tests against :data:`REFERENCE` (the first model when it was not trained)."""
+    from repropipe.speaker.features import SPLITS, load_shard, read_manifest
+    from repropipe.speaker.models import CLASSIFIERS
+    from repropipe.speaker.train import load_model
+
+    manifest = read_manifest(features)
+    shards = {s: load_shard(Path(features) / f"{s}.pt") for s in SPLITS}
+    classes = manifest["classes"]
+    results, histories = {}, {}
+    for name in models:
+        run_dir = Path(models_dir) / name
+        model = load_model(run_dir, device)
+        metrics, raw = evaluate_model(model, name in CLASSIFIERS, shards, classes, device, cfg, seed)
+        io.atomic_write_text(Path(out) / "predictions" / f"{name}.csv",
+                             predictions_csv(shards["test"].names, raw["test_pred"], classes))
+        results[name] = {"metrics": metrics, **raw}
+        histories[name] = json.loads((run_dir / "history.json").read_text())
+        log.info("stage=speaker_evaluate model=%s %s", name,
+                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    per_model = {n: r["metrics"] for n, r in results.items()}
+    reference = REFERENCE if REFERENCE in per_model else next(iter(per_model))
+    return Evaluation(manifest, results, histories, reference, uncertainty(results, per_model, reference, seed))
+
+
+def metrics(ev: Evaluation) -> dict[str, Any]:
+    """metrics.json: one flat key per model and number (what `dvc metrics show` lists), then the nested detail."""
+    flat: dict[str, Any] = {}
+    for n, u in ev.uncertainty.items():
+        for key, v in u.items():
+            flat[f"{key}/{n}"] = v["value"]
+            flat[f"{key}_ci_low/{n}"] = v["ci_low"]
+            flat[f"{key}_ci_high/{n}"] = v["ci_high"]
+            if "vs_reference" in v:
+                flat[f"{key}_diff_vs_ref/{n}"] = v["vs_reference"]["diff"]
+                flat[f"{key}_p_vs_ref/{n}"] = v["vs_reference"]["p_value"]
+            if "mcnemar" in v.get("vs_reference", {}):
+                flat[f"{key}_mcnemar_p_vs_ref/{n}"] = v["vs_reference"]["mcnemar"]["p_value"]
+    return {
+        **flat, "reference": ev.reference, "uncertainty": ev.uncertainty,
+        "models": ev.per_model, "n_classes": len(ev.classes), "chance_accuracy": ev.chance,
+        "n_verify_speakers": len(ev.manifest["verify_speakers"]), "counts": ev.manifest["counts"],
+    }

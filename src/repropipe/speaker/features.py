@@ -112,6 +112,7 @@ def build(raw: str | os.PathLike[str], out: str | os.PathLike[str], verify_speak
     manifest = {"n_mels": ds.n_mels, "classes": plan["classes"], "verify_speakers": plan["verify_speakers"],
                 "counts": counts, **source}
     atomic_write_json(out / "manifest.json", manifest)
+    log.info("stage=speaker_features event=done counts=%s", counts)
     return manifest
 
 

@@ -11,6 +11,7 @@ starting from the encoder of a conv autoencoder trained on the same crops withou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch.utils.data import Dataset
 
 from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.models import build_model
+from repropipe.speaker.config import SpecAugmentConfig, TrainConfig, Training, TripletConfig
 from repropipe.speaker.features import Shard
 from repropipe.speaker.models import CLASSIFIERS
 from repropipe.training import LoopConfig, Precision, fit, to_device
@@ -131,11 +133,11 @@ def embed_shard(model: torch.nn.Module, shard: Shard, device: torch.device, batc
     return torch.stack(out) if out else torch.zeros(0)  # type: ignore[arg-type]
 
 
-def _specaugment(p: dict[str, Any]) -> torch.nn.Module:
+def _specaugment(cfg: SpecAugmentConfig) -> torch.nn.Module:
     import torchaudio
 
-    return torch.nn.Sequential(torchaudio.transforms.FrequencyMasking(p["freq_mask"], iid_masks=True),
-                               torchaudio.transforms.TimeMasking(p["time_mask"], iid_masks=True))
+    return torch.nn.Sequential(torchaudio.transforms.FrequencyMasking(cfg.freq_mask, iid_masks=True),
+                               torchaudio.transforms.TimeMasking(cfg.time_mask, iid_masks=True))
 
 
 def _drop_last(n: int, batch_size: int) -> bool:
@@ -147,9 +149,9 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size if _drop_last(n, batch_size) else math.ceil(n / batch_size)
 
 
-def _loop(p: dict[str, Any], epochs: int, seed: int, n: int) -> LoopConfig:
-    return LoopConfig(epochs=epochs, batch_size=p["batch_size"], seed=seed, checkpoint_every=p["checkpoint_every"],
-                      drop_last=_drop_last(n, p["batch_size"]), progress=True)
+def _loop(cfg: TrainConfig, epochs: int, seed: int, n: int) -> LoopConfig:
+    return LoopConfig(epochs=epochs, batch_size=cfg.batch_size, seed=seed, checkpoint_every=cfg.checkpoint_every,
+                      drop_last=_drop_last(n, cfg.batch_size), progress=True)
 
 
 def save_model(run_dir: Path, name: str, model: torch.nn.Module, kwargs: dict[str, Any], history: list[dict]) -> None:
@@ -169,19 +171,19 @@ def load_model(run_dir: Path, device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params: dict[str, Any], seed: int,
+def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, cfg: Training, seed: int,
                      device: torch.device, run_dir: Path) -> list[dict[str, float]]:
-    tp = params["train"]
-    sizes = params["ecapa"] if name == "speaker_ecapa_tdnn" else params["model"]
-    kwargs = {**sizes, "n_classes": n_classes, "n_mels": int(train.mels.shape[1])}
+    tp = cfg.train
+    sizes = cfg.ecapa if name == "speaker_ecapa_tdnn" else cfg.model
+    kwargs = {**dataclasses.asdict(sizes), "n_classes": n_classes, "n_mels": int(train.mels.shape[1])}
     torch.manual_seed(seed)
     model = build_model(name, **kwargs).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tp["lr"], weight_decay=tp["weight_decay"])
-    steps = tp["epochs"] * steps_per_epoch(len(train), tp["batch_size"])
-    sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
-    augment = _specaugment(tp["specaugment"]).to(device) if tp["specaugment"]["enabled"] else None
+    opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    steps = tp.epochs * steps_per_epoch(len(train), tp.batch_size)
+    sched = warmup_cosine(opt, min(tp.warmup_steps, steps // 2), steps)
+    augment = _specaugment(tp.specaugment).to(device) if tp.specaugment.enabled else None
 
-    amp = Precision(tp.get("precision", "32"), device)
+    amp = Precision(tp.precision, device)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         x, lengths, y = to_device(batch, device)
@@ -201,25 +203,24 @@ def train_classifier(name: str, train: Shard, val: Shard, n_classes: int, params
     def epoch_end(_epoch: int) -> dict[str, float]:
         if len(val) == 0:
             return {}
-        pred = embed_shard(model, val, device, tp["batch_size"], logits=True).argmax(1)
+        pred = embed_shard(model, val, device, tp.batch_size, logits=True).argmax(1)
         return {"val_accuracy": float((pred == val.labels).float().mean())}
 
-    res = fit(step, CropDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
-              _loop(tp, tp["epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, epoch_end=epoch_end, device=device,
+    res = fit(step, CropDataset(train, tp.segment_len), {"model": model, "optimizer": opt, "scheduler": sched},
+              _loop(tp, tp.epochs, seed, len(train)), run_dir, collate_fn=collate_crops, epoch_end=epoch_end, device=device,
               precision=amp)
     save_model(run_dir, name, model, kwargs, res.history)
     return res.history
 
 
-def pretrain_autoencoder(train: Shard, params: dict[str, Any], seed: int, device: torch.device,
+def pretrain_autoencoder(train: Shard, tp: TrainConfig, trp: TripletConfig, seed: int, device: torch.device,
                          run_dir: Path) -> torch.nn.Module:
-    tp, trp = params["train"], params["triplet"]
-    kwargs = {"channels": trp["channels"], "n_mels": int(train.mels.shape[1])}
+    kwargs = {"channels": trp.channels, "n_mels": int(train.mels.shape[1])}
     torch.manual_seed(seed)
     ae = build_model("speaker_conv_autoencoder", **kwargs).to(device)
-    opt = torch.optim.AdamW(ae.parameters(), lr=trp["lr"])
+    opt = torch.optim.AdamW(ae.parameters(), lr=trp.lr)
 
-    amp = Precision(tp.get("precision", "32"), device)
+    amp = Precision(tp.precision, device)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         x = to_device(batch[0], device)
@@ -231,34 +232,33 @@ def pretrain_autoencoder(train: Shard, params: dict[str, Any], seed: int, device
         amp.step(opt)
         return {"loss": float(loss.detach())}
 
-    res = fit(step, CropDataset(train, tp["segment_len"]), {"model": ae, "optimizer": opt},
-              _loop(tp, trp["autoencoder_epochs"], seed, len(train)), run_dir, collate_fn=collate_crops, device=device,
+    res = fit(step, CropDataset(train, tp.segment_len), {"model": ae, "optimizer": opt},
+              _loop(tp, trp.autoencoder_epochs, seed, len(train)), run_dir, collate_fn=collate_crops, device=device,
               precision=amp)
     save_model(run_dir, "speaker_conv_autoencoder", ae, kwargs, res.history)
     return ae
 
 
-def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, device: torch.device,
+def train_triplet(train: Shard, val: Shard, tp: TrainConfig, trp: TripletConfig, seed: int, device: torch.device,
                   run_dir: Path) -> list[dict[str, float]]:
-    tp, trp = params["train"], params["triplet"]
-    kwargs = {"channels": trp["channels"], "emb_dim": trp["emb_dim"], "n_mels": int(train.mels.shape[1])}
+    kwargs = {"channels": trp.channels, "emb_dim": trp.emb_dim, "n_mels": int(train.mels.shape[1])}
     torch.manual_seed(seed)
     model = build_model("speaker_triplet", **kwargs).to(device)
-    if trp["autoencoder_epochs"] > 0:
-        ae = pretrain_autoencoder(train, params, seed, device, run_dir / "autoencoder")
+    if trp.autoencoder_epochs > 0:
+        ae = pretrain_autoencoder(train, tp, trp, seed, device, run_dir / "autoencoder")
         model.encoder.load_state_dict(ae.encoder.state_dict())
-        log.info("event=triplet_init_from_autoencoder epochs=%d", trp["autoencoder_epochs"])
-    opt = torch.optim.AdamW(model.parameters(), lr=trp["lr"], weight_decay=tp["weight_decay"])
-    steps = trp["epochs"] * steps_per_epoch(len(train), tp["batch_size"])
-    sched = warmup_cosine(opt, min(tp["warmup_steps"], steps // 2), steps)
+        log.info("event=triplet_init_from_autoencoder epochs=%d", trp.autoencoder_epochs)
+    opt = torch.optim.AdamW(model.parameters(), lr=trp.lr, weight_decay=tp.weight_decay)
+    steps = trp.epochs * steps_per_epoch(len(train), tp.batch_size)
+    sched = warmup_cosine(opt, min(tp.warmup_steps, steps // 2), steps)
 
-    amp = Precision(tp.get("precision", "32"), device)
+    amp = Precision(tp.precision, device)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         a, la, p, lp, y = to_device(batch, device)
         model.train()
         with amp.autocast():
-            loss = triplet_loss(model(a, la).float(), model(p, lp).float(), y, trp["margin"])
+            loss = triplet_loss(model(a, la).float(), model(p, lp).float(), y, trp.margin)
         opt.zero_grad(set_to_none=True)
         amp.backward(loss)
         amp.step(opt)
@@ -268,12 +268,12 @@ def train_triplet(train: Shard, val: Shard, params: dict[str, Any], seed: int, d
     def epoch_end(_epoch: int) -> dict[str, float]:
         if len(val) == 0:
             return {}
-        tr = embed_shard(model, train, device, tp["batch_size"])
-        return {"val_accuracy": centroid_accuracy(tr, train.labels, embed_shard(model, val, device, tp["batch_size"]),
+        tr = embed_shard(model, train, device, tp.batch_size)
+        return {"val_accuracy": centroid_accuracy(tr, train.labels, embed_shard(model, val, device, tp.batch_size),
                                                   val.labels)}
 
-    res = fit(step, TripletDataset(train, tp["segment_len"]), {"model": model, "optimizer": opt, "scheduler": sched},
-              _loop(tp, trp["epochs"], seed, len(train)), run_dir, collate_fn=collate_triplets, epoch_end=epoch_end,
+    res = fit(step, TripletDataset(train, tp.segment_len), {"model": model, "optimizer": opt, "scheduler": sched},
+              _loop(tp, trp.epochs, seed, len(train)), run_dir, collate_fn=collate_triplets, epoch_end=epoch_end,
               device=device, precision=amp)
     save_model(run_dir, "speaker_triplet", model, kwargs, res.history)
     return res.history
@@ -292,7 +292,7 @@ def centroid_accuracy(train_emb: torch.Tensor, train_labels: torch.Tensor, emb: 
     return float(((F.normalize(emb, dim=1) @ c.T).argmax(1) == labels).float().mean())
 
 
-def train_all(models: list[str], features: Path, out: Path, params: dict[str, Any], seed: int,
+def train_all(models: list[str], features: Path, out: Path, cfg: Training, seed: int,
               device: torch.device) -> dict[str, Any]:
     from repropipe.speaker.features import load_shard, read_manifest
 
@@ -304,11 +304,21 @@ def train_all(models: list[str], features: Path, out: Path, params: dict[str, An
         log.info("event=train model=%s utterances=%d classes=%d device=%s", name, len(train),
                  len(manifest["classes"]), device)
         if name in CLASSIFIERS:
-            hist = train_classifier(name, train, val, len(manifest["classes"]), params, seed, device, run_dir)
+            hist = train_classifier(name, train, val, len(manifest["classes"]), cfg, seed, device, run_dir)
         elif name == "speaker_triplet":
-            hist = train_triplet(train, val, params, seed, device, run_dir)
+            hist = train_triplet(train, val, cfg.train, cfg.triplet, seed, device, run_dir)
         else:
             raise ValueError(f"speaker.models: unknown model {name!r}")
         summary[name] = hist[-1] if hist else {}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def setup_torch(seed: int, device: str, *, workers: bool = False) -> torch.device:
+    """This process's share of the CPUs, every RNG seeded, and the device params ask for (auto, cpu or cuda)."""
+    from repropipe import resources
+    from repropipe.training import seed_everything, select_device
+
+    resources.use_threads(workers=workers)
+    seed_everything(seed)
+    return select_device(device)

@@ -1,20 +1,28 @@
-"""Memory and time of every QR variant over a grid of shapes.
+"""The QR benchmark: memory, time and accuracy of every QR variant over a grid of shapes, and its results.
 
 Saved-for-backward bytes are counted exactly with ``torch.autograd.graph.saved_tensors_hooks``
 (each distinct storage once, the input A itself excluded since the caller holds it anyway);
 peak RSS growth comes from memory_profiler and is noisy by nature (allocator caching), so it is
 reported beside, never instead of, the exact count.
+
+:func:`run` measures the grid the ``qr`` params ask for; :func:`write_results` splits what it found
+into ``metrics.json`` (exact: saved bytes, slopes, errors; repeats byte for byte) and
+``timings.json`` (measured: times and RSS). The measurement helpers here are also what
+``python -m repropipe qr bench-backward`` (bench.py) times with.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -22,9 +30,21 @@ import torch
 from memory_profiler import memory_usage
 from torch import Tensor
 
+from repropipe import io
 from repropipe.qr.backward import QR
+from repropipe.qr.config import QRConfig
 from repropipe.qr.functions import positive_diagonal, qr_fast, qr_memory_efficient
 from repropipe.qr.gram_schmidt import modified_gram_schmidt
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from repropipe.stages import StageContext
+
+log = logging.getLogger("repropipe.qr")
+
+DATA_SOURCE = "none (random matrices, no dataset)"
+NOISY_FIELDS = ("time_s", "time_ratio_to_linalg", "peak_rss_mib")  # measured, never repeat byte for byte
 
 FwdBwd = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -237,5 +257,81 @@ def fitted_slopes(rows: list[Row]) -> dict[str, dict[str, float]]:
     return out
 
 
-def rows_as_dicts(rows: list[Row]) -> list[dict]:
+def rows_as_dicts(rows: list[Row]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
+
+
+@dataclass
+class Benchmark:
+    """One run of the grid with the params it ran under."""
+
+    cfg: QRConfig
+    rows: list[Row]
+    slopes: dict[str, dict[str, float]]  # see fitted_slopes
+
+    @property
+    def headline_shape(self) -> tuple[int, int]:
+        """The largest shape measured (4096 x 256 in the demo): where the report's table and ratios are taken."""
+        return max((r.m, r.n) for r in self.rows)
+
+    def at_headline(self) -> list[Row]:
+        return [r for r in self.rows if (r.m, r.n) == self.headline_shape]
+
+    def frame(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame(rows_as_dicts(self.rows))
+
+
+def run(cfg: QRConfig, seed: int) -> Benchmark:
+    """Measure every (m, n <= m, method) of the grid with ``cfg.threads`` torch threads, with a progress bar."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(cfg.threads)
+    todo = [(m, n, meth) for m in cfg.m for n in cfg.n if n <= m for meth in cfg.methods]
+    bar = tqdm(total=len(todo), desc="qr_benchmark", unit="case")
+
+    def progress(msg: str) -> None:
+        bar.set_postfix_str(msg)
+        bar.update(1)
+
+    rows = run_grid(cfg.m, cfg.n, list(cfg.methods), cfg.repeats, seed, getattr(torch, cfg.dtype), progress)
+    bar.close()
+    return Benchmark(cfg, rows, fitted_slopes(rows))
+
+
+def headline(bench: Benchmark) -> tuple[dict[str, float], dict[str, float]]:
+    """At the headline shape: saved bytes (exact) and time ratios and peak RSS (measured)."""
+    m, n = bench.headline_shape
+    exact: dict[str, float] = {"headline_m": m, "headline_n": n}
+    measured: dict[str, float] = {"headline_m": m, "headline_n": n}
+    for r in bench.at_headline():
+        measured[f"time_ratio/{r.method}"] = r.time_ratio_to_linalg
+        measured[f"peak_rss_mib/{r.method}"] = r.peak_rss_mib
+        exact[f"saved_bytes/{r.method}"] = r.saved_bytes
+    return exact, measured
+
+
+def write_results(ctx: "StageContext", bench: Benchmark, out: str | Path) -> None:
+    """``out``/metrics.json (exact numbers, with provenance.json) and ``out``/timings.json (measured ones), kept
+    apart so metrics.json repeats byte for byte; then the headline shape's numbers on the console."""
+    out = Path(out)
+    exact, measured = headline(bench)
+    grid = rows_as_dicts(bench.rows)
+    ctx.write_metrics(out / "metrics.json", {
+        **exact,
+        "slopes": bench.slopes,
+        "grid": [{k: v for k, v in r.items() if k not in NOISY_FIELDS} for r in grid],
+        "dtype": bench.cfg.dtype,
+        "threads": bench.cfg.threads,
+    }, data_source=DATA_SOURCE, device="cpu")
+    io.atomic_write_json(out / "timings.json", {
+        **measured,
+        "grid": [{k: r[k] for k in ("method", "m", "n", *NOISY_FIELDS)} for r in grid],
+    })
+    log.info("qr_benchmark event=metrics %s", {k: v for k, v in measured.items() if k.startswith("time_ratio")})
+    m, n = bench.headline_shape
+    df = bench.frame()
+    print(f"\nqr_benchmark at m={m}, n={n} ({bench.cfg.dtype}, CPU, {bench.cfg.threads} thread(s)):")
+    print(df[(df.m == m) & (df.n == n)][["method", "saved_bytes", "peak_rss_mib", "time_s", "time_ratio_to_linalg",
+                                         "grad_rel_diff"]].to_string(index=False))
