@@ -100,6 +100,19 @@ def test_parse_names_the_dotted_key(data: dict, message: str) -> None:
         config.parse(_Outer, data, "x")
 
 
+@dataclass(frozen=True)
+class _Keyword:
+    from_: str = config.key("from")
+
+
+def test_a_keyword_key_is_read_through_an_alias() -> None:
+    assert config.parse(_Keyword, {"from": "kaggle"}).from_ == "kaggle"
+    assert config.schema_mismatches(_Keyword, {"type": "object", "required": ["from"],
+                                               "properties": {"from": {"type": "string"}}}, "x") == []
+    with pytest.raises(config.ConfigError, match="x: unknown key 'from_'"):
+        config.parse(_Keyword, {"from_": "kaggle"}, "x")
+
+
 def test_schema_checker_catches_drift() -> None:
     schema = {"type": "object", "required": ["lr", "name", "inner", "sizes"], "properties": {
         "lr": {"type": "number"}, "name": {"type": "string", "enum": ["a", "b"]},

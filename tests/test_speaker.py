@@ -268,7 +268,7 @@ def test_real_config_keeps_the_keyword_key_from():
 
     real = RealConfig.of(TINY_PARAMS)
     assert real.from_ == "kaggle" and real == _real(wav_test_fraction=0.05)
-    assert "from='kaggle'" in repr(real)
+    assert "from_='kaggle'" in repr(real)
     with pytest.raises(dataclasses.FrozenInstanceError):
         real.cache_dir = "elsewhere"
     with pytest.raises(ConfigError, match=r"speaker\.real\.from: expected one of \['kaggle', 'wav_tree'\]"):

@@ -73,6 +73,15 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def key(name: str, **kwargs: Any) -> Any:
+    """A dataclass field read from params key ``name``: for keys that are Python keywords (``from: kaggle``)."""
+    return dataclasses.field(metadata={"key": name}, **kwargs)
+
+
+def _key_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -96,17 +105,17 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
+        fields = {_key_of(f): f for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - set(fields))
         if unknown:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}' (expected one of: {', '.join(sorted(fields))})")
         hints = _hints(tp)
         kwargs = {}
-        for name, f in fields.items():
-            if name in value:
-                kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}")
+        for k, f in fields.items():
+            if k in value:
+                kwargs[f.name] = _convert(hints[f.name], value[k], f"{where}.{k}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}: key '{name}' is missing ({tp.__name__} needs it)")
+                raise ConfigError(f"{where}: key '{k}' is missing ({tp.__name__} needs it)")
         return tp(**kwargs)
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -154,7 +163,7 @@ _JSON_OF = {int: {"integer"}, float: {"number", "integer"}, str: {"string"}, boo
 def _object_mismatches(cls: type, schema: Mapping[str, Any], where: str) -> list[str]:
     out: list[str] = []
     props = schema.get("properties") or {}
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {_key_of(f): f for f in dataclasses.fields(cls) if f.init}
     for name in sorted(set(props) - set(fields)):
         out.append(f"{where}.{name}: in the schema, not in {cls.__name__}")
     for name in sorted(set(fields) - set(props)):
@@ -167,7 +176,7 @@ def _object_mismatches(cls: type, schema: Mapping[str, Any], where: str) -> list
         if (name in required) == has_default:
             out.append(f"{where}.{name}: schema says {'required' if name in required else 'optional'}, "
                        f"{cls.__name__} has {'a default' if has_default else 'no default'}")
-        out.extend(_type_mismatches(hints[name], props[name], f"{where}.{name}"))
+        out.extend(_type_mismatches(hints[f.name], props[name], f"{where}.{name}"))
     return out
 
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from repropipe.config import params_section
+from repropipe.config import key, params_section
 
 Precision = Literal["32", 32, "bf16", "16-mixed"]
 
@@ -30,44 +30,15 @@ class SyntheticConfig:
 
 
 @params_section("speaker.real")
-@dataclass(frozen=True, init=False, repr=False, eq=False, match_args=False)
+@dataclass(frozen=True)
 class RealConfig:
-    """Where the real HW4 data comes from.
+    """Where the real HW4 data comes from (``speaker.real``; the key ``from`` is read as :attr:`from_`)."""
 
-    The params key ``from`` is a Python keyword, so this class declares its fields through
-    ``__annotations__`` (the field keeps the key's name, which is what the schema check and the
-    parser match on) and code reads it as :attr:`from_`.
-    """
-
-    __annotations__ = {
-        "from": "Literal['kaggle', 'wav_tree']",
-        "hw4_dir": "str | None",
-        "wav_dir": "str | None",
-        "wav_test_fraction": "float",
-        "cache_dir": "str",
-    }
-
-    def __init__(self, **values: Any) -> None:
-        names = [f.name for f in dataclasses.fields(self)]
-        if sorted(values) != sorted(names):
-            raise TypeError(f"RealConfig takes exactly {names}, got {sorted(values)}")
-        for name in names:
-            object.__setattr__(self, name, values[name])
-
-    @property
-    def from_(self) -> Literal["kaggle", "wav_tree"]:
-        """``speaker.real.from``: the Kaggle competition or a VoxCeleb1 wav tree."""
-        return getattr(self, "from")
-
-    def __repr__(self) -> str:
-        return "RealConfig(" + ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)) + ")"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is RealConfig and all(getattr(self, f.name) == getattr(other, f.name)
-                                                 for f in dataclasses.fields(self))
-
-    def __hash__(self) -> int:
-        return hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+    from_: Literal["kaggle", "wav_tree"] = key("from")
+    hw4_dir: str | None = key("hw4_dir")
+    wav_dir: str | None = key("wav_dir")
+    wav_test_fraction: float = key("wav_test_fraction")
+    cache_dir: str = key("cache_dir")
 
 
 @params_section("speaker.features")
