@@ -127,9 +127,10 @@ class EvaluateConfig:
 
 def _eeg_keys(cls: type, params: Mapping[str, Any]) -> Any:
     """``cls`` from the ``eeg`` keys a stage declared (its ``ctx.params``), refusing extra or missing ones."""
-    if not isinstance(params.get("eeg"), Mapping):
+    eeg = params.get("eeg")
+    if not isinstance(eeg, Mapping):
         raise ConfigError(f"params: key 'eeg' is not set (needed by {cls.__qualname__})")
-    return parse(cls, params["eeg"], "eeg")
+    return parse(cls, eeg, "eeg")
 
 
 @dataclass(frozen=True)

@@ -429,6 +429,7 @@ def write_raw(root: str | os.PathLike[str], cfg: DownloadConfig, seed: int) -> l
     else:
         files = synthesize(root, subjects, list(cfg.runs), seed, cfg.synthetic.duration_s, cfg.synthetic.effect)
     write_manifest(root, files, cfg.source)
+    log.info("eeg_download event=done source=%s files=%d", cfg.source, len(files))
     return files
 
 

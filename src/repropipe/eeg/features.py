@@ -206,6 +206,7 @@ def write(out: str | Path, x: np.ndarray, index: Any, ch_names: list[str], skipp
         "n_trials": int(index.groupby(["subject", "run", "trial"]).ngroups),
         "subjects_by_split": {k: sorted(map(int, g.subject.unique())) for k, g in index.groupby("split")},
     })
+    log.info("eeg_features event=done chunks=%d shape=%s skipped=%d", len(index), list(x.shape), len(skipped))
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:

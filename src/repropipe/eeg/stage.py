@@ -7,11 +7,7 @@ functions so the CLI is instant.
 
 from __future__ import annotations
 
-import logging
-
 from repropipe.stages import Plot, StageContext, stage
-
-log = logging.getLogger("repropipe.eeg")
 
 RAW = "data/raw/eeg"
 FEATURES = "data/features/eeg"
@@ -35,8 +31,7 @@ def download(ctx: StageContext) -> None:
 
     cfg = DownloadConfig.of(ctx.params)
     with io.atomic_dir(RAW) as tmp:  # built whole, so no stale recording survives and a failure keeps the old one
-        files = data.write_raw(tmp, cfg, ctx.seed)
-    log.info("eeg_download event=done source=%s files=%d", cfg.source, len(files))
+        data.write_raw(tmp, cfg, ctx.seed)
 
 
 @stage(
@@ -59,7 +54,6 @@ def features(ctx: StageContext) -> None:
     x, index, ch_names, skipped = feat.build(RAW, subjects, runs, cfg.features, cfg.split, ctx.seed, cfg.on_bad,
                                              evaluation=cfg.evaluation, folds=cfg.within_subject_folds)
     feat.write(FEATURES, x, index, ch_names, skipped, source, cfg)
-    log.info("eeg_features event=done chunks=%d shape=%s skipped=%d", len(index), list(x.shape), len(skipped))
 
 
 @stage(
