@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,9 +11,10 @@ import pytest
 import torch
 
 from repropipe.eeg import data, features
+from repropipe.eeg.config import FeatureConfig, SplitConfig
 from repropipe.io import DataError
 
-FP = {"l_freq": 7.0, "h_freq": 30.0, "tmin": -1.0, "tmax": 4.0, "chunk": 160, "overlap": 80}
+FP = FeatureConfig(l_freq=7.0, h_freq=30.0, tmin=-1.0, tmax=4.0, chunk=160, overlap=80)
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +71,14 @@ def test_bad_recording_is_skipped_and_counted_when_params_say_so(tmp_path, raw_r
     bad = root / "S003" / "S003R04.edf"
     bad.write_bytes(bad.read_bytes()[:5000])
     with pytest.raises(DataError, match="S003R04.edf"):
-        features.build(root, [1, 2, 3], [4], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error")
-    x, index, _, skipped = features.build(root, [1, 2, 3], [4], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "skip")
+        features.build(root, [1, 2, 3], [4], FP, SplitConfig(0, 1), 0, "error")
+    x, index, _, skipped = features.build(root, [1, 2, 3], [4], FP, SplitConfig(0, 1), 0, "skip")
     assert len(skipped) == 1 and skipped[0]["file"].endswith("S003R04.edf")
     assert set(index.subject) == {1, 2}
 
 
 def test_preprocessing_shapes_labels_and_normalisation(raw_root):
-    x, index, ch, skipped = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 1, "test_subjects": 1}, 0, "error")
+    x, index, ch, skipped = features.build(raw_root, [1, 2, 3], [4], FP, SplitConfig(1, 1), 0, "error")
     assert not skipped and ch[:3] == ["FC5", "FC3", "FC1"] and "Cz" in ch and len(ch) == 64
     assert x.dtype == np.float16 and x.shape[1:] == (64, 160)
     # epochs -1..4 s = 801 samples -> 9 chunks of 160 with overlap 80
@@ -88,7 +90,7 @@ def test_preprocessing_shapes_labels_and_normalisation(raw_root):
     assert got == expect
     # per-run channel normalisation keeps values O(1)
     assert 0.3 < float(np.abs(x.astype(np.float32)).mean()) < 2.0
-    xw, iw, _, _ = features.build(raw_root, [1, 2], [4], dict(FP, chunk=0), {"val_subjects": 0, "test_subjects": 1},
+    xw, iw, _, _ = features.build(raw_root, [1, 2], [4], dataclasses.replace(FP, chunk=0), SplitConfig(0, 1),
                                   0, "error")
     assert xw.shape[1:] == (64, 801) and (iw.chunk == 0).all()
 
@@ -102,7 +104,7 @@ def test_whole_epochs_and_chunk_starts():
 
 def test_planted_signal_is_lateralised(raw_root):
     """Left imagery (0) weakens the rhythm over C4 relative to C3, right imagery (1) the reverse."""
-    x, index, ch, _ = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 1, "test_subjects": 1}, 0, "error")
+    x, index, ch, _ = features.build(raw_root, [1, 2, 3], [4], FP, SplitConfig(1, 1), 0, "error")
     post = (index.chunk >= 3).to_numpy()
     p = np.log(x.astype(np.float32).var(axis=2))
     lat = p[:, ch.index("C4")] - p[:, ch.index("C3")]
@@ -119,7 +121,7 @@ def test_split_is_by_subject_and_no_trial_crosses():
 
 
 def test_features_index_keeps_trials_within_one_split(raw_root):
-    _, index, _, _ = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 1, "test_subjects": 1}, 0, "error")
+    _, index, _, _ = features.build(raw_root, [1, 2, 3], [4], FP, SplitConfig(1, 1), 0, "error")
     assert (index.groupby("subject").split.nunique() == 1).all()
     assert (index.groupby(["subject", "run", "trial"]).split.nunique() == 1).all()
     assert set(index.split) == {"train", "val", "test"}
@@ -335,7 +337,7 @@ def test_real_source_from_a_local_folder_copies_the_physionet_layout(tmp_path, r
 def test_within_subject_folds_are_stratified_per_subject_and_keep_trials_whole(tmp_path):
     root = tmp_path / "raw"
     data.synthesize(root, [1], [4, 8], seed=0, duration_s=60, effect=0.7)
-    x, index, _, _ = features.build(root, [1], [4, 8], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error",
+    x, index, _, _ = features.build(root, [1], [4, 8], FP, SplitConfig(0, 1), 0, "error",
                                     evaluation="within_subject", folds=3)
     assert set(index.split) == {"cv"} and set(index.fold) == {0, 1, 2}
     assert (index.groupby(["subject", "run", "trial"]).fold.nunique() == 1).all()
@@ -346,7 +348,7 @@ def test_within_subject_folds_are_stratified_per_subject_and_keep_trials_whole(t
     assert set(sp[index.fold == 1]) == {"test"} and set(sp[index.fold == 2]) == {"val"} and set(sp[index.fold == 0]) == {"train"}
     assert set(features.fold_split(index.assign(fold=index.fold % 2), 0, 2)) == {"test", "train"}  # k=2: no val fold
     with pytest.raises(DataError, match=r"S001: eeg.evaluation within_subject with 9 folds needs at least 9 trials"):
-        features.build(root, [1], [4, 8], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error",
+        features.build(root, [1], [4, 8], FP, SplitConfig(0, 1), 0, "error",
                        evaluation="within_subject", folds=9)
 
 
@@ -388,7 +390,7 @@ def test_csp_lda_baseline_finds_the_planted_lateralisation(raw_root):
     training labels it does not."""
     from repropipe.eeg.evaluate import csp_lda_log_proba
 
-    x, index, _, _ = features.build(raw_root, [1, 2, 3], [4], FP, {"val_subjects": 0, "test_subjects": 1}, 0, "error")
+    x, index, _, _ = features.build(raw_root, [1, 2, 3], [4], FP, SplitConfig(0, 1), 0, "error")
     x = torch.from_numpy(x)
     post = (index.start_s >= 0).to_numpy()
     tr, te = post & (index.subject != 3).to_numpy(), post & (index.subject == 3).to_numpy()
@@ -496,7 +498,6 @@ def test_damaged_feature_and_model_files_are_named(tmp_path):
 
 def test_a_manifest_that_is_not_utf8_or_not_a_manifest_is_named(tmp_path, monkeypatch):
     from repropipe import io
-    from repropipe.eeg import stage
     from repropipe.io import DataError as DE
 
     bad = tmp_path / "manifest.json"
@@ -504,7 +505,39 @@ def test_a_manifest_that_is_not_utf8_or_not_a_manifest_is_named(tmp_path, monkey
     with pytest.raises(DE, match=r"manifest\.json:1: not UTF-8 text"):
         io.read_json(bad, "missing")
     with pytest.raises(ValueError, match="not a PhysioNet run name"):
-        stage._subject_run("S001/notes.edf")
+        data.subject_run("S001/notes.edf")
+    bad.write_text('{"source": "real", "files": [{"path": "S001/notes.edf"}]}')
+    with pytest.raises(DE, match=r"manifest\.json: not an eeg_download manifest \(ValueError"):
+        data.read_manifest(tmp_path)
+    assert data.subject_run("S012/S012R08.edf") == (12, 8)
+
+
+def test_stage_configs_mirror_the_schema_and_the_keys_their_stages_declare():
+    """DownloadConfig / FeaturesStageConfig gather eeg keys no registered section covers: they must hold
+    exactly what their stage declares, typed as the schema says, and parse the shipped params."""
+    import yaml
+
+    from conftest import ROOT
+    from repropipe import config
+    from repropipe.eeg.config import DownloadConfig, FeaturesStageConfig
+    from repropipe.params import load_params
+    from repropipe.stages import STAGES, load_all
+
+    load_all()
+    node = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())["properties"]["eeg"]
+    shipped = load_params(ROOT / "params.yaml")
+    for cls, name in ((DownloadConfig, "eeg_download"), (FeaturesStageConfig, "eeg_features")):
+        keys = [f.name for f in dataclasses.fields(cls)]
+        assert sorted(f"eeg.{k}" for k in keys) == sorted(k for k in STAGES[name].params if k.startswith("eeg."))
+        part = {"type": "object", "required": [k for k in node["required"] if k in keys],
+                "properties": {k: node["properties"][k] for k in keys}}
+        assert config.schema_mismatches(cls, part, "eeg") == []
+        cfg = cls.of({"eeg": {k: shipped["eeg"][k] for k in keys}})
+        assert [getattr(cfg, k) for k in keys if not dataclasses.is_dataclass(getattr(cfg, k))] == \
+            [shipped["eeg"][k] for k in keys if not isinstance(shipped["eeg"][k], dict)]
+    with pytest.raises(config.ConfigError, match="eeg: key 'split' is missing"):
+        FeaturesStageConfig.of({"eeg": {k: shipped["eeg"][k] for k in ("on_bad", "evaluation", "within_subject_folds",
+                                                                        "features")}})
 
 
 def test_schema_checks_the_protocol_and_allows_one_subject_only_within_subject(tmp_path):

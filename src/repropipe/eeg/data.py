@@ -24,11 +24,14 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from repropipe.io import DataError, atomic_path, atomic_write_json, sha256_file
+
+if TYPE_CHECKING:
+    from repropipe.eeg.config import DownloadConfig
 
 log = logging.getLogger("repropipe.eeg")
 
@@ -410,3 +413,43 @@ def read_run(path: str | os.PathLike[str], expect_sfreq: float = SFREQ, expect_c
     if not kinds & {"T1", "T2"}:
         raise DataError(path, "no T1/T2 annotations (an EDF+ with event annotations is required)")
     return raw
+
+
+# ----------------------------------------------------------------------------------- stage entry
+def write_raw(root: str | os.PathLike[str], cfg: DownloadConfig, seed: int) -> list[Path]:
+    """Every configured run under ``root`` (copied from PhysioNet or synthesised) plus ``manifest.json``."""
+    subjects = list(cfg.subjects)
+    if cfg.source == "real" and cfg.exclude_known_bad:
+        dropped = sorted(set(subjects) & set(KNOWN_BAD_SUBJECTS))
+        subjects = [s for s in subjects if s not in KNOWN_BAD_SUBJECTS]
+        if dropped:
+            log.info("eeg_download event=exclude subjects=%s reason=known_bad_recordings", dropped)
+    if cfg.source == "real":
+        files = download_real(root, subjects, list(cfg.runs), cfg.local_dir, cache_dir=cfg.cache_dir)
+    else:
+        files = synthesize(root, subjects, list(cfg.runs), seed, cfg.synthetic.duration_s, cfg.synthetic.effect)
+    write_manifest(root, files, cfg.source)
+    log.info("eeg_download event=done source=%s files=%d", cfg.source, len(files))
+    return files
+
+
+def subject_run(rel: str) -> tuple[int, int]:
+    """(subject, run) from a PhysioNet run name like ``S001/S001R04.edf``."""
+    name = Path(rel).stem  # S001R04
+    if len(name) != 7 or name[0] != "S" or name[4] != "R":
+        raise ValueError(f"{rel!r} is not a PhysioNet run name (SxxxRyy.edf)")
+    return int(name[1:4]), int(name[5:7])
+
+
+def read_manifest(root: str | os.PathLike[str]) -> tuple[str, list[int], list[int]]:
+    """(source, subjects, runs) that eeg_download wrote under ``root``."""
+    from repropipe.io import read_json
+
+    path = Path(root) / "manifest.json"
+    manifest = read_json(path, "missing; run `python -m repropipe eeg download` first")
+    try:
+        pairs = sorted({subject_run(f["path"]) for f in manifest["files"]})
+        source = str(manifest["source"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(path, f"not an eeg_download manifest ({type(exc).__name__}: {exc})") from exc
+    return source, sorted({s for s, _ in pairs}), sorted({r for _, r in pairs})

@@ -8,20 +8,27 @@ the cue are in neither. Trial-level scores average a trial's post-cue log-probab
 chunk scores (:mod:`repropipe.stats`). Plus the
 classical baseline (CSP + LDA on the same chunks) and, for the two Transformers, accuracy on windows
 of growing length after the cue and inference time as the token sequence grows.
+
+:func:`evaluate_all` runs all of it for the eeg_evaluate stage; :func:`metrics` is what it writes to
+metrics.json (the measured times go to timings.json apart, so metrics.json repeats byte for byte).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from repropipe import io
 from repropipe.io import torch_load
 from repropipe.eeg import models as _eeg_models  # noqa: F401  (registers the EEG models by name)
+from repropipe.eeg.config import EvaluateConfig
 from repropipe.models import build_model
 
 
@@ -178,3 +185,228 @@ def inference_time(model: torch.nn.Module, n_channels: int, token_len: int, toke
             ts.append(time.perf_counter() - t0)
         out[n] = statistics.median(ts)
     return out
+
+
+REFERENCE = "csp_lda"  # the classical baseline every other run is tested against
+ANCHOR_ACCURACY = 0.8243  # EEGNet, cross-subject, two classes, PhysioNet EEG MMI (the published anchor)
+
+
+@dataclass
+class Results:
+    """Everything eeg_evaluate computed: the stage writes metrics from it, figures and the section draw it."""
+
+    runs: dict[str, Any]  # deep models, by run name
+    baselines: dict[str, Any]  # csp_lda
+    vs_ref: dict[str, Any]  # each run tested against REFERENCE, by level
+    curves: pd.DataFrame  # training and SimCLR pretraining curves, one row per run, phase and epoch
+    bench: dict[str, Any]  # accuracy_by_window and (measured, noisy) time_by_tokens
+    meta: dict[str, Any]  # data/features/eeg/meta.json
+    protocol: str
+    folds: int
+    test_subjects: list[int]  # every subject with a scored item
+
+    @property
+    def every(self) -> dict[str, Any]:
+        return {**self.runs, **self.baselines}
+
+    @property
+    def synthetic(self) -> bool:
+        return self.meta["source"] == "synthetic"
+
+    @property
+    def data_source(self) -> str:
+        return "synthetic" if self.synthetic else "real (PhysioNet EEG MMI)"
+
+
+def evaluate_all(features: str | Path, models_dir: str | Path, cfg: EvaluateConfig, device: torch.device,
+                 seed: int) -> Results:
+    """Score every trained run and the CSP + LDA baseline on the held-out rows, test each against the
+    baseline, and run the Transformer vs Linformer benchmark."""
+    from repropipe.eeg.features import fold_split, protocol as protocol_of, read_meta
+    from repropipe.eeg.train import load_features, model_dirs, predict
+
+    meta = read_meta(features)
+    x, index, _ = load_features(Path(features))
+    protocol, folds = protocol_of(meta)
+    subs = model_dirs(protocol, folds)
+    splits = {sub: (fold_split(index, int(sub[4:]), folds) if sub else index.split.to_numpy()) for sub in subs}
+    models_dir = Path(models_dir)
+    runs = sorted(p.name for p in models_dir.iterdir() if p.is_dir() and all((p / sub / "model.pt").exists()
+                                                                              for sub in subs)) \
+        if models_dir.is_dir() else []
+    if not runs:
+        raise io.DataError(models_dir, f"no trained model.pt found (protocol {protocol}); run `python -m repropipe eeg "
+                                       "train`")
+    tested = np.zeros(len(index), bool)
+    for sub in subs:
+        tested |= splits[sub] == "test"
+    test = index[tested].reset_index(drop=True)
+    results: dict[str, Any] = {}
+    curves, models = [], {}
+    for run in runs:
+        lp_all = torch.zeros(len(index), 2)
+        blobs = []
+        for sub in subs:
+            rows = np.flatnonzero(splits[sub] == "test")
+            model, blob = load_run(models_dir / run / sub / "model.pt", device)
+            lp_all[rows] = predict(model, x[torch.from_numpy(rows)], device, log_probs=blob["log_probs"])
+            blobs.append(blob)
+            if sub == subs[0]:
+                models[run] = (model, blob)
+        results[run] = evaluate_run(lp_all[torch.from_numpy(np.flatnonzero(tested))], test, seed)
+        results[run].update(best_epoch=blobs[0]["best_epoch"], best_val_f1=blobs[0]["best_val_f1"],
+                            n_train_chunks=blobs[0]["n_train_chunks"], epochs=blobs[0]["epochs"])
+        if len(blobs) > 1:
+            results[run]["best_epoch_by_fold"] = [int(b["best_epoch"]) for b in blobs]
+        for h in blobs[0]["history"]:
+            curves.append({"run": run, "phase": "train", "epoch": int(h["epoch"]), "loss": h.get("loss"),
+                           "val_loss": h.get("val_loss"), "val_f1": h.get("val_f1")})
+        for h in blobs[0]["pretrain_history"]:
+            curves.append({"run": run, "phase": "pretrain", "epoch": int(h["epoch"]), "loss": h.get("ntxent"),
+                           "val_loss": None, "val_f1": None})
+    baselines = {REFERENCE: csp_lda(x, index, splits, tested, protocol, seed)}
+    bench = benchmark(models, x, index[splits[subs[0]] == "test"], meta, features, cfg, device, seed)
+    vs_ref = vs_reference({**results, **baselines}, REFERENCE, seed)
+    return Results(runs=results, baselines=baselines, vs_ref=vs_ref, curves=pd.DataFrame(curves), bench=bench,
+                   meta=meta, protocol=protocol, folds=folds, test_subjects=sorted(map(int, set(test.subject))))
+
+
+def vs_reference(every: dict[str, Any], reference: str, seed: int) -> dict[str, Any]:
+    """Each run against the reference on the same held-out items: paired bootstrap of the accuracy
+    difference (subjects, then their items, resampled; the same replicates as the intervals) and,
+    for trials, the exact McNemar test. Pops the per-item outcomes so they are not written."""
+    from repropipe import stats
+
+    items = {run: r.pop("_items") for run, r in every.items()}
+    out: dict[str, Any] = {}
+    for level in ("chunk", "trial"):
+        subj = items[reference][level][0]
+        names = list(every)
+        for n in names:
+            if not np.array_equal(items[n][level][0], subj):
+                raise ValueError(f"eeg_evaluate: {n} was scored on other {level}s than {reference}")
+        if not len(subj):
+            continue
+        corr = np.stack([items[n][level][1] for n in names], 1).astype(float)
+        boot = stats.Resampler(len(subj), seed=seed, name=f"eeg/{level}", clusters=subj).run(
+            lambda w: (w @ corr) / w.sum(1, keepdims=True))
+        _, tests = stats.compare_columns({n: float(corr[:, i].mean()) for i, n in enumerate(names)}, boot, reference)
+        ref = names.index(reference)
+        for n, t in tests.items():
+            t["test"] = "paired bootstrap over subjects"
+            if level == "trial":
+                t["mcnemar"] = stats.mcnemar_exact(corr[:, names.index(n)], corr[:, ref])
+            out.setdefault(n, {})[level] = t
+    return out
+
+
+def csp_lda(x: torch.Tensor, index: pd.DataFrame, splits: dict[str, np.ndarray], tested: np.ndarray, protocol: str,
+            seed: int) -> dict[str, Any]:
+    """CSP(4) + LDA beside the deep models on the same chunks and the same test rows: fitted on the
+    training subjects (cross_subject), or per subject on its other folds (within_subject, as MOABB's
+    within-session evaluation fits one pipeline per subject)."""
+    y = index.label.to_numpy()
+    lp = torch.zeros(len(index), 2)
+    n_train = 0
+    for sub, sp in splits.items():
+        if protocol == "cross_subject":
+            groups = [(sp == "train", sp == "test")]
+        else:
+            subj = index.subject.to_numpy()
+            groups = [((subj == s) & (sp != "test"), (subj == s) & (sp == "test")) for s in np.unique(subj)]
+        for tr, te in groups:
+            if not te.any():
+                continue
+            tr_rows, te_rows = torch.from_numpy(np.flatnonzero(tr)), torch.from_numpy(np.flatnonzero(te))
+            lp[te_rows] = csp_lda_log_proba(x[tr_rows], y[tr], x[te_rows])
+            n_train = max(n_train, int(tr.sum()))
+    out = evaluate_run(lp[torch.from_numpy(np.flatnonzero(tested))], index[tested].reset_index(drop=True), seed)
+    out.update(n_train_chunks=n_train, components=CSP_COMPONENTS,
+               method="mne.decoding.CSP (4 components, log-variance) + sklearn LinearDiscriminantAnalysis")
+    return out
+
+
+def benchmark(models: dict[str, Any], x: torch.Tensor, test: pd.DataFrame, meta: dict[str, Any],
+              features: str | Path, cfg: EvaluateConfig, device: torch.device, seed: int) -> dict[str, Any]:
+    """Quadratic Transformer vs Linformer: accuracy on growing post-cue windows, time on growing sequences."""
+    from repropipe.eeg.features import feature_config
+
+    fp = feature_config(meta, Path(features) / "meta.json")
+    pair = [r for r in ("transformer", "linformer") if r in models]
+    out: dict[str, Any] = {"accuracy_by_window": {}, "time_by_tokens": {}}
+    if not pair:
+        return out
+    if 0 < fp.chunk and fp.overlap < fp.chunk and len(test):
+        trials, labels, _ = reassemble_trials(x, test, fp.chunk, fp.overlap)
+        onset = int(round(-fp.tmin * 160))
+        for run in pair:
+            out["accuracy_by_window"][run] = accuracy_by_window(models[run][0], trials, labels, onset,
+                                                                list(cfg.windows), device)
+    for run in pair:
+        model, blob = models[run]
+        out["time_by_tokens"][run] = inference_time(model, len(meta["ch_names"]), int(blob["kwargs"]["token_len"]),
+                                                    list(cfg.bench_tokens), device, cfg.repeats, seed)
+    return out
+
+
+def metrics(res: Results) -> dict[str, Any]:
+    """metrics.json: headline numbers as flat ``<run>/<score>`` keys, then the full results."""
+    headline: dict[str, Any] = {}
+    vs_ref = res.vs_ref
+    for run, r in res.every.items():
+        for level, prefix in (("chunk", ""), ("trial", "trial_")):  # accuracy and F1 with their intervals
+            s = r[level]
+            headline[f"{run}/{prefix}accuracy"] = s["accuracy"]
+            headline[f"{run}/{prefix}accuracy_ci_low"] = s["ci_low"]
+            headline[f"{run}/{prefix}accuracy_ci_high"] = s["ci_high"]
+            for key in ("macro_f1", "macro_f1_ci_low", "macro_f1_ci_high"):
+                headline[f"{run}/{prefix}{key}"] = s[key]
+        if run in vs_ref:
+            t = vs_ref[run]["trial"]
+            headline[f"{run}/trial_accuracy_diff_vs_{REFERENCE}"] = t["diff"]
+            headline[f"{run}/trial_accuracy_p_vs_{REFERENCE}"] = t["p_value"]
+            headline[f"{run}/trial_accuracy_mcnemar_p_vs_{REFERENCE}"] = t["mcnemar"]["p_value"]
+            headline[f"{run}/accuracy_diff_vs_{REFERENCE}"] = vs_ref[run]["chunk"]["diff"]
+            headline[f"{run}/accuracy_p_vs_{REFERENCE}"] = vs_ref[run]["chunk"]["p_value"]
+        if "pre_cue" in r:
+            headline[f"{run}/pre_cue_accuracy"] = r["pre_cue"]["accuracy"]
+        if res.protocol == "within_subject":
+            headline[f"{run}/subject_mean_trial_accuracy"] = r["subject_mean_trial_accuracy"]
+    within = res.protocol == "within_subject"
+    return {
+        **headline, "runs": res.runs, "baselines": res.baselines, "reference": REFERENCE, "vs_reference": vs_ref,
+        "benchmark": {"accuracy_by_window": res.bench["accuracy_by_window"]}, "evaluation": res.protocol,
+        "within_subject_folds": res.folds if within else None,
+        "n_skipped_recordings": res.meta["n_skipped"], "subjects_by_split": res.meta["subjects_by_split"],
+        "anchor_eegnet_accuracy": ANCHOR_ACCURACY,
+    }
+
+
+def write_timings(res: Results, path: str | Path) -> None:
+    """The measured inference times, apart from metrics.json so that repeats byte for byte."""
+    io.atomic_write_json(path, {"time_by_tokens": res.bench["time_by_tokens"]})
+
+
+def print_summary(res: Results) -> None:
+    """The scores and the benchmark on the terminal."""
+    where = (f"held-out subjects {res.meta['subjects_by_split'].get('test')}" if res.protocol == "cross_subject" else
+             f"{res.folds}-fold within-subject, subjects {res.test_subjects}")
+    print(f"\neeg_evaluate ({where}); chunk scores on post-cue windows")
+    for run, r in res.every.items():
+        print(f"  {run:16s} chunk F1 {r['chunk']['macro_f1']:.3f} acc {r['chunk']['accuracy']:.3f} | "
+              f"trial F1 {r['trial']['macro_f1']:.3f} acc {r['trial']['accuracy']:.3f} "
+              f"[{r['trial']['ci_low']:.3f}, {r['trial']['ci_high']:.3f}] | pre-cue acc "
+              f"{r.get('pre_cue', {}).get('accuracy', float('nan')):.3f}")
+    t = res.bench.get("time_by_tokens", {})
+    if t:
+        runs = sorted(t)
+        print("\nTransformer vs Linformer, inference time of one sequence (s):")
+        print("  tokens " + " ".join(f"{r:>12s}" for r in runs))
+        for n in sorted({int(k) for r in runs for k in t[r]}):
+            print(f"  {n:6d} " + " ".join(f"{t[r].get(n, float('nan')):12.5f}" for r in runs))
+    a = res.bench.get("accuracy_by_window", {})
+    if a:
+        runs = sorted(a)
+        print("Accuracy on held-out trials by post-cue window (samples at 160 Hz):")
+        for w in sorted({int(k) for r in runs for k in a[r]}):
+            print(f"  {w:6d} " + " ".join(f"{r}={a[r].get(w, float('nan')):.3f}" for r in runs))

@@ -26,11 +26,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from repropipe import io
 from repropipe.io import DataError
+
+if TYPE_CHECKING:
+    from repropipe.eeg.config import FeatureConfig, FeaturesStageConfig, SplitConfig
 
 log = logging.getLogger("repropipe.eeg")
 
@@ -64,17 +68,17 @@ def preprocess_raw(raw: Any, l_freq: float, h_freq: float, tmin: float, tmax: fl
                      list(epochs.ch_names))
 
 
-def preprocess_file(path: Path, fp: dict[str, Any]) -> RunEpochs:
+def preprocess_file(path: Path, fp: FeatureConfig) -> RunEpochs:
     """:func:`preprocess_raw` on one checked recording; whatever MNE raises on it names the file."""
     from repropipe.eeg.data import read_run
 
     raw = read_run(path)
     try:
-        ep = preprocess_raw(raw, fp["l_freq"], fp["h_freq"], fp["tmin"], fp["tmax"])
+        ep = preprocess_raw(raw, fp.l_freq, fp.h_freq, fp.tmin, fp.tmax)
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:
         raise DataError(path, f"cannot epoch this recording ({type(exc).__name__}: {exc})") from exc
     if not len(ep.x):
-        raise DataError(path, f"no complete T1/T2 epoch from {fp['tmin']} s to {fp['tmax']} s around a cue")
+        raise DataError(path, f"no complete T1/T2 epoch from {fp.tmin} s to {fp.tmax} s around a cue")
     return ep
 
 
@@ -133,7 +137,7 @@ def fold_split(index: "Any", fold: int, k: int) -> "Any":
     return np.where(f == fold, "test", np.where(f == val, "val", "train"))
 
 
-def build(raw_root: str | Path, subjects: list[int], runs: list[int], fp: dict[str, Any], split: dict[str, int],
+def build(raw_root: str | Path, subjects: list[int], runs: list[int], fp: FeatureConfig, split: SplitConfig,
           seed: int, on_bad: str, evaluation: str = "cross_subject",
           folds: int = 5) -> tuple[np.ndarray, "Any", list[str], list[dict[str, str]]]:
     """Every run of every subject -> (chunks [N, C, T] float16, index DataFrame, channel names, skipped)."""
@@ -159,12 +163,12 @@ def build(raw_root: str | Path, subjects: list[int], runs: list[int], fp: dict[s
                 ch_names = ep.ch_names
             elif ep.ch_names != ch_names:
                 raise DataError(path, f"channel names differ from the first recording's ({ep.ch_names[:3]}...)")
-            starts = chunk_starts(ep.x.shape[-1], int(fp["chunk"]), int(fp["overlap"]))
-            width = int(fp["chunk"]) if 0 < int(fp["chunk"]) < ep.x.shape[-1] else ep.x.shape[-1]
+            starts = chunk_starts(ep.x.shape[-1], fp.chunk, fp.overlap)
+            width = fp.chunk if 0 < fp.chunk < ep.x.shape[-1] else ep.x.shape[-1]
             for i in range(len(ep.x)):
                 for c, st in enumerate(starts):
                     chunks.append(ep.x[i, :, st:st + width].astype(np.float16))
-                    t0 = round(float(fp["tmin"]) + st / SFREQ, 6)
+                    t0 = round(fp.tmin + st / SFREQ, 6)
                     rows.append({"subject": s, "run": r, "trial": trial, "label": int(ep.labels[i]), "chunk": c,
                                  "start_s": t0, "end_s": round(t0 + width / SFREQ, 6)})
                 trial += 1
@@ -175,9 +179,52 @@ def build(raw_root: str | Path, subjects: list[int], runs: list[int], fp: dict[s
         index["split"] = "cv"
         index["fold"] = within_subject_folds(index, int(folds), seed, raw_root)
     elif evaluation == "cross_subject":
-        sp = split_subjects(sorted(set(index.subject)), seed, int(split["val_subjects"]), int(split["test_subjects"]))
+        sp = split_subjects(sorted(set(index.subject)), seed, split.val_subjects, split.test_subjects)
         index["split"] = index.subject.map(sp)
         index["fold"] = -1
     else:
         raise ValueError(f"eeg.evaluation must be cross_subject or within_subject, got {evaluation!r}")
     return np.stack(chunks), index, ch_names or [], skipped
+
+
+def write(out: str | Path, x: np.ndarray, index: Any, ch_names: list[str], skipped: list[dict[str, str]], source: str,
+          cfg: FeaturesStageConfig) -> None:
+    """``chunks.pt``, ``index.parquet`` and ``meta.json`` (what later stages read about how the chunks were made)."""
+    import dataclasses
+
+    import torch
+
+    out = Path(out)
+    protocol, folds = cfg.evaluation, cfg.within_subject_folds
+    io.atomic_torch_save(out / "chunks.pt", {"x": torch.from_numpy(x), "ch_names": ch_names})
+    with io.atomic_path(out / "index.parquet") as tmp:
+        index.to_parquet(tmp, index=False)
+    io.atomic_write_json(out / "meta.json", {
+        "source": source, "ch_names": ch_names, "sfreq": 160.0, "features": dataclasses.asdict(cfg.features),
+        "evaluation": {"protocol": protocol, "folds": folds if protocol == "within_subject" else None},
+        "skipped": skipped, "n_skipped": len(skipped), "n_chunks": len(index),
+        "n_trials": int(index.groupby(["subject", "run", "trial"]).ngroups),
+        "subjects_by_split": {k: sorted(map(int, g.subject.unique())) for k, g in index.groupby("split")},
+    })
+    log.info("eeg_features event=done chunks=%d shape=%s skipped=%d", len(index), list(x.shape), len(skipped))
+
+
+def read_meta(root: str | Path) -> dict[str, Any]:
+    return io.read_json(Path(root) / "meta.json", "missing; run `python -m repropipe eeg features`")
+
+
+def protocol(meta: dict[str, Any]) -> tuple[str, int]:
+    """(protocol, folds) the features were split for; indexes from before within_subject are cross_subject."""
+    ev = meta.get("evaluation") or {}
+    return str(ev.get("protocol", "cross_subject")), int(ev.get("folds") or 0)
+
+
+def feature_config(meta: dict[str, Any], where: str | Path) -> FeatureConfig:
+    """The ``eeg.features`` the chunks were cut with, as meta.json records them."""
+    from repropipe.config import ConfigError, parse
+    from repropipe.eeg.config import FeatureConfig
+
+    try:
+        return parse(FeatureConfig, meta["features"], "features")
+    except (KeyError, ConfigError) as exc:
+        raise DataError(where, f"not an eeg_features meta.json ({exc})") from exc

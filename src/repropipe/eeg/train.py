@@ -19,6 +19,7 @@ every supervised batch is amplitude-scaled, time-shifted and noised (augment.aug
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -30,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from repropipe.io import DataError, atomic_path, atomic_torch_save, torch_load
+from repropipe.io import DataError, atomic_torch_save, torch_load
 from repropipe.eeg import models as _eeg_models  # noqa: F401  (registers the EEG models by name)
+from repropipe.eeg.config import SimclrConfig, TrainConfig
 from repropipe.models import build_model
 from repropipe.training import LoopConfig, Precision, fit, seed_everything, supervised_step, to_device
 
@@ -132,39 +134,39 @@ def _val_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, devic
             "val_f1": float(f1_score(y.numpy(), pred, average="macro"))}
 
 
-def _model_kwargs(run: str, tp: dict[str, Any], ch_names: list[str], n_samples: int) -> dict[str, Any]:
+def _model_kwargs(run: str, tp: TrainConfig, ch_names: list[str], n_samples: int) -> dict[str, Any]:
     if run == "eegnet":  # a fixed-length network: it is built for the chunk length it trains on
-        sizes = {k: v for k, v in tp["eegnet"].items() if k != "epochs"}
+        sizes = {k: v for k, v in dataclasses.asdict(tp.eegnet).items() if k != "epochs"}
         return dict(sizes, num_electrodes=len(ch_names), chunk_size=n_samples)
     if run.startswith("simclr"):
-        s = tp["simclr"]
-        return {"ch_names": ch_names, "emb": s["emb"], "proj_dim": s["proj_dim"], "hidden": s["hidden"]}
-    kw = dict(tp["transformer"], n_channels=len(ch_names))
+        s = tp.simclr
+        return {"ch_names": ch_names, "emb": s.emb, "proj_dim": s.proj_dim, "hidden": s.hidden}
+    kw = dict(dataclasses.asdict(tp.transformer), n_channels=len(ch_names))
     if run == "linformer":
-        kw.update(linformer_k=tp["linformer"]["k"], proj_len=tp["linformer"]["proj_len"])
+        kw.update(linformer_k=tp.linformer.k, proj_len=tp.linformer.proj_len)
     return kw
 
 
 def _supervised(run: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor],
-                epochs: int, tp: dict[str, Any], seed: int, device: torch.device, run_dir: Path, log_probs: bool,
+                epochs: int, tp: TrainConfig, seed: int, device: torch.device, run_dir: Path, log_probs: bool,
                 lr: float) -> tuple[Best, list[dict[str, float]]]:
     from repropipe.eeg.augment import augment_batch
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tp["weight_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=tp.weight_decay)
     best = Best(model)
     loss_fn = F.nll_loss if log_probs else F.cross_entropy
     g = torch.Generator().manual_seed(seed + 202)
 
-    amp = Precision(tp.get("precision", "32"), device)
+    amp = Precision(tp.precision, device)
     step = supervised_step(model, opt, loss_fn, device,
-                           transform=(lambda xb: augment_batch(xb, g)) if tp["augment"] else None, precision=amp)
+                           transform=(lambda xb: augment_batch(xb, g)) if tp.augment else None, precision=amp)
 
     def epoch_end(epoch: int) -> dict[str, float]:
         m = _val_metrics(model, val[0], val[1], device, log_probs)
         best.offer(m["val_f1"], epoch)
         return m
 
-    cfg = LoopConfig(epochs=epochs, batch_size=tp["batch_size"], seed=seed, checkpoint_every=tp["checkpoint_every"],
+    cfg = LoopConfig(epochs=epochs, batch_size=tp.batch_size, seed=seed, checkpoint_every=tp.checkpoint_every,
                      log_every=10)
     res = fit(step, Chunks(x, y), {"model": model, "optimizer": opt, "best": best, "gen": _GenState(g)}, cfg, run_dir,
               epoch_end=epoch_end, device=device, precision=amp)
@@ -183,34 +185,34 @@ class _Unlabelled(Dataset):
         return self.x[i].float()
 
 
-def pretrain_simclr(model: torch.nn.Module, x: torch.Tensor, sp: dict[str, Any], tp: dict[str, Any], seed: int,
+def pretrain_simclr(model: torch.nn.Module, x: torch.Tensor, sp: SimclrConfig, tp: TrainConfig, seed: int,
                     device: torch.device, run_dir: Path) -> list[dict[str, float]]:
     """NT-Xent over two augmented views of single (recombined) channels drawn from each chunk."""
     from repropipe.eeg.augment import random_view
     from repropipe.eeg.models import nt_xent
 
     params = list(model.encoder.parameters()) + list(model.projector.parameters())
-    opt = torch.optim.AdamW(params, lr=sp["lr"], weight_decay=tp["weight_decay"])
+    opt = torch.optim.AdamW(params, lr=sp.lr, weight_decay=tp.weight_decay)
     g = torch.Generator().manual_seed(seed + 101)
-    amp = Precision(tp.get("precision", "32"), device)
+    amp = Precision(tp.precision, device)
 
     def step(batch: torch.Tensor) -> dict[str, float]:
         model.train()
         with torch.no_grad():
             allc = model.recombine(to_device(batch, device))  # [B, C_all, T]
-            pick = torch.randint(0, allc.shape[1], (allc.shape[0], sp["channels_per_chunk"]), generator=g).to(device)
+            pick = torch.randint(0, allc.shape[1], (allc.shape[0], sp.channels_per_chunk), generator=g).to(device)
             seg = torch.gather(allc, 1, pick[..., None].expand(-1, -1, allc.shape[2])).flatten(0, 1)  # [B*k, T]
             v1, v2 = random_view(seg, g), random_view(seg, g)
         opt.zero_grad(set_to_none=True)
         with amp.autocast():
             z1, z2 = model.project(v1).float(), model.project(v2).float()
-        loss = nt_xent(z1, z2, sp["tau"])
+        loss = nt_xent(z1, z2, sp.tau)
         amp.backward(loss)
         amp.step(opt)
         return {"ntxent": float(loss.detach())}
 
-    cfg = LoopConfig(epochs=sp["pretrain_epochs"], batch_size=tp["batch_size"], seed=seed,
-                     checkpoint_every=tp["checkpoint_every"], log_every=10, drop_last=True)
+    cfg = LoopConfig(epochs=sp.pretrain_epochs, batch_size=tp.batch_size, seed=seed,
+                     checkpoint_every=tp.checkpoint_every, log_every=10, drop_last=True)
     return fit(step, _Unlabelled(x), {"model": model, "optimizer": opt, "gen": _GenState(g)}, cfg, run_dir,
                device=device, precision=amp).history
 
@@ -226,13 +228,13 @@ class _GenState:
         self.g.set_state(s["state"])
 
 
-def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str], tp: dict[str, Any], seed: int,
+def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str], tp: TrainConfig, seed: int,
               device: torch.device, out_root: Path, subdir: str = "") -> Path:
     """Train ``run`` on ``index.split == "train"`` (selecting the epoch on "val") into
     ``out_root/<run>/<subdir>/model.pt``; ``subdir`` is the within-subject fold ("" for cross-subject)."""
     seed_everything(seed)
     low = run.endswith("_low")
-    mask = label_subset(index, tp["label_fraction"], seed) if low else (index.split == "train").to_numpy()
+    mask = label_subset(index, tp.label_fraction, seed) if low else (index.split == "train").to_numpy()
     val = (index.split == "val").to_numpy().copy()
     if not val.any():
         val = (index.split == "train").to_numpy().copy()  # no val subjects (tiny runs): select on train
@@ -240,19 +242,19 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
     y = torch.tensor(index.label.to_numpy().copy(), dtype=torch.long)
     model = build_model(RUN_MODEL[run], **_model_kwargs(run, tp, ch_names, int(x.shape[-1]))).to(device)
     run_dir = out_root / run / subdir if subdir else out_root / run
-    epochs = tp["epochs"]
-    if run == "eegnet" and tp["eegnet"].get("epochs") is not None:
-        epochs = int(tp["eegnet"]["epochs"])  # on CPU an EEGNet step costs about ten Transformer steps
+    epochs = tp.epochs
+    if run == "eegnet" and tp.eegnet.epochs is not None:
+        epochs = tp.eegnet.epochs  # on CPU an EEGNet step costs about ten Transformer steps
     if low:
-        epochs = min(int(math.ceil(epochs / tp["label_fraction"])), tp["max_low_label_epochs"])
+        epochs = min(int(math.ceil(epochs / tp.label_fraction)), tp.max_low_label_epochs)
     log_probs = run.startswith("simclr")
     if log_probs:
-        epochs = min(epochs, tp["simclr"]["finetune_epochs"])
+        epochs = min(epochs, tp.simclr.finetune_epochs)
     pre_history: list[dict[str, float]] = []
     if log_probs:
-        pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy().copy()], tp["simclr"], tp, seed, device,
+        pre_history = pretrain_simclr(model, x[(index.split == "train").to_numpy().copy()], tp.simclr, tp, seed, device,
                                       run_dir / "pretrain")
-    lr = tp["simclr"]["finetune_lr"] if log_probs else tp["lr"]
+    lr = tp.simclr.finetune_lr if log_probs else tp.lr
     best, history = _supervised(run, model, x[mask], y[mask], (x[val], y[val]), epochs, tp, seed, device,
                                 run_dir / "finetune" if log_probs else run_dir, log_probs, lr)
     path = run_dir / "model.pt"
@@ -261,3 +263,23 @@ def train_run(run: str, x: torch.Tensor, index: pd.DataFrame, ch_names: list[str
                              "history": history, "pretrain_history": pre_history, "log_probs": log_probs,
                              "n_train_chunks": int(mask.sum()), "epochs": epochs})
     return path
+
+
+def model_dirs(protocol: str, folds: int) -> list[str]:
+    """Where each run's model(s) live under results/eeg/models/<run>/: '' (cross_subject) or fold<f>."""
+    return [""] if protocol == "cross_subject" else [f"fold{f}" for f in range(folds)]
+
+
+def train_all(x: torch.Tensor, index: pd.DataFrame, ch_names: list[str], tp: TrainConfig, protocol: str, folds: int,
+              seed: int, device: torch.device, out_root: Path) -> None:
+    """Every configured run, once (cross_subject) or once per within-subject fold, into ``out_root``."""
+    from repropipe.eeg.features import fold_split
+
+    for sub in model_dirs(protocol, folds):
+        idx = index
+        if sub:
+            idx = index.copy()
+            idx["split"] = fold_split(index, int(sub[4:]), folds)
+        for run in tp.runs:
+            path = train_run(run, x, idx, ch_names, tp, seed, device, out_root, subdir=sub)
+            log.info("eeg_train event=trained run=%s path=%s", run, path)
