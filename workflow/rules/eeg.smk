@@ -139,6 +139,7 @@ rule eeg_evaluate:
         "src/repropipe/eeg/stage.py",
         "src/repropipe/eeg/train.py",
         "src/repropipe/io.py",
+        "src/repropipe/metrics.py",
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",

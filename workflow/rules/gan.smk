@@ -173,6 +173,7 @@ rule gan_evaluate:
         "src/repropipe/gan/stage.py",
         "src/repropipe/gan/train.py",
         "src/repropipe/io.py",
+        "src/repropipe/metrics.py",
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
