@@ -1,11 +1,12 @@
 """The ASVspoof 2019 LA stages: download -> features -> train -> evaluate.
 
-Heavy imports stay inside the stage functions so the CLI and the stage registry stay instant.
+Each stage reads its typed params (asvspoof/config.py) and hands them to data/synth, features, train,
+evaluate, figures and section; nothing else lives here. Heavy imports stay inside the stage functions so
+the CLI and the stage registry stay instant.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,6 @@ from repropipe import io
 from repropipe.asvspoof import bench as _bench  # noqa: F401  (registers `asvspoof bench-features`)
 from repropipe.asvspoof import recipe as _recipe  # noqa: F401  (registers `asvspoof recipe-args`)
 from repropipe.stages import Plot, StageContext, stage
-
-log = logging.getLogger("repropipe.asvspoof")
 
 RAW = "data/raw/asvspoof"
 FEATURES = "data/features/asvspoof"
@@ -57,46 +56,14 @@ def download(ctx: StageContext) -> None:
     resources={"mem_mb": 8000, "runtime": 240, "threads": 4},
 )
 def features(ctx: StageContext) -> None:
-    import dataclasses
-
     from repropipe import resources
-    from repropipe.asvspoof import data
     from repropipe.asvspoof.config import FeaturesConfig
-    from repropipe.asvspoof.features import extract_split
+    from repropipe.asvspoof.features import write_features
 
     processes, source_of = resources.cpu_threads()  # one single-threaded process per CPU: byte-identical shards
-    log.info("event=features processes=%d from=%s", processes, source_of)
-    cfg = FeaturesConfig.of(ctx.params)
-    on_bad = ctx.params["asvspoof"]["on_bad_file"]
-    source = data.open_source(RAW)
-    front_end = cfg.front_end()
     with io.atomic_dir(FEATURES) as tmp:
-        bad: list[data.BadItem] = []
-        frames = []
-        for split in data.SPLITS:
-            df = data.read_protocol(source, split, on_bad=on_bad, bad=bad)
-            if split != "train":
-                df = data.balanced_subset(df, cfg.max_per_class, ctx.seed).reset_index(drop=True)
-            frames.append(extract_split(source, df, split, tmp, front_end, cfg.kinds, shard_size=cfg.shard_size,
-                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
-                                        processes=processes))
-            log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
-        import pandas as pd
-
-        index = pd.concat(frames, ignore_index=True)
-        with io.atomic_path(tmp / "index.parquet") as t:
-            index.to_parquet(t, index=False)
-        for split, rel in data.ASV_SCORES.items():
-            if source.exists(rel):
-                raw = source.read_bytes(rel)
-                data.parse_asv_scores(raw, name=source.where(rel), split=split)  # a bad file stops here, named
-                io.atomic_write_bytes(tmp / f"asv_scores.{split}.txt", raw)
-        io.atomic_write_json(tmp / "manifest.json", {
-            "data_source": data.data_source_of(RAW), "source": source.description,
-            "config": dataclasses.asdict(cfg),
-            "counts": {s: int((index.split == s).sum()) for s in data.SPLITS},
-            "skipped": [b.as_dict() for b in bad],
-        })
+        write_features(RAW, tmp, FeaturesConfig.of(ctx.params), seed=ctx.seed,
+                       on_bad=ctx.params["asvspoof"]["on_bad_file"], processes=processes, processes_from=source_of)
 
 
 @stage(
