@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import zipfile
@@ -12,8 +13,10 @@ import pytest
 import torch
 
 from repropipe.asvspoof import data
+from repropipe.asvspoof.config import RealConfig, SyntheticConfig
 from repropipe.asvspoof.evaluate import best_accuracy, eer_by_attack, min_tdcf
 from repropipe.asvspoof.features import FeatureConfig, extract_split, fix_length, load_features
+from repropipe import config
 from repropipe.io import DataError
 
 CFG = {"utterances": {"train": 10, "dev": 6, "eval": 18}, "speakers": {"train": 2, "dev": 2, "eval": 2},
@@ -25,7 +28,7 @@ def tiny(tmp_path_factory) -> Path:
     from repropipe.asvspoof.synth import write_synthetic
 
     root = tmp_path_factory.mktemp("raw")
-    write_synthetic(root, CFG, seed=0, progress=False)
+    write_synthetic(root, config.parse(SyntheticConfig, CFG), seed=0, progress=False)
     return root
 
 
@@ -248,7 +251,7 @@ OFFICIAL_ASV = ["bonafide target 7.981530", "bonafide nontarget -41.948130", "A1
 
 
 def test_official_asv_score_lines_parse():
-    from repropipe.asvspoof.evaluate import parse_asv_scores
+    from repropipe.asvspoof.data import parse_asv_scores
 
     asv = parse_asv_scores("".join(x + "\n" for x in OFFICIAL_ASV).encode("ascii"), name="asv.txt", split="eval")
     assert asv["target"].tolist() == [7.98153, 7.98153]
@@ -268,7 +271,7 @@ def test_official_asv_score_lines_parse():
     (b"bonafide targ\xeat 1.0", "not UTF-8 text: byte 0xea at column 14"),
 ])
 def test_bad_asv_score_line_names_file_and_line(line, msg, tmp_path):
-    from repropipe.asvspoof.evaluate import read_asv_scores
+    from repropipe.asvspoof.data import read_asv_scores
 
     f = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
     f.write_bytes(b"bonafide target 7.981530\n" + (line if isinstance(line, bytes) else line.encode()) + b"\n"
@@ -280,7 +283,7 @@ def test_bad_asv_score_line_names_file_and_line(line, msg, tmp_path):
 @pytest.mark.parametrize("drop,msg", [("nontarget", "no nontarget trials \\(1 target, 0 nontarget, 1 spoof\\)"),
                                       ("target", "no target trials"), ("spoof", "no spoof trials")])
 def test_asv_score_file_without_a_trial_type_is_an_error_naming_it(drop, msg, tmp_path):
-    from repropipe.asvspoof.evaluate import read_asv_scores
+    from repropipe.asvspoof.data import read_asv_scores
 
     f = tmp_path / "asv.eval.txt"
     f.write_text("".join(x + "\n" for x in ["bonafide target 7.9", "bonafide nontarget -8.5", "A07 spoof -1.0"]
@@ -356,7 +359,7 @@ def test_synthetic_files_are_in_the_release_formats(tiny, tmp_path):
 
     import soundfile as sf
 
-    from repropipe.asvspoof.evaluate import parse_asv_scores
+    from repropipe.asvspoof.data import parse_asv_scores
     from repropipe.asvspoof.synth import zip_la_tree
 
     for split in data.SPLITS:  # protocols: ASCII, one LF-terminated line each, the official pattern
@@ -400,8 +403,8 @@ def test_real_archive_structure_check_counts_and_listed_files(tiny, tmp_path, mo
     good = _zip_of(tiny, tmp_path / "LA.zip")
     assert data.check_structure(data.ZipSource(good)) == CFG["utterances"]
     assert data.check_structure(data.DirSource(tiny)) == CFG["utterances"]
-    real = {"url": "file:///nowhere/LA.zip", "md5": None, "cache_dir": str(tmp_path / "cache"),
-            "archive": str(good), "root": None, "expect_official_counts": True}
+    real = RealConfig(url="file:///nowhere/LA.zip", md5=None, cache_dir=str(tmp_path / "cache"), archive=str(good),
+                      root=None, expect_official_counts=True)
     data.download_real(real, tmp_path / "raw")
     assert json.loads((tmp_path / "raw" / "source.json").read_text())["utterances"] == CFG["utterances"]
 
@@ -411,14 +414,14 @@ def test_real_archive_structure_check_counts_and_listed_files(tiny, tmp_path, mo
     with pytest.raises(DataError, match=rf"{utt}\.flac: listed in .*cm\.eval\.trl\.txt line \d+ but not in the data \(1 of"):
         data.check_structure(data.ZipSource(partial))
     with pytest.raises(DataError, match=f"{utt}.flac"):
-        data.download_real(dict(real, archive=str(partial)), tmp_path / "raw2")
+        data.download_real(dataclasses.replace(real, archive=str(partial)), tmp_path / "raw2")
 
     # a protocol that is not the official length (a truncated file, or the user's own subset)
     monkeypatch.setattr(data, "OFFICIAL_COUNTS", dict(CFG["utterances"], dev=25))
     with pytest.raises(DataError, match=r"cm\.dev\.trl\.txt: 6 protocol lines, the official release has 25"):
         data.check_structure(data.ZipSource(good))
     assert data.check_structure(data.ZipSource(good), expect_official_counts=False)["dev"] == 6
-    data.download_real(dict(real, expect_official_counts=False), tmp_path / "raw3")  # opt-out for a subset
+    data.download_real(dataclasses.replace(real, expect_official_counts=False), tmp_path / "raw3")  # opt-out for a subset
 
     # a protocol file missing altogether
     no_eval = _zip_of(tiny, tmp_path / "noeval.zip", drop=data.PROTOCOL_FILES["eval"])
@@ -427,16 +430,43 @@ def test_real_archive_structure_check_counts_and_listed_files(tiny, tmp_path, mo
 
 
 def test_shuffled_labels_keep_counts_and_break_the_link():
-    from repropipe.asvspoof.train import settings_for, shuffled_labels
+    from repropipe.asvspoof.train import shuffled_labels
 
     labels = np.array([1] * 20 + [0] * 80)
     a, b = shuffled_labels(labels, 0), shuffled_labels(labels, 0)
     assert np.array_equal(a, b) and a.sum() == 20 and not np.array_equal(a, labels)
     assert 0.1 < (a == labels).mean() < 0.9
-    p = {"lr": 0.003, "epochs": 3, "per_model": {"mel_resnet18": {"lr": 0.001}}}
-    assert settings_for("mel_resnet18", p) == {"lr": 0.001, "epochs": 3}
-    assert settings_for("lfcc_lcnn", p) == {"lr": 0.003, "epochs": 3}
-    assert settings_for("lfcc_lcnn", {"lr": 0.003, "per_model": None})["lr"] == 0.003
+
+
+def test_per_model_settings_replace_only_the_keys_they_set():
+    from conftest import TINY_PARAMS
+    from repropipe.asvspoof.config import TrainConfig
+
+    section = dict(TINY_PARAMS["asvspoof"]["train"], lr=0.003, epochs=3,
+                   per_model={"mel_resnet18": {"lr": 0.001, "lr_schedule": "step"}, "aasist": None})
+    cfg = config.parse(TrainConfig, section, "asvspoof.train")
+    mel = cfg.for_model("mel_resnet18")
+    assert (mel.lr, mel.epochs, mel.lr_schedule, mel.per_model) == (0.001, 3, "step", None)
+    for name in ("lfcc_lcnn", "aasist"):  # not listed, or listed as null: the shared settings
+        assert cfg.for_model(name) == dataclasses.replace(cfg, per_model=None)
+    with pytest.raises(config.ConfigError, match=r"asvspoof.train.per_model.mel_resnet18: unknown key 'momentum'"):
+        config.parse(TrainConfig, dict(section, per_model={"mel_resnet18": {"momentum": 0.9}}), "asvspoof.train")
+
+
+def test_per_model_overrides_mirror_the_schema():
+    """per_model's schema sits under patternProperties, which tests/test_config.py does not walk: check it here
+    (every field optional in the class is an optional, non-null key in the schema)."""
+    import yaml
+
+    from conftest import ROOT
+    from repropipe.asvspoof.config import ModelOverrides
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
+    per_model = schema["properties"]["asvspoof"]["properties"]["train"]["properties"]["per_model"]
+    (node,) = per_model["patternProperties"].values()
+    nullable = {**node, "properties": {k: {**v, "type": [v["type"], "null"]} if "type" in v else {**v, "enum": [*v["enum"], None]}
+                                       for k, v in node["properties"].items()}}
+    assert config.schema_mismatches(ModelOverrides, nullable, "asvspoof.train.per_model.*") == []
 
 
 def test_lfcc_gmm_baseline_separates_planted_frames_and_not_shuffled_ones():

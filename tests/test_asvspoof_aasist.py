@@ -13,6 +13,7 @@ clip, within 1e-4. The weights live outside the repository (``../shared/anchors/
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import json
 import os
@@ -159,12 +160,14 @@ def test_sinc_filters_pass_their_mel_band_and_stop_the_rest():
 
 
 def test_cosine_schedule_is_the_authors_and_step_is_niis():
-    from repropipe.asvspoof.train import SCHEDULE_DEFAULTS, make_scheduler
+    from repropipe.asvspoof.config import TrainConfig
+    from repropipe.asvspoof.train import make_scheduler
 
+    base = TrainConfig.of(TINY_PARAMS)
     net = torch.nn.Linear(2, 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    p = {**SCHEDULE_DEFAULTS, "lr": 1e-4, "epochs": 4, "lr_schedule": "cosine", "lr_min": 5e-6}
-    sched, every = make_scheduler(opt, p, steps_per_epoch=5)
+    cfg = dataclasses.replace(base, lr=1e-4, epochs=4, lr_schedule="cosine", lr_min=5e-6)
+    sched, every = make_scheduler(opt, cfg, steps_per_epoch=5)
     lrs = []
     for _ in range(20):
         lrs.append(opt.param_groups[0]["lr"])
@@ -175,7 +178,7 @@ def test_cosine_schedule_is_the_authors_and_step_is_niis():
     expected = [1e-4 * (0.05 + 0.95 * 0.5 * (1 + np.cos(s / 20 * np.pi))) for s in range(21)]
     assert every == "step" and np.allclose(lrs, expected, rtol=1e-9) and lrs[-1] == pytest.approx(5e-6)
     opt = torch.optim.Adam(net.parameters(), lr=3e-4)
-    sched, every = make_scheduler(opt, {**SCHEDULE_DEFAULTS, "lr": 3e-4, "epochs": 30, "lr_schedule": "step"}, 5)
+    sched, every = make_scheduler(opt, dataclasses.replace(base, lr=3e-4, epochs=30, lr_schedule="step"), 5)
     for _ in range(20):
         opt.step()
         sched.step()
@@ -185,11 +188,12 @@ def test_cosine_schedule_is_the_authors_and_step_is_niis():
 def test_wave_features_are_the_pcm_samples_byte_for_byte(tmp_path):
     from repropipe.asvspoof import data
     from repropipe.asvspoof.features import FeatureConfig, extract_split, fix_length, load_features
+    from repropipe.asvspoof.config import SplitCounts, SyntheticConfig
     from repropipe.asvspoof.synth import write_synthetic
 
     raw = tmp_path / "raw"
-    write_synthetic(raw, {"utterances": {"train": 4, "dev": 4, "eval": 6}, "speakers": {"train": 1, "dev": 1, "eval": 2},
-                          "bonafide_fraction": 0.3, "seconds": [0.3, 0.6]}, seed=1, progress=False)
+    write_synthetic(raw, SyntheticConfig(utterances=SplitCounts(4, 4, 6), speakers=SplitCounts(1, 1, 2),
+                                         bonafide_fraction=0.3, seconds=(0.3, 0.6)), seed=1, progress=False)
     src = data.open_source(raw)
     df = data.read_protocol(src, "eval")
     cfg = FeatureConfig(seconds=0.5)
@@ -211,7 +215,7 @@ def test_wave_features_are_the_pcm_samples_byte_for_byte(tmp_path):
 def test_aasist_l_trains_and_published_weights_score_in_the_stages(tmp_path, monkeypatch):
     """features (lfcc + wave) -> train aasist_l (cosine schedule) -> evaluate, with published weights scored untrained."""
     from repropipe.asvspoof.features import load_features
-    from repropipe.asvspoof.section import PRETRAINED_SUFFIX
+    from repropipe.asvspoof.evaluate import PRETRAINED_SUFFIX
     from repropipe.stages import STAGES, load_all, run_stage
 
     torch.set_num_threads(1)

@@ -28,10 +28,12 @@ MODELS = ["lfcc_lcnn", "lfcc_lcnn_ocsoftmax"]
 
 def _la_zip(tmp: Path) -> Path:
     """A small LA.zip in the official layout (every member under LA/, deflated)."""
+    from repropipe import config
+    from repropipe.asvspoof.config import SyntheticConfig
     from repropipe.asvspoof.synth import write_synthetic, zip_la_tree
 
     tree = tmp / "tree"
-    write_synthetic(tree, CFG, seed=3, progress=False)
+    write_synthetic(tree, config.parse(SyntheticConfig, CFG), seed=3, progress=False)
     return zip_la_tree(tree, tmp / "download" / "LA.zip")
 
 

@@ -24,6 +24,7 @@ def run(args: Any) -> int:
     one untimed warm-up each, so a change in the machine's load hits both alike; the load average
     is printed because on a shared machine the ratio says as much about the neighbours as the code.
     """
+    import dataclasses
     import logging
 
     import pandas as pd
@@ -31,21 +32,22 @@ def run(args: Any) -> int:
 
     from repropipe import params as params_mod
     from repropipe.asvspoof import data
-    from repropipe.asvspoof.features import FeatureConfig, extract_split
+    from repropipe.asvspoof.config import FeaturesConfig, SyntheticConfig, TrainConfig
+    from repropipe.asvspoof.features import extract_split
     from repropipe.asvspoof.synth import write_synthetic
     from repropipe.asvspoof.train import train_one
     from repropipe.resources import usable_cores
 
     logging.getLogger("repropipe").setLevel(logging.WARNING)
     budgets = [int(t) for t in str(args.threads).split(",") if t]
-    p = params_mod.load_params(args.params)["asvspoof"]
-    fp = p["features"]
-    tp = {**p["train"], "epochs": args.epochs, "checkpoint_every": 0, "per_model": {}, "precision": "32"}
-    cfg = FeatureConfig.from_params(fp)
-    kinds = tuple(fp["kinds"])
+    params = params_mod.load_params(args.params)
+    features_cfg = FeaturesConfig.of(params)
+    train_cfg = dataclasses.replace(TrainConfig.of(params), epochs=args.epochs, checkpoint_every=0, per_model=None,
+                                    precision="32")
+    cfg = features_cfg.front_end()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_synthetic(root / "raw", p["synthetic"], seed=0, progress=False)
+        write_synthetic(root / "raw", SyntheticConfig.of(params), seed=0, progress=False)
         src = data.open_source(root / "raw")
         dfs = {s: data.read_protocol(src, s) for s in data.SPLITS}
         n_utt = sum(len(d) for d in dfs.values())
@@ -56,8 +58,8 @@ def run(args: Any) -> int:
             runs += 1
             out = root / f"feat{runs}"
             torch.set_num_threads(1)
-            frames = [extract_split(src, dfs[s], s, out, cfg, kinds, shard_size=int(fp["shard_size"]), progress=False,
-                                    processes=n) for s in data.SPLITS]
+            frames = [extract_split(src, dfs[s], s, out, cfg, features_cfg.kinds, shard_size=features_cfg.shard_size,
+                                    progress=False, processes=n) for s in data.SPLITS]
             pd.concat(frames, ignore_index=True).to_parquet(out / "index.parquet", index=False)
             return out
 
@@ -68,7 +70,7 @@ def run(args: Any) -> int:
             runs += 1
             torch.set_num_threads(n)
             with contextlib.redirect_stderr(io.StringIO()):  # the training loop's progress bars
-                train_one(args.model, 0, tp, feat_dir, root / f"run{runs}", torch.device("cpu"), {})
+                train_one(args.model, 0, train_cfg, feat_dir, root / f"run{runs}", torch.device("cpu"), {})
 
         load0 = os.getloadavg()[0]
         for n in budgets:  # warm-up

@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 from repropipe.io import DataError, atomic_write_json, md5_file, open_zip, read_json
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+
+    from repropipe.asvspoof.config import RealConfig
 
 log = logging.getLogger("repropipe.asvspoof")
 
@@ -290,6 +293,71 @@ def balanced_subset(df: "pd.DataFrame", per_class: int | None, seed: int) -> "pd
     return pd.concat([keep_b, keep_s]).sort_index()
 
 
+# --------------------------------------------------------------------------- the organisers' ASV scores
+
+
+ASV_KEYS = ("target", "nontarget", "spoof")
+ALL_ATTACKS = tuple(f"A{i:02d}" for i in range(1, 20))
+
+
+def parse_asv_scores(raw: bytes | str, *, name: str, split: str | None = None) -> dict[str, np.ndarray]:
+    """The organisers' ASV scores, ``ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt``.
+
+    Three columns, ``CM_KEY ASV_KEY SCORE`` (README.LA.txt, section 4): CM_KEY is ``bonafide`` or the
+    attack id (A01-A19; ``spoof`` is accepted too), ASV_KEY ``target``, ``nontarget`` or ``spoof``,
+    SCORE a number; target and nontarget trials are bona fide speech, spoof trials are not. The
+    official scorer reads only columns 2 and 3, but a line that breaks any of this is a
+    :class:`DataError` naming file and line: a four-column file (an ASV *protocol*, or the t-DCF
+    package's own six-column copy) must not be silently read as nothing. Without target, nontarget
+    or spoof trials no t-DCF exists: a DataError naming the file.
+    """
+    import numpy as np
+
+    attacks = ATTACKS[split] if split in ATTACKS else ALL_ATTACKS
+    out: dict[str, list[float]] = {k: [] for k in ASV_KEYS}
+    for lineno, text, problem in decode_lines(raw):
+        if text is not None and not text.strip():
+            continue
+        parts = text.split() if text is not None else []
+        if problem is None and len(parts) != 3:
+            problem = f"expected 3 columns 'CM_KEY ASV_KEY SCORE' (e.g. 'bonafide target 7.981530'), got {len(parts)}"
+        if problem is None:
+            cm_key, asv_key, value = parts
+            if asv_key not in ASV_KEYS:
+                problem = f"ASV key {asv_key!r}, expected target, nontarget or spoof"
+            elif asv_key != "spoof" and cm_key != "bonafide":
+                problem = f"{asv_key} trial with CM key {cm_key!r}; target and nontarget trials are bonafide"
+            elif asv_key == "spoof" and cm_key != "spoof" and cm_key not in attacks:
+                problem = (f"spoof trial with CM key {cm_key!r}; expected an attack id "
+                           f"({attacks[0]}-{attacks[-1]}{' for ' + split if split in ATTACKS else ''}) or spoof")
+            else:
+                try:
+                    score = float(value)
+                except ValueError:
+                    score = float("nan")
+                if not np.isfinite(score):
+                    problem = f"score {value!r} is not a finite number"
+                else:
+                    out[asv_key].append(score)
+        if problem is not None:
+            raise DataError(name, problem, line=lineno)
+    empty = [k for k in ASV_KEYS if not out[k]]
+    if empty:
+        counts = ", ".join(f"{len(out[k])} {k}" for k in ASV_KEYS)
+        raise DataError(name, f"no {' and no '.join(empty)} trials ({counts}); the t-DCF needs all three")
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def read_asv_scores(path: str | Path, split: str | None = None) -> dict[str, np.ndarray]:
+    """:func:`parse_asv_scores` of a file on disk (errors name it)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot read the ASV score file ({exc.strerror})") from exc
+    return parse_asv_scores(raw, name=str(path), split=split)
+
+
 # --------------------------------------------------------------------------- structural check of real data
 
 
@@ -301,12 +369,9 @@ def check_structure(source: LASource, *, expect_official_counts: bool = True, on
     partition's attack ids), every utterance it lists must exist in the archive or tree, and (unless
     ``expect_official_counts`` is off, for a user's own subset) each protocol must have the official
     number of lines (:data:`OFFICIAL_COUNTS`) and both ASV score files must be there. The ASV score
-    files, when present, must parse (:func:`repropipe.asvspoof.evaluate.parse_asv_scores`). This
-    catches a truncated download or a partial extraction where an md5 cannot: DataShare's checksum
-    is not known offline. With ``on_bad='skip'`` bad lines and missing files are counted in ``bad``.
+    files, when present, must parse (:func:`parse_asv_scores`). This catches a truncated download or
+    a partial extraction where an md5 cannot: DataShare's checksum is not known offline. With ``on_bad='skip'`` bad lines and missing files are counted in ``bad``.
     """
-    from repropipe.asvspoof.evaluate import parse_asv_scores
-
     bad = [] if bad is None else bad
     counts: dict[str, int] = {}
     for split in SPLITS:
@@ -346,7 +411,7 @@ def check_structure(source: LASource, *, expect_official_counts: bool = True, on
 # --------------------------------------------------------------------------- download stage
 
 
-def download_real(real: dict[str, Any], out_dir: Path, on_bad: str = "error") -> None:
+def download_real(real: RealConfig, out_dir: Path, on_bad: str = "error") -> None:
     """``source: real``: write ``out_dir/source.json`` pointing at LA data outside the tracked outputs.
 
     * ``real.root``: an extracted tree the user already has (the directory containing ``LA/``);
@@ -360,10 +425,10 @@ def download_real(real: dict[str, Any], out_dir: Path, on_bad: str = "error") ->
     """
     from repropipe.download import DownloadError, fetch
 
-    md5 = real.get("md5")
-    official = bool(real.get("expect_official_counts", True))
-    if real.get("root"):
-        root = Path(real["root"]).expanduser().resolve()
+    md5 = real.md5
+    official = real.expect_official_counts
+    if real.root:
+        root = Path(real.root).expanduser().resolve()
         src = DirSource(root)
         sums = {}
         for split in SPLITS:
@@ -376,15 +441,15 @@ def download_real(real: dict[str, Any], out_dir: Path, on_bad: str = "error") ->
         atomic_write_json(out_dir / "source.json", {"root": str(root), "protocol_md5": sums, "utterances": counts,
                                                      "skipped": len(bad)})
         return
-    if real.get("archive"):
-        archive = Path(real["archive"]).expanduser().resolve()
+    if real.archive:
+        archive = Path(real.archive).expanduser().resolve()
         if not archive.is_file():
             raise DataError(archive, "real.archive: no such file")
     else:
         if not md5:
             log.warning("event=no_md5 msg=real.md5 is not set: the archive is fetched unverified; its md5 is "
                         "recorded in source.json so you can pin it in params.yaml")
-        archive = fetch(real["url"], Path(real["cache_dir"]) / "LA.zip", md5=md5 or None).resolve()
+        archive = fetch(real.url, Path(real.cache_dir) / "LA.zip", md5=md5 or None).resolve()
     got = md5_file(archive)
     if md5 and got.lower() != md5.lower():
         raise DownloadError(f"{archive}: md5 {got}, expected {md5} (real.md5); the archive is incomplete or not LA.zip")

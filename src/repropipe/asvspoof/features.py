@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from repropipe.asvspoof.data import SAMPLE_RATE, BadItem, LASource, read_audio
 from repropipe.io import DataError, atomic_path, atomic_torch_save, torch_load
+
+if TYPE_CHECKING:
+    from repropipe.asvspoof.config import FeaturesConfig
 
 log = logging.getLogger("repropipe.asvspoof.features")
 
@@ -283,6 +286,48 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
     kept_df["shard"] = [s for s, _ in shard_rows]
     kept_df["row"] = [r for _, r in shard_rows]
     return kept_df.reset_index(drop=True)
+
+
+def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, seed: int, on_bad: str,
+                   processes: int, processes_from: str = "") -> None:
+    """The features stage's output in ``out_dir``: every split's shards (dev and eval class-balanced to
+    ``cfg.max_per_class``), ``index.parquet``, the organisers' ASV score files (checked, copied) and
+    ``manifest.json`` (config, counts, every skipped item). ``processes`` single-threaded workers (the CPU
+    budget, which ``processes_from`` names for the log) give the same bytes as one."""
+    import dataclasses
+
+    import pandas as pd
+
+    from repropipe.asvspoof import data
+    from repropipe.io import atomic_write_bytes, atomic_write_json
+
+    log.info("event=features processes=%d from=%s", processes, processes_from)
+    source = data.open_source(raw_dir)
+    front_end = cfg.front_end()
+    bad: list[BadItem] = []
+    frames = []
+    for split in data.SPLITS:
+        df = data.read_protocol(source, split, on_bad=on_bad, bad=bad)
+        if split != "train":
+            df = data.balanced_subset(df, cfg.max_per_class, seed).reset_index(drop=True)
+        frames.append(extract_split(source, df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size,
+                                    on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
+                                    processes=processes))
+        log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
+    index = pd.concat(frames, ignore_index=True)
+    with atomic_path(out_dir / "index.parquet") as t:
+        index.to_parquet(t, index=False)
+    for split, rel in data.ASV_SCORES.items():
+        if source.exists(rel):
+            raw = source.read_bytes(rel)
+            data.parse_asv_scores(raw, name=source.where(rel), split=split)  # a bad file stops here, named
+            atomic_write_bytes(out_dir / f"asv_scores.{split}.txt", raw)
+    atomic_write_json(out_dir / "manifest.json", {
+        "data_source": data.data_source_of(raw_dir), "source": source.description,
+        "config": dataclasses.asdict(cfg),
+        "counts": {s: int((index.split == s).sum()) for s in data.SPLITS},
+        "skipped": [b.as_dict() for b in bad],
+    })
 
 
 def load_features(feat_dir: str | Path, split: str, kind: str) -> tuple[torch.Tensor, Any]:

@@ -1,12 +1,12 @@
 """The ASVspoof 2019 LA stages: download -> features -> train -> evaluate.
 
-Heavy imports stay inside the stage functions so the CLI and the stage registry stay instant.
+Each stage reads its typed params (asvspoof/config.py) and hands them to data/synth, features, train,
+evaluate, figures and section; nothing else lives here. Heavy imports stay inside the stage functions so
+the CLI and the stage registry stay instant.
 """
 
 from __future__ import annotations
 
-import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,10 @@ from repropipe.asvspoof import bench as _bench  # noqa: F401  (registers `asvspo
 from repropipe.asvspoof import recipe as _recipe  # noqa: F401  (registers `asvspoof recipe-args`)
 from repropipe.stages import Plot, StageContext, stage
 
-log = logging.getLogger("repropipe.asvspoof")
-
 RAW = "data/raw/asvspoof"
-FEAT = "data/features/asvspoof"
+FEATURES = "data/features/asvspoof"
 OUT = "results/asvspoof"
 MODELS = f"{OUT}/models"
-CONTROL = "lfcc_lcnn_shuffled_labels"  # the shuffled-label control run's name in every output
 
 
 @stage(
@@ -34,19 +31,20 @@ CONTROL = "lfcc_lcnn_shuffled_labels"  # the shuffled-label control run's name i
 )
 def download(ctx: StageContext) -> None:
     from repropipe.asvspoof import data
+    from repropipe.asvspoof.config import RealConfig, SyntheticConfig
 
-    p = ctx.params["asvspoof"]
+    branch = ctx.params["asvspoof"]
     with io.atomic_dir(RAW) as tmp:  # the directory appears complete or not at all
-        if p["source"] == "real":
+        if branch["source"] == "real":
             # LA.zip lives in real.cache_dir (not a tracked output: DVC would copy 7 GB into its cache and
             # delete it before every re-run); the output is a small source.json pointing at it
-            data.download_real(p["real"], tmp, on_bad=p["on_bad_file"])
+            data.download_real(RealConfig.of(ctx.params), tmp, on_bad=branch["on_bad_file"])
         else:
             from repropipe import resources
             from repropipe.asvspoof.synth import write_synthetic
 
             resources.use_threads()
-            write_synthetic(tmp, p["synthetic"], ctx.seed)
+            write_synthetic(tmp, SyntheticConfig.of(ctx.params), ctx.seed)
 
 
 @stage(
@@ -54,88 +52,57 @@ def download(ctx: StageContext) -> None:
     help="Extract LFCC and log-mel features from every listed FLAC into a few shards per split.",
     params=("seed", "asvspoof.features", "asvspoof.on_bad_file"),
     deps=(RAW,),
-    outs=(FEAT,),
+    outs=(FEATURES,),
     resources={"mem_mb": 8000, "runtime": 240, "threads": 4},
 )
 def features(ctx: StageContext) -> None:
     from repropipe import resources
-    from repropipe.asvspoof import data
-    from repropipe.asvspoof.evaluate import parse_asv_scores
-    from repropipe.asvspoof.features import FeatureConfig, extract_split
+    from repropipe.asvspoof.config import FeaturesConfig
+    from repropipe.asvspoof.features import write_features
 
     processes, source_of = resources.cpu_threads()  # one single-threaded process per CPU: byte-identical shards
-    log.info("event=features processes=%d from=%s", processes, source_of)
-    p = ctx.params["asvspoof"]
-    fp = p["features"]
-    on_bad = p["on_bad_file"]
-    source = data.open_source(RAW)
-    cfg = FeatureConfig.from_params(fp)
-    kinds = tuple(fp["kinds"])
-    with io.atomic_dir(FEAT) as tmp:
-        bad: list[data.BadItem] = []
-        frames = []
-        for split in data.SPLITS:
-            df = data.read_protocol(source, split, on_bad=on_bad, bad=bad)
-            if split != "train":
-                df = data.balanced_subset(df, fp.get("max_per_class"), ctx.seed).reset_index(drop=True)
-            frames.append(extract_split(source, df, split, tmp, cfg, kinds, shard_size=int(fp["shard_size"]),
-                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
-                                        processes=processes))
-            log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
-        import pandas as pd
-
-        index = pd.concat(frames, ignore_index=True)
-        with io.atomic_path(tmp / "index.parquet") as t:
-            index.to_parquet(t, index=False)
-        for split, rel in data.ASV_SCORES.items():
-            if source.exists(rel):
-                raw = source.read_bytes(rel)
-                parse_asv_scores(raw, name=source.where(rel), split=split)  # a bad file stops here, named
-                io.atomic_write_bytes(tmp / f"asv_scores.{split}.txt", raw)
-        io.atomic_write_json(tmp / "manifest.json", {
-            "data_source": data.data_source_of(RAW), "source": source.description, "config": fp,
-            "counts": {s: int((index.split == s).sum()) for s in data.SPLITS},
-            "skipped": [b.as_dict() for b in bad],
-        })
+    with io.atomic_dir(FEATURES) as tmp:
+        write_features(RAW, tmp, FeaturesConfig.of(ctx.params), seed=ctx.seed,
+                       on_bad=ctx.params["asvspoof"]["on_bad_file"], processes=processes, processes_from=source_of)
 
 
 @stage(
     "asvspoof_train", branch="asvspoof", step="train",
     help="Train every countermeasure listed in asvspoof.train.models, once per seed, with the shared loop.",
     params=("device", "asvspoof.train"),
-    deps=(FEAT,),
+    deps=(FEATURES,),
     outs=(MODELS,),
     resources={"mem_mb": 16000, "runtime": 720, "threads": 4, "gpu": 1},
 )
 def train(ctx: StageContext) -> None:
     from repropipe import resources
-    from repropipe.asvspoof import data
-    from repropipe.asvspoof.train import run_dir_of, train_one
+    from repropipe.asvspoof.config import TrainConfig
+    from repropipe.asvspoof.train import CONTROL, run_dir_of, train_one
     from repropipe.training import rank_zero_resumable, select_device, write_train_provenance
 
     resources.srun_relaunch()  # a SLURM job of several tasks: one rank per task
     resources.use_threads(workers=True)
-    p = ctx.params["asvspoof"]["train"]
+    cfg = TrainConfig.of(ctx.params)
     device = select_device(ctx.params["device"])
     cache: dict[str, Any] = {}
     runs = []
     # a killed run resumes from its checkpoints; under torchrun/srun only rank 0 publishes
     with rank_zero_resumable(ctx, MODELS, device) as work:
-        for name in p["models"]:
-            for seed in p["seeds"]:
-                s = train_one(name, int(seed), p, Path(FEAT), run_dir_of(work, name, int(seed)), device, cache)
-                runs.append({"model": name, "seed": int(seed), "dir": str(run_dir_of(Path(MODELS), name, int(seed))),
+        for name in cfg.models:
+            for seed in cfg.seeds:
+                s = train_one(name, seed, cfg, Path(FEATURES), run_dir_of(work, name, seed), device, cache)
+                runs.append({"model": name, "seed": seed, "dir": str(run_dir_of(Path(MODELS), name, seed)),
                              "selected_dev_eer": s["selected_dev_eer"], "control": False})
-        if p["shuffled_label_control"]:
+        if cfg.shuffled_label_control:
             # one lfcc_lcnn run on shuffled training labels, reported beside the real models: it must stay near chance
-            seed = int(p["seeds"][0])
-            s = train_one("lfcc_lcnn", seed, p, Path(FEAT), run_dir_of(work, CONTROL, seed), device, cache,
+            seed = cfg.seeds[0]
+            s = train_one("lfcc_lcnn", seed, cfg, Path(FEATURES), run_dir_of(work, CONTROL, seed), device, cache,
                           shuffle_labels=True)
             runs.append({"model": CONTROL, "seed": seed, "dir": str(run_dir_of(Path(MODELS), CONTROL, seed)),
                          "selected_dev_eer": s["selected_dev_eer"], "control": True})
         io.atomic_write_json(work / "manifest.json", {"runs": runs, "device": str(device)})
-        write_train_provenance(ctx, work, data_source=io.read_json(f"{FEAT}/manifest.json", "missing")["data_source"],
-                               device=device, precision=p.get("precision", "32"))
+        data_source = io.read_json(f"{FEATURES}/manifest.json", "missing")["data_source"]
+        write_train_provenance(ctx, work, data_source=data_source, device=device, precision=cfg.precision)
 
 
 @stage(
@@ -144,7 +111,7 @@ def train(ctx: StageContext) -> None:
          "and the LFCC-GMM baseline; EER overall and per attack with 95 % bootstrap intervals, paired tests against "
          "LFCC-GMM, DET, histograms, report section.",
     params=("seed", "device", "asvspoof.evaluate"),
-    deps=(FEAT, MODELS),
+    deps=(FEATURES, MODELS),
     outs=(f"{OUT}/metrics.json", f"{OUT}/provenance.json", f"{OUT}/section.json", f"{OUT}/plots", f"{OUT}/figures",
           f"{OUT}/scores"),
     resources={"mem_mb": 8000, "runtime": 60, "threads": 1},
@@ -154,7 +121,14 @@ def train(ctx: StageContext) -> None:
 )
 def evaluate(ctx: StageContext) -> None:
     from repropipe import resources
-    from repropipe.asvspoof.section import evaluate_all
+    from repropipe.asvspoof import figures, section
+    from repropipe.asvspoof.config import EvaluateConfig
+    from repropipe.asvspoof.evaluate import evaluate_all, print_summary
+    from repropipe.training import select_device
 
     resources.use_threads()
-    evaluate_all(ctx, FEAT, MODELS, OUT, pretrained=ctx.params["asvspoof"]["evaluate"]["pretrained"])
+    device = select_device(ctx.params["device"])
+    result = evaluate_all(ctx, EvaluateConfig.of(ctx.params), device, FEATURES, MODELS, OUT)
+    figures.write_plots(result, OUT)
+    section.build(result, figures.write_figures(result, OUT)).write(f"{OUT}/section.json")
+    print_summary(result)

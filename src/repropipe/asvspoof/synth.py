@@ -19,9 +19,10 @@ The planted signal, and why it is learnable but not trivial:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ import torch
 from repropipe.asvspoof.data import ASV_SCORES, PROTOCOL_DIR, PROTOCOL_FILES, SAMPLE_RATE, SPLIT_LETTER, audio_path
 from repropipe.asvspoof.data import ATTACKS as ATTACK_IDS
 from repropipe.io import atomic_path, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from repropipe.asvspoof.config import SyntheticConfig
 
 log = logging.getLogger("repropipe.asvspoof.synth")
 
@@ -326,7 +330,7 @@ def zip_la_tree(root: Path, archive: Path) -> Path:
     return archive
 
 
-def write_synthetic(out_dir: Path, cfg: dict[str, Any], seed: int, progress: bool = True) -> dict[str, Any]:
+def write_synthetic(out_dir: Path, cfg: SyntheticConfig, seed: int, progress: bool = True) -> dict[str, Any]:
     """Write ``out_dir/LA/...`` in the release's layout and formats and return a summary of what was written.
 
     FLACs (16 kHz, 16-bit, mono), the three CM protocols and the dev and eval ASV score files.
@@ -339,9 +343,9 @@ def write_synthetic(out_dir: Path, cfg: dict[str, Any], seed: int, progress: boo
     taken_utt: set[int] = set()
     summary: dict[str, Any] = {}
     for s_idx, split in enumerate(("train", "dev", "eval")):
-        n = int(cfg["utterances"][split])
-        n_bona = max(2, int(round(n * float(cfg["bonafide_fraction"]))))
-        spk_ids = _unique_ids(rng, int(cfg["speakers"][split]), 1, 10000, taken_spk)
+        n = getattr(cfg.utterances, split)
+        n_bona = max(2, int(round(n * cfg.bonafide_fraction)))
+        spk_ids = _unique_ids(rng, getattr(cfg.speakers, split), 1, 10000, taken_spk)
         speakers = {sid: speaker(rng) for sid in spk_ids}
         utt_nums = _unique_ids(rng, n, 1_000_000, 10_000_000, taken_utt)
         attacks = SPLIT_ATTACKS[split]
@@ -352,7 +356,7 @@ def write_synthetic(out_dir: Path, cfg: dict[str, Any], seed: int, progress: boo
             g = torch.Generator().manual_seed(seed * 1_000_003 + s_idx * 100_003 + i)
             sid = spk_ids[i % len(spk_ids)]
             utt = f"LA_{SPLIT_LETTER[split]}_{utt_nums[i]}"
-            seconds = urng.uniform(*cfg["seconds"])
+            seconds = urng.uniform(*cfg.seconds)
             x = voice(urng, speakers[sid], seconds)
             if i < n_bona:
                 system, key = "-", "bonafide"
@@ -371,7 +375,7 @@ def write_synthetic(out_dir: Path, cfg: dict[str, Any], seed: int, progress: boo
         summary[split] = {"utterances": n, "bonafide": n_bona, "speakers": len(spk_ids), "attacks": attacks}
     atomic_write_json(out_dir / "SYNTHETIC", {"what": "synthetic stand-in for ASVspoof 2019 LA (see "
                                               "repropipe/asvspoof/synth.py for the planted signal)",
-                                              "seed": seed, "config": cfg, "splits": summary,
+                                              "seed": seed, "config": dataclasses.asdict(cfg), "splits": summary,
                                               "attacks": {k: [list(a) for a in v] for k, v in ATTACKS.items()}})
     log.info("event=synthesized dir=%s %s", out_dir, " ".join(f"{k}={v['utterances']}" for k, v in summary.items()))
     return summary

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torc
 from repropipe.metrics import compute_eer
 from repropipe.models import build_model
 from repropipe.training import LoopConfig, Precision, fit, to_device
+
+if TYPE_CHECKING:
+    from repropipe.asvspoof.config import AugmentConfig, TrainConfig
 
 log = logging.getLogger("repropipe.asvspoof.train")
 
@@ -81,7 +84,7 @@ def normalize(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torch
     return (x - mean.to(x.device)[None, None, :, None]) / std.to(x.device)[None, None, :, None]
 
 
-def augment(x: torch.Tensor, aug: dict[str, Any]) -> torch.Tensor:
+def augment(x: torch.Tensor, aug: AugmentConfig) -> torch.Tensor:
     """Feature-domain augmentation (features are precomputed), drawn from the global RNG the loop restores.
 
     ``gain_db``: a per-utterance offset on the (normalised) level of every bin, standing in for a
@@ -89,12 +92,11 @@ def augment(x: torch.Tensor, aug: dict[str, Any]) -> torch.Tensor:
     ``spec_time_mask``: SpecAugment masks of up to that many bins / frames. 0 turns each off.
     """
     b = x.shape[0]
-    if aug.get("gain_db", 0):
-        x = x + (torch.rand(b, 1, 1, 1) * 2 - 1).to(x.device) * float(aug["gain_db"]) / 10.0
-    if aug.get("noise_std", 0):
-        x = x + torch.randn(x.shape).to(x.device) * float(aug["noise_std"])
-    for axis, key in ((2, "spec_freq_mask"), (3, "spec_time_mask")):
-        width = int(aug.get(key, 0))
+    if aug.gain_db:
+        x = x + (torch.rand(b, 1, 1, 1) * 2 - 1).to(x.device) * aug.gain_db / 10.0
+    if aug.noise_std:
+        x = x + torch.randn(x.shape).to(x.device) * aug.noise_std
+    for axis, width in ((2, aug.spec_freq_mask), (3, aug.spec_time_mask)):
         if width:
             size = x.shape[axis]
             w = torch.randint(0, width + 1, (b,))
@@ -126,44 +128,30 @@ def run_dir_of(models_dir: Path, name: str, seed: int) -> Path:
     return models_dir / name / f"seed{seed}"
 
 
-def settings_for(name: str, p: dict[str, Any]) -> dict[str, Any]:
-    """The train params with ``per_model[name]`` (lr, epochs, batch_size) laid over the shared ones.
-
-    Architectures differ in what they need (a ResNet18 trained from scratch wants a smaller step
-    than the LCNN), so one shared value per key would shortchange one of them.
-    """
-    merged = {k: v for k, v in p.items() if k != "per_model"}
-    merged.update((p.get("per_model") or {}).get(name) or {})
-    return merged
-
-
-# lr schedule keys of asvspoof.train (and per_model): optional in params, so these are what an absent key means
-SCHEDULE_DEFAULTS = {"lr_schedule": "constant", "lr_min": 0.0, "lr_step_epochs": 10, "lr_gamma": 0.5}
-
-
-def make_scheduler(opt: torch.optim.Optimizer, p: dict[str, Any],
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
                    steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
-    """The learning-rate schedule of ``p`` and when it steps (``"step"`` or ``"epoch"``).
+    """The learning-rate schedule of ``cfg`` and when it steps (``"step"`` or ``"epoch"``).
 
     ``constant``: none. ``cosine``: AASIST's (clovaai/aasist utils.py): per optimiser step, from
     ``lr`` down to ``lr_min`` over all ``epochs * steps_per_epoch`` steps. ``step``: NII's
     ``--lr-scheduler-type 1`` (StepLR): multiply by ``lr_gamma`` every ``lr_step_epochs`` epochs.
     """
-    p = {**SCHEDULE_DEFAULTS, **p}
-    kind = p["lr_schedule"]
+    kind = cfg.lr_schedule
     if kind == "constant":
         return None, "step"
     if kind == "cosine":
-        total = max(int(p["epochs"]) * steps_per_epoch, 1)
-        floor = float(p["lr_min"]) / float(p["lr"])
+        total = max(cfg.epochs * steps_per_epoch, 1)
+        floor = cfg.lr_min / cfg.lr
 
         def factor(step: int) -> float:
             return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(step / total * math.pi))
         return torch.optim.lr_scheduler.LambdaLR(opt, factor), "step"
     if kind == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=int(p["lr_step_epochs"]), gamma=float(p["lr_gamma"])), \
-            "epoch"
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma), "epoch"
     raise ValueError(f"lr_schedule must be constant, cosine or step, got {kind!r}")
+
+
+CONTROL = "lfcc_lcnn_shuffled_labels"  # the shuffled-label control run's name in every output
 
 
 def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -172,14 +160,15 @@ def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
     return labels[rng.permutation(len(labels))]
 
 
-def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: Path, device: torch.device,
+def train_one(name: str, seed: int, cfg: TrainConfig, feat_dir: Path, run_dir: Path, device: torch.device,
               cache: dict[str, Any], *, shuffle_labels: bool = False) -> dict[str, Any]:
     """Train model ``name`` with ``seed``; returns its summary (also written to ``summary.json``).
 
     ``shuffle_labels`` trains on randomly permuted training labels: a control that must stay near
     chance (EER 0.5) on eval; if it does not, something other than the audio carries the label.
+    Settings are ``cfg``'s with ``per_model[name]`` laid over them (:meth:`TrainConfig.for_model`).
     """
-    p = settings_for(name, p)
+    settings = cfg.for_model(name)
     kind = FEATURE_OF[name]
     if not (feat_dir / kind).is_dir():
         raise ValueError(f"model {name} reads the {kind!r} features, which asvspoof.features.kinds does not list "
@@ -194,25 +183,25 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
         labels = shuffled_labels(labels, seed)
     ytr = torch.as_tensor(labels, dtype=torch.long)
     n_bona, n_spoof = int(labels.sum()), int(len(labels) - labels.sum())
-    imbalance = p["imbalance"]
+    imbalance = settings.imbalance
     indices = balanced_indices(labels, seed) if imbalance == "weighted_sampler" else None
     pos_weight = n_spoof / max(n_bona, 1) if imbalance == "weighted_loss" else None
     dataset = FeatureDataset(xtr, ytr, indices)
 
     torch.manual_seed(seed)
     model = build_model(name, n_features=xtr.shape[1]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
-    sched, sched_every = make_scheduler(opt, p, math.ceil(len(dataset) / int(p["batch_size"])))
-    aug = p.get("augment", {}) if kind != "wave" else {}  # feature-domain augmentation: not for waveforms
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched, sched_every = make_scheduler(opt, settings, math.ceil(len(dataset) / settings.batch_size))
+    aug = settings.augment if kind != "wave" else None  # feature-domain augmentation: not for waveforms
     head = HEAD_OF[name]
     thr = 0.0 if head == "sigmoid" else 0.55
 
-    amp = Precision(p.get("precision", "32"), device)
+    amp = Precision(settings.precision, device)
 
     def step(batch: Any) -> dict[str, float]:
         xb, yb = batch
         xb, yb = model_input(xb, kind, norm, device), yb.to(device, non_blocking=True)
-        if aug:
+        if aug is not None:
             xb = augment(xb, aug)
         model.train()
         opt.zero_grad(set_to_none=True)
@@ -235,20 +224,20 @@ def train_one(name: str, seed: int, p: dict[str, Any], feat_dir: Path, run_dir: 
         lab = idv.label.to_numpy()
         eer, _ = compute_eer(s[lab == 1], s[lab == 0])
         best = json.loads(best_file.read_text()) if best_file.exists() else {"dev_eer": float("inf")}
-        if not p["select_on_dev"] or eer <= best["dev_eer"]:
+        if not settings.select_on_dev or eer <= best["dev_eer"]:
             atomic_torch_save(run_dir / "model.pt", model.state_dict())
             atomic_write_json(best_file, {"dev_eer": eer, "epoch": epoch})
         return {"dev_eer": eer}
 
-    cfg = LoopConfig(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=seed,
-                     checkpoint_every=int(p["checkpoint_every"]), progress=True)
+    loop = LoopConfig(epochs=settings.epochs, batch_size=settings.batch_size, seed=seed,
+                      checkpoint_every=settings.checkpoint_every, progress=True)
     state = {"model": model, "optimizer": opt, **({"scheduler": sched} if sched is not None else {})}
-    res = fit(step, dataset, state, cfg, run_dir, epoch_end=epoch_end, device=device, precision=amp)
+    res = fit(step, dataset, state, loop, run_dir, epoch_end=epoch_end, device=device, precision=amp)
     atomic_torch_save(run_dir / "norm.pt", {"mean": norm[0], "std": norm[1]})
     best = json.loads(best_file.read_text())
     summary = {"model": name, "seed": seed, "feature": kind, "n_features": int(xtr.shape[1]),
-               "shuffled_labels": shuffle_labels, "lr": float(p["lr"]), "epochs": int(p["epochs"]),
-               "batch_size": int(p["batch_size"]), "lr_schedule": p.get("lr_schedule", SCHEDULE_DEFAULTS["lr_schedule"]),
+               "shuffled_labels": shuffle_labels, "lr": settings.lr, "epochs": settings.epochs,
+               "batch_size": settings.batch_size, "lr_schedule": settings.lr_schedule,
                "train_bonafide": n_bona, "train_spoof": n_spoof, "imbalance": imbalance,
                "selected_epoch": best["epoch"], "selected_dev_eer": best["dev_eer"],
                "history": res.history, "params": sum(q.numel() for q in model.parameters())}
