@@ -52,7 +52,6 @@ def test_every_typed_config_parses_the_shipped_params(registered: dict[str, type
         cls.of(params)  # raises ConfigError naming the key on any disagreement
 
 
-@pytest.mark.xfail(reason="issue 16: branches move to typed configs one by one; strict once all have", strict=False)
 def test_every_mapping_a_stage_reads_has_a_typed_config(registered: dict[str, type]) -> None:
     """A stage's params boundary is typed: each object-valued key it declares is covered by a config class."""
     missing = []

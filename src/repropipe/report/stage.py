@@ -19,4 +19,6 @@ BRANCH_DIRS = ("results/asvspoof", "results/speaker", "results/gan", "results/ee
     resources={"mem_mb": 2000, "runtime": 10, "threads": 1},
 )
 def run(ctx: StageContext) -> None:
-    build_report(list(BRANCH_DIRS), "results/report.html", ctx.params["report"]["title"])
+    from repropipe.report.config import ReportConfig
+
+    build_report(list(BRANCH_DIRS), "results/report.html", ReportConfig.of(ctx.params).title)
