@@ -13,6 +13,7 @@ rule asvspoof_download:
         "src/repropipe/asvspoof/synth.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -22,6 +23,7 @@ rule asvspoof_download:
         "src/repropipe/stages.py",
     output:
         directory("data/raw/asvspoof"),
+        "results/costs/asvspoof_download.json",
     params:
         seed=param("seed"),
         asvspoof__source=param("asvspoof.source"),
@@ -57,6 +59,7 @@ rule asvspoof_features:
         "src/repropipe/asvspoof/synth.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -66,6 +69,7 @@ rule asvspoof_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/asvspoof"),
+        "results/costs/asvspoof_features.json",
     params:
         seed=param("seed"),
         asvspoof__features=param("asvspoof.features"),
@@ -102,6 +106,7 @@ rule asvspoof_train:
         "src/repropipe/asvspoof/train.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -113,6 +118,7 @@ rule asvspoof_train:
         "src/repropipe/training.py",
     output:
         directory("results/asvspoof/models"),
+        "results/costs/asvspoof_train.json",
     params:
         device=param("device"),
         asvspoof__train=param("asvspoof.train"),
@@ -153,6 +159,7 @@ rule asvspoof_evaluate:
         "src/repropipe/asvspoof/train.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -174,6 +181,7 @@ rule asvspoof_evaluate:
         directory("results/asvspoof/plots"),
         report(directory("results/asvspoof/figures"), patterns=["{name}.png"], caption="../report/asvspoof_evaluate.rst", category="asvspoof"),
         directory("results/asvspoof/scores"),
+        "results/costs/asvspoof_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

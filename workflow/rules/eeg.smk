@@ -5,6 +5,7 @@ rule eeg_download:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/data.py",
@@ -12,9 +13,11 @@ rule eeg_download:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/raw/eeg"),
+        "results/costs/eeg_download.json",
     params:
         seed=param("seed"),
         eeg__source=param("eeg.source"),
@@ -45,6 +48,7 @@ rule eeg_features:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/data.py",
@@ -57,6 +61,7 @@ rule eeg_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/eeg"),
+        "results/costs/eeg_features.json",
     params:
         seed=param("seed"),
         eeg__on_bad=param("eeg.on_bad"),
@@ -85,6 +90,7 @@ rule eeg_train:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/augment.py",
@@ -102,6 +108,7 @@ rule eeg_train:
         "src/repropipe/training.py",
     output:
         directory("results/eeg/models"),
+        "results/costs/eeg_train.json",
     params:
         seed=param("seed"),
         device=param("device"),
@@ -129,6 +136,7 @@ rule eeg_evaluate:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/augment.py",
@@ -139,6 +147,7 @@ rule eeg_evaluate:
         "src/repropipe/eeg/stage.py",
         "src/repropipe/eeg/train.py",
         "src/repropipe/io.py",
+        "src/repropipe/metrics.py",
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
@@ -158,6 +167,7 @@ rule eeg_evaluate:
         report(directory("results/eeg/figures"), patterns=["{name}.png"], caption="../report/eeg_evaluate.rst", category="eeg"),
         "results/eeg/timings.json",
         report(directory("results/eeg/timings"), patterns=["{name}.png"], caption="../report/eeg_evaluate.rst", category="eeg"),
+        "results/costs/eeg_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

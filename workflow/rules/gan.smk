@@ -5,6 +5,7 @@ rule gan_download:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/data.py",
@@ -12,9 +13,11 @@ rule gan_download:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/raw/gan"),
+        "results/costs/gan_download.json",
     params:
         seed=param("seed"),
         gan__source=param("gan.source"),
@@ -40,6 +43,7 @@ rule gan_features:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/data.py",
@@ -52,6 +56,7 @@ rule gan_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/gan"),
+        "results/costs/gan_features.json",
     params:
         gan__features=param("gan.features"),
     log:
@@ -75,6 +80,7 @@ rule gan_train:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/data.py",
@@ -92,6 +98,7 @@ rule gan_train:
         "src/repropipe/training.py",
     output:
         directory("results/gan/models"),
+        "results/costs/gan_train.json",
     params:
         seed=param("seed"),
         device=param("device"),
@@ -119,6 +126,7 @@ rule gan_real_stats:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/data.py",
@@ -133,6 +141,7 @@ rule gan_real_stats:
         "src/repropipe/training.py",
     output:
         directory("results/gan/real_stats"),
+        "results/costs/gan_real_stats.json",
     params:
         device=param("device"),
         gan__fidelity=param("gan.fidelity"),
@@ -160,6 +169,7 @@ rule gan_evaluate:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/data.py",
@@ -173,6 +183,7 @@ rule gan_evaluate:
         "src/repropipe/gan/stage.py",
         "src/repropipe/gan/train.py",
         "src/repropipe/io.py",
+        "src/repropipe/metrics.py",
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
@@ -190,6 +201,7 @@ rule gan_evaluate:
         "results/gan/section.json",
         directory("results/gan/plots"),
         report(directory("results/gan/figures"), patterns=["{name}.png"], caption="../report/gan_evaluate.rst", category="gan"),
+        "results/costs/gan_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -5,8 +5,10 @@ rule qr_benchmark:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
+        "src/repropipe/metrics.py",
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
         "src/repropipe/provenance.py",
@@ -20,6 +22,7 @@ rule qr_benchmark:
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         "results/qr/metrics.json",
@@ -29,6 +32,7 @@ rule qr_benchmark:
         report(directory("results/qr/figures"), patterns=["{name}.png"], caption="../report/qr_benchmark.rst", category="qr"),
         "results/qr/timings.json",
         report(directory("results/qr/timings"), patterns=["{name}.png"], caption="../report/qr_benchmark.rst", category="qr"),
+        "results/costs/qr_benchmark.json",
     params:
         seed=param("seed"),
         qr=param("qr"),

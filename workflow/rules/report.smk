@@ -27,6 +27,7 @@ rule report:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/params.py",
@@ -35,9 +36,11 @@ rule report:
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
         "src/repropipe/report/stage.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         report("results/report.html", caption="../report/report.rst", category="report"),
+        "results/costs/report.json",
     params:
         report=param("report"),
     log:

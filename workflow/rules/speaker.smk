@@ -5,16 +5,19 @@ rule speaker_download:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/speaker/__init__.py",
         "src/repropipe/speaker/data.py",
         "src/repropipe/speaker/stage.py",
         "src/repropipe/stages.py",
     output:
         directory("data/raw/speaker"),
+        "results/costs/speaker_download.json",
     params:
         seed=param("seed"),
         speaker__source=param("speaker.source"),
@@ -41,10 +44,12 @@ rule speaker_features:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/speaker/__init__.py",
         "src/repropipe/speaker/data.py",
         "src/repropipe/speaker/features.py",
@@ -52,6 +57,7 @@ rule speaker_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/speaker"),
+        "results/costs/speaker_features.json",
     params:
         seed=param("seed"),
         speaker__features=param("speaker.features"),
@@ -76,6 +82,7 @@ rule speaker_train:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/models.py",
@@ -92,6 +99,7 @@ rule speaker_train:
         "src/repropipe/training.py",
     output:
         directory("results/speaker/models"),
+        "results/costs/speaker_train.json",
     params:
         seed=param("seed"),
         device=param("device"),
@@ -123,6 +131,7 @@ rule speaker_evaluate:
         "src/repropipe/__main__.py",
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -151,6 +160,7 @@ rule speaker_evaluate:
         directory("results/speaker/plots"),
         report(directory("results/speaker/figures"), patterns=["{name}.png"], caption="../report/speaker_evaluate.rst", category="speaker"),
         directory("results/speaker/predictions"),
+        "results/costs/speaker_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -47,6 +47,7 @@ def download(ctx: StageContext) -> None:
 
             resources.use_threads()
             write_synthetic(tmp, p["synthetic"], ctx.seed)
+    ctx.record_units(utterances=sum(len(data.read_protocol(data.open_source(RAW), s, on_bad="skip")) for s in data.SPLITS))
 
 
 @stage(
@@ -85,6 +86,7 @@ def features(ctx: StageContext) -> None:
         import pandas as pd
 
         index = pd.concat(frames, ignore_index=True)
+        ctx.record_units(utterances=len(index))
         with io.atomic_path(tmp / "index.parquet") as t:
             index.to_parquet(t, index=False)
         for split, rel in data.ASV_SCORES.items():
@@ -158,3 +160,4 @@ def evaluate(ctx: StageContext) -> None:
 
     resources.use_threads()
     evaluate_all(ctx, FEAT, MODELS, OUT, pretrained=ctx.params["asvspoof"]["evaluate"]["pretrained"])
+    ctx.record_units(utterances=sum(n for s, n in io.read_json(f"{FEAT}/manifest.json", "missing")["counts"].items() if s != "train"))

@@ -51,6 +51,7 @@ def download(ctx: StageContext) -> None:
                                     float(sp["effect"]))
         data.write_manifest(tmp, files, p["source"])
     log.info("eeg_download event=done source=%s files=%d", p["source"], len(files))
+    ctx.record_units(files=len(files))
 
 
 @stage(
@@ -94,6 +95,7 @@ def features(ctx: StageContext) -> None:
         "subjects_by_split": {k: sorted(map(int, g.subject.unique())) for k, g in index.groupby("split")},
     })
     log.info("eeg_features event=done chunks=%d shape=%s skipped=%d", len(index), list(x.shape), len(skipped))
+    ctx.record_units(files=len(pairs), chunks=len(index))
 
 
 def _subject_run(rel: str) -> tuple[int, int]:
@@ -221,6 +223,7 @@ def evaluate(ctx: StageContext) -> None:
             curves.append({"run": run, "phase": "pretrain", "epoch": int(h["epoch"]), "loss": h.get("ntxent"),
                            "val_loss": None, "val_f1": None})
     baselines = {REFERENCE: _csp_lda(x, index, splits, tested, protocol, ctx.seed)}
+    ctx.record_units(chunks=int(tested.sum()))
     bench_test = index[splits[subs[0]] == "test"]
     bench = _benchmark(models, x, bench_test, meta, ep, device, ctx.seed)
     source = meta["source"]

@@ -46,6 +46,7 @@ def download(ctx: StageContext) -> None:
             # the 1.4 GB zip stays in gan.data.cache_dir (not a tracked output: DVC would copy it into its
             # cache and delete it before every re-run); the output is a small source.json pointing at it
             data.download_real(tmp, g["data"])
+    ctx.record_units(images=len(data.read_partition(data.open_source(RAW).partition)))
 
 
 @stage(
@@ -63,7 +64,8 @@ def features(ctx: StageContext) -> None:
     resources.use_threads()
     p = ctx.params["gan"]["features"]
     with io.atomic_dir(FEATURES) as tmp:
-        build_shards(RAW, tmp, int(p["crop"]), int(p["size"]), int(p["shard_size"]), p["on_bad_image"])
+        index = build_shards(RAW, tmp, int(p["crop"]), int(p["size"]), int(p["shard_size"]), p["on_bad_image"])
+    ctx.record_units(images=sum(s["count"] for s in index["splits"].values()))
 
 
 @stage(
@@ -111,6 +113,7 @@ def real_stats(ctx: StageContext) -> None:
     settings = fidelity.extractor_settings(p.get("feature_extractor_weights_path"))
     images = feats.load_split(FEATURES, p["real_split"], int(p["num_real"]))
     source = feats.read_index(FEATURES)["source"]
+    ctx.record_units(images=len(images))
     with io.atomic_dir(REAL_STATS) as tmp:
         fidelity.cache_real_statistics(images, tmp, settings, device.type == "cuda",
                                        {"real_split": p["real_split"], "data_source": source.get("source", "unknown")})
@@ -132,3 +135,4 @@ def evaluate(ctx: StageContext) -> None:
     from repropipe.gan.report import run_evaluation
 
     run_evaluation(ctx, _run_dir(MODELS, ctx.params["gan"]["model"]), REAL_STATS, OUT, FEATURES)
+    ctx.record_units(images=int(ctx.params["gan"]["evaluate"]["num_samples"]))  # generated per FID/KID estimate

@@ -59,10 +59,11 @@ def _torch_setup(ctx: StageContext, workers: bool = False) -> Any:
     resources={"mem_mb": 4000, "runtime": 600, "threads": 1},
 )
 def download(ctx: StageContext) -> None:
-    from repropipe.speaker.data import obtain
+    from repropipe.speaker.data import data_root, obtain, read_dataset
 
     p = ctx.params["speaker"]
     desc = obtain(RAW, p, ctx.seed)
+    ctx.record_units(utterances=len(read_dataset(data_root(RAW)).utterances))
     log.info("stage=speaker_download event=done data_source=%r", desc)
 
 
@@ -82,6 +83,7 @@ def features(ctx: StageContext) -> None:
     with io.atomic_dir(FEATURES) as tmp:  # nothing half-written survives a failure
         manifest = build(RAW, tmp, p["verify_speakers"], p["val_fraction"], ctx.seed)
     log.info("stage=speaker_features event=done counts=%s", manifest["counts"])
+    ctx.record_units(utterances=sum(manifest["counts"].values()))
 
 
 @stage(
@@ -218,6 +220,7 @@ def evaluate(ctx: StageContext) -> None:
         log.info("stage=speaker_evaluate model=%s %s", name,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
 
+    ctx.record_units(utterances=len(shards["test"]) + len(shards["verify"]))
     _plot_csvs(results, histories)
     _det_figure(results)
     _curves_figure(histories)
