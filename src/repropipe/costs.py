@@ -11,7 +11,8 @@ library code such as the training loop, which has no context): counts of utteran
 files, optimiser steps, examples. The report divides the wall time by them to get a cost per unit
 and projects it to the full datasets.
 
-Wall time covers the stage function only (not Python's start-up and imports). CPU time is user +
+Wall time covers the stage function, including the heavy imports stages do inside it (torch: seconds),
+but not the interpreter's start-up. CPU time is user +
 system of this process and of its children that have been waited for (feature worker pools,
 DataLoader workers). Max RSS is the largest resident set of any one of those processes
 (``getrusage``), not their sum.

@@ -41,7 +41,7 @@ def cost_table(costs: list[Cost]) -> Table:
             for c in costs]
     return Table(
         title="What each stage cost (measured in this run, on this machine)", columns=COST_COLUMNS, rows=rows,
-        anchor="Wall time of the stage function (not Python's start-up); CPU = user + system of the stage's process "
+        anchor="Wall time of the stage function, including the imports it does (not the interpreter's start-up); CPU = user + system of the stage's process "
                "and its children (worker pools, data loaders); max RSS = the largest single process; threads = the "
                "CPU budget the stage was given (repropipe.resources). Seconds per unit = wall time / units the stage "
                "recorded. Timings vary from run to run and with the machine's load. The report stage's own cost is "
@@ -95,7 +95,9 @@ def projection_table(costs: list[Cost]) -> Table:
         columns=PROJECTION_COLUMNS, rows=rows,
         anchor="PROJECTION: measured wall seconds per unit in this run x the unit count of the full real release "
                "(data stages) or of the published recipe (train stages), on this machine with the threads shown "
-               "above, assuming the cost grows linearly with the count. It ignores what changes with scale: a real "
+               "above, assuming the cost grows linearly with the count. Fixed costs (imports, set-up, evaluation "
+               "passes) are divided over the units too, so a small run projects too high. It ignores what changes "
+               "with scale: a real "
                "download is bound by the network, real utterances and images differ in size from the stand-ins, and "
                "a training step's cost grows with its batch (compare the rows per step and per example: the recipe's "
                "batches are 64 and 24).")
