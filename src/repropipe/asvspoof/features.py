@@ -172,7 +172,7 @@ def _init_worker() -> None:
     _WORK = (source.reopened(), extractor, samples, kinds)
 
 
-def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, np.ndarray] | None,
+def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, torch.Tensor] | None,
                                                             list[tuple[int, str, str]]]:
     """Decode and featurise one block of listed rows: (kept positions, float16 features, (pos, path, reason) of bad ones).
 
@@ -197,10 +197,7 @@ def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, 
         out = {k: feats[k].to(torch.float16) for k in kinds if k in SPECTRAL}
     if "wave" in kinds:
         out["wave"] = to_pcm16(batch)
-    # numpy, not tensors, crosses the pipe: multiprocessing pickles a tensor (torch registers its reducers) into a
-    # shared-memory file whose descriptor the parent fetches over a socket, a round trip per tensor that cost more
-    # than computing the features; an array is copied inline. Same values, so the same shard bytes.
-    return kept, {k: v.numpy() for k, v in out.items()}, bad
+    return kept, out, bad
 
 
 def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: FeatureConfig,
@@ -270,7 +267,7 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
                 shard_rows.append((n // shard_size, n % shard_size))
             if feats is not None:
                 for k in kinds:
-                    pending[k].append(torch.from_numpy(feats[k]))
+                    pending[k].append(feats[k])
             while sum(len(t) for t in pending[kinds[0]]) >= shard_size:
                 write_shard(shard_size)
             bar.update(len(block))
