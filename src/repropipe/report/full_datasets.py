@@ -56,11 +56,11 @@ ASVSPOOF_LA = FullDataset(
 VOXCELEB1 = FullDataset(
     "VoxCeleb1 (dev 148,642 + test 4,874)", "utterances", 153_516,
     "Nagrani, Chung & Zisserman, 'VoxCeleb: a large-scale speaker identification dataset', Interspeech 2017 "
-    "(1,251 speakers, 153,516 utterances)")
+    "(1,251 speakers, 153,516 utterances: dev 148,642 + test 4,874; docs/speaker.md)")
 VOXCELEB2_DEV = FullDataset(
     "VoxCeleb2 dev", "utterances", 1_092_009,
-    "Chung, Nagrani & Zisserman, 'VoxCeleb2: Deep Speaker Recognition', Interspeech 2018, Table 1 "
-    "(dev: 5,994 speakers, 1,092,009 utterances)")
+    "Chung, Nagrani & Zisserman, 'VoxCeleb2: Deep Speaker Recognition', Interspeech 2018 (dev: 5,994 speakers, "
+    "1,092,009 utterances; the same split table is in PaddleSpeech examples/voxceleb/README.md)")
 CELEBA = FullDataset(
     "CelebA aligned", "images", 202_599,
     "Liu et al., 'Deep Learning Face Attributes in the Wild', ICCV 2015; img_align_celeba.zip and the 202,599 lines "
