@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -99,3 +100,96 @@ def test_report_renders_in_headless_chromium(tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+# ---- stage costs ------------------------------------------------------------------------------------------------
+
+def _cost(root: Path, stage: str, wall: float, units: dict[str, int]) -> Path:
+    from repropipe.costs import Cost, path_of
+
+    return Cost(stage=stage, wall_s=wall, cpu_s=wall * 1.5, max_rss_mb=321.5, threads=2,
+                threads_source="REPROPIPE_THREADS", units=units).write(root / path_of(stage))
+
+
+def test_report_renders_stage_costs_and_a_labelled_projection(tmp_path):
+    import re
+
+    from repropipe.report import full_datasets as full
+    from repropipe.report.costs import tables
+
+    files = [_cost(tmp_path, "asvspoof_features", 12.0, {"utterances": 1200}),
+             _cost(tmp_path, "asvspoof_train", 30.0, {"steps": 300, "examples": 4800}),
+             _cost(tmp_path, "gan_features", 2.0, {"images": 400}),
+             _cost(tmp_path, "speaker_train", 5.0, {"steps": 10, "examples": 320}),
+             _cost(tmp_path, "qr_benchmark", 4.0, {})]
+    out = build_report([make_branch(tmp_path)], tmp_path / "report.html", "T", tables(files))
+    html = out.read_text()
+    assert "What each stage cost" in html and "Projection to the full datasets" in html and "PROJECTION" in html
+    costs_html = html.split('<section id="costs">', 1)[1]
+    for col in ("wall s", "CPU s", "max RSS MB", "threads", "units", "seconds per unit"):
+        assert f"<th>{col}</th>" in costs_html
+    assert "<td>1,200 utterances</td><td>0.01 s/utterances</td>" in costs_html
+    # data stage: 0.01 s per utterance x 121,461 utterances = 1214.61 s = 0.3374 h
+    row = re.search(r"<tr><td>asvspoof_features</td>.*?</tr>", costs_html.split("Projection", 1)[1]).group(0)
+    assert "<td>121,461</td>" in row and "<td>0.3374</td>" in row and "ASVspoof 2019 LA" in row
+    assert "<td>202,599</td><td>0.2814</td>" in costs_html  # CelebA: 0.005 s x 202,599 / 3600
+    # train stage: per step and per example x the paper recipe
+    steps, examples = full.ASVSPOOF_PAPER.steps(), full.ASVSPOOF_PAPER.examples()
+    assert f"<td>{steps:,}</td><td>{30 / 300 * steps / 3600:.4g}</td>" in costs_html
+    assert f"<td>{examples:,}</td><td>{30 / 4800 * examples / 3600:.4g}</td>" in costs_html
+    assert "speaker_train" in costs_html and "not projected: no published recipe" in costs_html
+    assert "qr_benchmark" in costs_html and "none recorded" in costs_html
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"stage": "gan_train", "wall_s": "slow"}', "missing"),
+    ('{"stage": "gan_train", "wall_s": -1, "cpu_s": 1, "max_rss_mb": 1, "threads": 1, "threads_source": "x"}',
+     "wall_s: expected a finite number >= 0"),
+    ('{"stage": "gan_train", "wall_s": 1, "cpu_s": 1, "max_rss_mb": 1, "threads": 1, "threads_source": "x", '
+     '"units": {"steps": 2.5}}', "units: expected"),
+    ('{"stage": ', "not valid JSON"),
+])
+def test_a_malformed_cost_file_stops_the_report_naming_it(tmp_path, text, expected):
+    from repropipe.io import DataError
+    from repropipe.report.costs import tables
+
+    good = _cost(tmp_path, "gan_features", 2.0, {"images": 400})
+    bad = tmp_path / "results/costs/gan_train.json"
+    bad.write_text(text)
+    with pytest.raises(DataError, match=f"{re.escape(str(bad))}.*{expected}"):
+        tables([good, bad])
+    with pytest.raises(DataError, match="gan_evaluate.json.*run the stage 'gan_evaluate'"):
+        tables([tmp_path / "results/costs/gan_evaluate.json"])
+
+
+def test_the_report_reads_the_cost_file_of_every_other_stage():
+    from repropipe.costs import path_of
+    from repropipe.report.stage import COST_FILES
+    from repropipe.stages import load_all
+
+    stages = load_all()
+    assert sorted(COST_FILES) == sorted(path_of(n) for n in stages if n != "report")
+    assert set(COST_FILES) <= set(stages["report"].deps)
+
+
+def test_full_dataset_counts_match_the_branch_code_and_the_paper_recipe():
+    import math
+
+    import yaml
+
+    from repropipe.asvspoof.data import OFFICIAL_COUNTS
+    from repropipe.report import full_datasets as full
+
+    assert full.ASVSPOOF_SPLITS == OFFICIAL_COUNTS and full.ASVSPOOF_LA.count == 121_461
+    root = Path(__file__).resolve().parents[1]
+    base = yaml.safe_load((root / "params.yaml").read_text())["asvspoof"]["train"]
+    paper = yaml.safe_load((root / "conf/asvspoof/paper.yaml").read_text())["asvspoof"]["train"]
+    t = {**base, **paper}
+    runs = []
+    for model in t["models"]:
+        m = {**t, **t.get("per_model", {}).get(model, {})}
+        runs += [(int(m["epochs"]), int(m["batch_size"]))] * len(t["seeds"])
+    if t["shuffled_label_control"]:
+        runs.append((int(t["epochs"]), int(t["batch_size"])))
+    assert full.ASVSPOOF_PAPER.steps() == sum(e * math.ceil(OFFICIAL_COUNTS["train"] / b) for e, b in runs)
+    assert full.ASVSPOOF_PAPER.examples() == sum(e * OFFICIAL_COUNTS["train"] for e, _ in runs)

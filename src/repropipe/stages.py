@@ -9,6 +9,7 @@ params keys it declares, so the params hash in its provenance covers everything 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repropipe import codedeps, io, params as params_mod, provenance
+from repropipe import codedeps, costs, io, params as params_mod, provenance, resources
 
 log = logging.getLogger("repropipe")
 
@@ -137,6 +138,14 @@ class StageContext:
         with io.atomic_dir(out) as tmp:
             shutil.copytree(work, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(marker.name))
 
+    def record_units(self, **counts: int) -> None:
+        """Work this stage did (``utterances=N``, ``images=N``, ``files=N``; several calls add up).
+
+        It goes into ``results/costs/<stage>.json`` with the measured time, so the report can give a
+        cost per unit and project it to the full datasets.
+        """
+        costs.record_units(**counts)
+
     def write_metrics(self, path: str | os.PathLike[str], metrics: dict[str, Any], *, data_source: str,
                       device: str, seed: int | None = None) -> Path:
         """The one metrics writer: the numbers in ``path``, where they came from in ``provenance.json`` beside it.
@@ -158,8 +167,16 @@ STAGES: dict[str, Stage] = {}
 
 
 def register(stage: Stage) -> Stage:
+    """Add ``stage`` to the registry, with its cost file (``results/costs/<name>.json``) as a noisy output.
+
+    Every stage's cost is measured by :func:`run_stage` whichever tool runs it, so the file is declared
+    here, once, rather than in each ``@stage``.
+    """
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} registered twice")
+    cost = costs.path_of(stage.name)
+    if cost not in stage.outs:
+        stage = dataclasses.replace(stage, outs=(*stage.outs, cost), noisy=(*stage.noisy, cost))
     STAGES[stage.name] = stage
     return stage
 
@@ -262,7 +279,10 @@ def run_stage(st: Stage, params_file: str | os.PathLike[str] = params_mod.DEFAUL
     io.check_writable(st.outs)  # before any work, not after an hour of training
     ctx = StageContext(st, _nested(params_mod.select(all_params, st.params)), Path(params_file))
     log.info("stage=%s event=start params_file=%s params=%s", st.name, params_file, ",".join(st.params))
-    st.run(ctx)
+    with costs.measure(st.name) as meter:
+        st.run(ctx)
     shutil.rmtree(RESUME_ROOT / st.name, ignore_errors=True)  # finished: nothing left to resume
     _record_imports(st)
+    if resources.world().is_main:  # every rank measured the same steps; rank 0 publishes, as for every output
+        meter.cost.write(costs.path_of(st.name))
     log.info("stage=%s event=done outs=%s", st.name, ",".join(st.outs))

@@ -52,7 +52,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from repropipe import io, resources
+from repropipe import costs, io, resources
 from repropipe.io import atomic_torch_save, torch_load
 
 log = logging.getLogger("repropipe.training")
@@ -543,6 +543,7 @@ def fit(
     n = len(dataset)
     callbacks = list(callbacks)
     workers = cfg.num_workers if cfg.num_workers is not None else resources.data_workers(resources.cpu_threads()[0])
+    examples = 0  # items of the global batches this call trained on (the stage's cost per example)
     try:
         while pos.epoch < cfg.epochs:
             order = epoch_order(n, cfg.seed, pos.epoch)
@@ -579,6 +580,7 @@ def fit(
                 wait, busy = wait + (t1 - t0), busy + (t2 - t1)
                 pos.step_in_epoch += 1
                 pos.global_step += 1
+                examples += global_n
                 pos.epoch_count += 1
                 for k, v in metrics.items():
                     pos.epoch_sums[k] = pos.epoch_sums.get(k, 0.0) + float(v)
@@ -614,6 +616,7 @@ def fit(
         if sync is not None:
             sync.close()
             _SYNC = None
+    costs.record_units(steps=pos.global_step - (resumed_from or 0), examples=examples)
     barrier()
     return FitResult(pos.history, pos.global_step, resumed_from, ckpt)
 

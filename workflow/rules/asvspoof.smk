@@ -14,6 +14,7 @@ rule asvspoof_download:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/params.py",
@@ -22,6 +23,7 @@ rule asvspoof_download:
         "src/repropipe/stages.py",
     output:
         directory("data/raw/asvspoof"),
+        "results/costs/asvspoof_download.json",
     params:
         seed=param("seed"),
         asvspoof__source=param("asvspoof.source"),
@@ -58,6 +60,7 @@ rule asvspoof_features:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/params.py",
@@ -66,6 +69,7 @@ rule asvspoof_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/asvspoof"),
+        "results/costs/asvspoof_features.json",
     params:
         seed=param("seed"),
         asvspoof__features=param("asvspoof.features"),
@@ -103,6 +107,7 @@ rule asvspoof_train:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -114,6 +119,7 @@ rule asvspoof_train:
         "src/repropipe/training.py",
     output:
         directory("results/asvspoof/models"),
+        "results/costs/asvspoof_train.json",
     params:
         device=param("device"),
         asvspoof__train=param("asvspoof.train"),
@@ -156,6 +162,7 @@ rule asvspoof_evaluate:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -177,6 +184,7 @@ rule asvspoof_evaluate:
         directory("results/asvspoof/plots"),
         report(directory("results/asvspoof/figures"), patterns=["{name}.png"], caption="../report/asvspoof_evaluate.rst", category="asvspoof"),
         directory("results/asvspoof/scores"),
+        "results/costs/asvspoof_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -6,6 +6,7 @@ rule eeg_download:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/config.py",
@@ -14,9 +15,11 @@ rule eeg_download:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/raw/eeg"),
+        "results/costs/eeg_download.json",
     params:
         seed=param("seed"),
         eeg__source=param("eeg.source"),
@@ -48,6 +51,7 @@ rule eeg_features:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/config.py",
@@ -61,6 +65,7 @@ rule eeg_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/eeg"),
+        "results/costs/eeg_features.json",
     params:
         seed=param("seed"),
         eeg__on_bad=param("eeg.on_bad"),
@@ -90,6 +95,7 @@ rule eeg_train:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/augment.py",
@@ -108,6 +114,7 @@ rule eeg_train:
         "src/repropipe/training.py",
     output:
         directory("results/eeg/models"),
+        "results/costs/eeg_train.json",
     params:
         seed=param("seed"),
         device=param("device"),
@@ -136,6 +143,7 @@ rule eeg_evaluate:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/eeg/__init__.py",
         "src/repropipe/eeg/augment.py",
@@ -169,6 +177,7 @@ rule eeg_evaluate:
         report(directory("results/eeg/figures"), patterns=["{name}.png"], caption="../report/eeg_evaluate.rst", category="eeg"),
         "results/eeg/timings.json",
         report(directory("results/eeg/timings"), patterns=["{name}.png"], caption="../report/eeg_evaluate.rst", category="eeg"),
+        "results/costs/eeg_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

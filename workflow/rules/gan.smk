@@ -6,6 +6,7 @@ rule gan_download:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/config.py",
@@ -14,9 +15,11 @@ rule gan_download:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         directory("data/raw/gan"),
+        "results/costs/gan_download.json",
     params:
         seed=param("seed"),
         gan__source=param("gan.source"),
@@ -43,6 +46,7 @@ rule gan_features:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/config.py",
@@ -56,6 +60,7 @@ rule gan_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/gan"),
+        "results/costs/gan_features.json",
     params:
         gan__features=param("gan.features"),
     log:
@@ -80,6 +85,7 @@ rule gan_train:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/config.py",
@@ -98,6 +104,7 @@ rule gan_train:
         "src/repropipe/training.py",
     output:
         directory("results/gan/models"),
+        "results/costs/gan_train.json",
     params:
         seed=param("seed"),
         device=param("device"),
@@ -126,6 +133,7 @@ rule gan_real_stats:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/config.py",
@@ -141,6 +149,7 @@ rule gan_real_stats:
         "src/repropipe/training.py",
     output:
         directory("results/gan/real_stats"),
+        "results/costs/gan_real_stats.json",
     params:
         device=param("device"),
         gan__fidelity=param("gan.fidelity"),
@@ -169,6 +178,7 @@ rule gan_evaluate:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/gan/__init__.py",
         "src/repropipe/gan/config.py",
@@ -202,6 +212,7 @@ rule gan_evaluate:
         "results/gan/section.json",
         directory("results/gan/plots"),
         report(directory("results/gan/figures"), patterns=["{name}.png"], caption="../report/gan_evaluate.rst", category="gan"),
+        "results/costs/gan_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -6,6 +6,7 @@ rule qr_benchmark:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -25,6 +26,7 @@ rule qr_benchmark:
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",
+        "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
         "results/qr/metrics.json",
@@ -34,6 +36,7 @@ rule qr_benchmark:
         report(directory("results/qr/figures"), patterns=["{name}.png"], caption="../report/qr_benchmark.rst", category="qr"),
         "results/qr/timings.json",
         report(directory("results/qr/timings"), patterns=["{name}.png"], caption="../report/qr_benchmark.rst", category="qr"),
+        "results/costs/qr_benchmark.json",
     params:
         seed=param("seed"),
         qr=param("qr"),

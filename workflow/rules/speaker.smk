@@ -6,10 +6,12 @@ rule speaker_download:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/speaker/__init__.py",
         "src/repropipe/speaker/config.py",
         "src/repropipe/speaker/data.py",
@@ -17,6 +19,7 @@ rule speaker_download:
         "src/repropipe/stages.py",
     output:
         directory("data/raw/speaker"),
+        "results/costs/speaker_download.json",
     params:
         seed=param("seed"),
         speaker__source=param("speaker.source"),
@@ -44,10 +47,12 @@ rule speaker_features:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/resources.py",
         "src/repropipe/speaker/__init__.py",
         "src/repropipe/speaker/config.py",
         "src/repropipe/speaker/data.py",
@@ -56,6 +61,7 @@ rule speaker_features:
         "src/repropipe/stages.py",
     output:
         directory("data/features/speaker"),
+        "results/costs/speaker_features.json",
     params:
         seed=param("seed"),
         speaker__features=param("speaker.features"),
@@ -81,6 +87,7 @@ rule speaker_train:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/models.py",
@@ -98,6 +105,7 @@ rule speaker_train:
         "src/repropipe/training.py",
     output:
         directory("results/speaker/models"),
+        "results/costs/speaker_train.json",
     params:
         seed=param("seed"),
         device=param("device"),
@@ -130,6 +138,7 @@ rule speaker_evaluate:
         "src/repropipe/cli.py",
         "src/repropipe/codedeps.py",
         "src/repropipe/config.py",
+        "src/repropipe/costs.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
         "src/repropipe/metrics.py",
@@ -161,6 +170,7 @@ rule speaker_evaluate:
         directory("results/speaker/plots"),
         report(directory("results/speaker/figures"), patterns=["{name}.png"], caption="../report/speaker_evaluate.rst", category="speaker"),
         directory("results/speaker/predictions"),
+        "results/costs/speaker_evaluate.json",
     params:
         seed=param("seed"),
         device=param("device"),

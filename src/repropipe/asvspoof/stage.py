@@ -45,6 +45,8 @@ def download(ctx: StageContext) -> None:
 
             resources.use_threads()
             write_synthetic(tmp, SyntheticConfig.of(ctx.params), ctx.seed)
+    source = data.open_source(RAW)
+    ctx.record_units(utterances=sum(len(data.read_protocol(source, s, on_bad="skip")) for s in data.SPLITS))
 
 
 @stage(
@@ -64,6 +66,7 @@ def features(ctx: StageContext) -> None:
     with io.atomic_dir(FEATURES) as tmp:
         write_features(RAW, tmp, FeaturesConfig.of(ctx.params), seed=ctx.seed,
                        on_bad=ctx.params["asvspoof"]["on_bad_file"], processes=processes, processes_from=source_of)
+    ctx.record_units(utterances=sum(io.read_json(f"{FEATURES}/manifest.json", "missing")["counts"].values()))
 
 
 @stage(
@@ -129,6 +132,7 @@ def evaluate(ctx: StageContext) -> None:
     resources.use_threads()
     device = select_device(ctx.params["device"])
     result = evaluate_all(ctx, EvaluateConfig.of(ctx.params), device, FEATURES, MODELS, OUT)
+    ctx.record_units(utterances=sum(n for s, n in result.manifest["counts"].items() if s != "train"))
     figures.write_plots(result, OUT)
     section.build(result, figures.write_figures(result, OUT)).write(f"{OUT}/section.json")
     print_summary(result)

@@ -204,6 +204,7 @@ class Results:
     protocol: str
     folds: int
     test_subjects: list[int]  # every subject with a scored item
+    n_tested: int  # chunks scored (each run scores the same ones): the stage's unit of cost
 
     @property
     def every(self) -> dict[str, Any]:
@@ -268,7 +269,8 @@ def evaluate_all(features: str | Path, models_dir: str | Path, cfg: EvaluateConf
     bench = benchmark(models, x, index[splits[subs[0]] == "test"], meta, features, cfg, device, seed)
     vs_ref = vs_reference({**results, **baselines}, REFERENCE, seed)
     return Results(runs=results, baselines=baselines, vs_ref=vs_ref, curves=pd.DataFrame(curves), bench=bench,
-                   meta=meta, protocol=protocol, folds=folds, test_subjects=sorted(map(int, set(test.subject))))
+                   meta=meta, protocol=protocol, folds=folds, test_subjects=sorted(map(int, set(test.subject))),
+                   n_tested=int(tested.sum()))
 
 
 def vs_reference(every: dict[str, Any], reference: str, seed: int) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def download(ctx: StageContext) -> None:
 
     cfg = DownloadConfig.of(ctx.params)
     with io.atomic_dir(RAW) as tmp:  # built whole, so no stale recording survives and a failure keeps the old one
-        data.write_raw(tmp, cfg, ctx.seed)
+        files = data.write_raw(tmp, cfg, ctx.seed)
+    ctx.record_units(files=len(files))
 
 
 @stage(
@@ -54,6 +55,7 @@ def features(ctx: StageContext) -> None:
     x, index, ch_names, skipped = feat.build(RAW, subjects, runs, cfg.features, cfg.split, ctx.seed, cfg.on_bad,
                                              evaluation=cfg.evaluation, folds=cfg.within_subject_folds)
     feat.write(FEATURES, x, index, ch_names, skipped, source, cfg)
+    ctx.record_units(files=len(subjects) * len(runs) - len(skipped), chunks=len(index))  # skipped: left-out EDFs
 
 
 @stage(
@@ -112,6 +114,7 @@ def evaluate(ctx: StageContext) -> None:
     resources.use_threads()
     device = select_device(ctx.params["device"])
     res = ev.evaluate_all(FEATURES, MODELS, cfg, device, ctx.seed)
+    ctx.record_units(chunks=res.n_tested)
     figures.write_plot_csvs(res, OUT)
     figs = figures.write_figures(res, OUT)
     ctx.write_metrics(f"{OUT}/metrics.json", ev.metrics(res), data_source=res.data_source, device=str(device.type))

@@ -41,6 +41,7 @@ def download(ctx: StageContext) -> None:
             # the 1.4 GB zip stays in gan.data.cache_dir (not a tracked output: DVC would copy it into its
             # cache and delete it before every re-run); the output is a small source.json pointing at it
             data.download_real(tmp, cfg)
+    ctx.record_units(images=len(data.read_partition(data.open_source(RAW).partition)))
 
 
 @stage(
@@ -59,7 +60,8 @@ def features(ctx: StageContext) -> None:
     resources.use_threads()
     cfg = FeaturesConfig.of(ctx.params)
     with io.atomic_dir(FEATURES) as tmp:
-        build_shards(RAW, tmp, cfg.crop, cfg.size, cfg.shard_size, cfg.on_bad_image)
+        index = build_shards(RAW, tmp, cfg.crop, cfg.size, cfg.shard_size, cfg.on_bad_image)
+    ctx.record_units(images=sum(s["count"] for s in index["splits"].values()))
 
 
 @stage(
@@ -112,6 +114,7 @@ def real_stats(ctx: StageContext) -> None:
     with io.atomic_dir(f"{OUT}/real_stats") as tmp:
         fidelity.cache_real_statistics(images, tmp, settings, device.type == "cuda",
                                        {"real_split": cfg.real_split, "data_source": source.get("source", "unknown")})
+    ctx.record_units(images=len(images))
 
 
 @stage(
@@ -141,3 +144,4 @@ def evaluate(ctx: StageContext) -> None:
     figures.write_plots(res, f"{OUT}/plots")
     figures.write_figures(res, f"{OUT}/figures")
     section.build(res).write(f"{OUT}/section.json")
+    ctx.record_units(images=cfg.num_samples)  # generated per FID/KID estimate

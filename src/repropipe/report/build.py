@@ -82,10 +82,18 @@ def render_section(branch_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def build_report(branch_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[str], title: str) -> Path:
+def render_costs(tables: list[Any]) -> str:
+    """The stage-cost section (tables from :mod:`repropipe.report.costs`, which only the report stage imports)."""
+    return "\n".join(['<section id="costs"><h2>What each stage cost</h2>', *(_table(t) for t in tables), "</section>"])
+
+
+def build_report(branch_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[str], title: str,
+                 cost_tables: list[Any] = ()) -> Path:
+    """``cost_tables`` (:func:`repropipe.report.costs.tables`) become a last section, "What each stage cost"."""
     dirs = [Path(d) for d in branch_dirs]
-    nav = "".join(f'<a href="#{html.escape(d.name)}">{html.escape(d.name)}</a>' for d in dirs)
-    body = "\n".join(render_section(d) for d in dirs)
+    links = [(d.name, d.name) for d in dirs] + ([("costs", "stage costs")] if cost_tables else [])
+    nav = "".join(f'<a href="#{html.escape(a)}">{html.escape(t)}</a>' for a, t in links)
+    body = "\n".join([render_section(d) for d in dirs] + ([render_costs(list(cost_tables))] if cost_tables else []))
     doc = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
            f"<body><h1>{html.escape(title)}</h1><nav>{nav}</nav>\n{body}\n</body></html>\n")

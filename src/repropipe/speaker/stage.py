@@ -26,10 +26,11 @@ MODELS = f"{OUT}/models"
 )
 def download(ctx: StageContext) -> None:
     from repropipe.speaker.config import RealConfig, SyntheticConfig
-    from repropipe.speaker.data import obtain
+    from repropipe.speaker.data import data_root, obtain, read_dataset
 
     obtain(RAW, ctx.params["speaker"]["source"], ctx.seed, synthetic=SyntheticConfig.of(ctx.params),
            real=RealConfig.of(ctx.params))
+    ctx.record_units(utterances=len(read_dataset(data_root(RAW)).utterances))
 
 
 @stage(
@@ -48,6 +49,7 @@ def features(ctx: StageContext) -> None:
     cfg = FeaturesConfig.of(ctx.params)
     with io.atomic_dir(FEATURES) as tmp:  # nothing half-written survives a failure
         build(RAW, tmp, cfg.verify_speakers, cfg.val_fraction, ctx.seed)
+    ctx.record_units(utterances=sum(io.read_json(f"{FEATURES}/manifest.json", "missing")["counts"].values()))
 
 
 @stage(
@@ -101,3 +103,4 @@ def evaluate(ctx: StageContext) -> None:
     figures.write_all(ev, OUT)
     ctx.write_metrics(f"{OUT}/metrics.json", metrics(ev), data_source=ev.manifest["data_source"], device=str(device))
     section.build(ev).write(f"{OUT}/section.json")
+    ctx.record_units(utterances=sum(n for split, n in ev.manifest["counts"].items() if split in ("test", "verify")))
