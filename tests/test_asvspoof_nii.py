@@ -121,3 +121,94 @@ def test_weighted_p2sgrad_loss_weighs_bona_fide_errors():
     m = build_model("lfcc_lcnn_lstmsum_p2s")
     assert torch.allclose(m.loss(cos, y), per.mean())
     assert torch.allclose(m.loss(cos, y, pos_weight=3.0), (3 * per[0] + per[1]) / 4)
+
+
+# --- NII's LFCC front end ---------------------------------------------------------------------------------
+# A transcription of sandbox/util_frontend.py (trimf, delta, LFCC.__init__ and LFCC.forward) as
+# lfcc-lcnn-lstmsum-p2s builds it: LFCC(320, 160, 512, 16000, 20, with_energy=True); LinearDCT(20, 'dct',
+# norm='ortho') of sandbox/util_dsp.py is the orthonormal DCT-II matrix, taken from scipy here.
+
+def nii_trimf(x, a, b, c):
+    y = torch.zeros_like(x, dtype=torch.float32)
+    if a < b:
+        i = torch.logical_and(a < x, x < b)
+        y[i] = (x[i] - a) / (b - a)
+    if b < c:
+        i = torch.logical_and(b < x, x < c)
+        y[i] = (c - x[i]) / (c - b)
+    y[x == b] = 1
+    return y
+
+
+def nii_delta(x):
+    length = x.shape[1]
+    x_temp = torch.nn.functional.pad(x.unsqueeze(1), (0, 0, 1, 1), "replicate").squeeze(1)
+    return -1 * x_temp[:, 0:length] + x_temp[:, 2:]
+
+
+def nii_lfcc(x, fl=320, fs=160, fn=512, sr=16000, filter_num=20):
+    import numpy as np
+    from scipy.fft import dct
+
+    f = (sr / 2) * torch.linspace(0, 1, fn // 2 + 1)
+    bands = torch.linspace(min(f), max(f), filter_num + 2)
+    fb = torch.zeros([fn // 2 + 1, filter_num])
+    for idx in range(filter_num):
+        fb[:, idx] = nii_trimf(f, bands[idx], bands[idx + 1], bands[idx + 2])
+    dct_w = torch.from_numpy(dct(np.eye(filter_num), norm="ortho").T).float()  # LinearDCT's weight
+    x = x.clone()
+    x[:, 1:] = x[:, 1:] - 0.97 * x[:, 0:-1]
+    x_stft = torch.stft(x, fn, fs, fl, window=torch.hamming_window(fl), onesided=True, pad_mode="constant",
+                        return_complex=True)
+    sp_amp = torch.norm(torch.view_as_real(x_stft), 2, -1).pow(2).permute(0, 2, 1).contiguous()
+    fb_feature = torch.log10(torch.matmul(sp_amp, fb) + torch.finfo(torch.float32).eps)
+    lfcc = torch.nn.functional.linear(fb_feature, dct_w)
+    energy = torch.log10((sp_amp / fn).sum(axis=2) + torch.finfo(torch.float32).eps)
+    lfcc[:, :, 0] = energy
+    d = nii_delta(lfcc)
+    return torch.cat((lfcc, d, nii_delta(d)), 2)
+
+
+def _waves(n=3, samples=5600):
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(samples) / 16000
+    tone = torch.sin(2 * torch.pi * torch.tensor([[180.0], [440.0], [3100.0]])[:n] * t)
+    return (0.3 * tone + 0.05 * torch.randn(n, samples, generator=g)).float()
+
+
+def test_nii_front_end_options_give_niis_lfcc():
+    from repropipe.asvspoof.features import NII_FRONT_END, Extractor, FeatureConfig
+
+    wav = _waves()
+    ref = nii_lfcc(wav)                                                   # (B, frames, 60)
+    mine = Extractor(FeatureConfig(seconds=0.35, **NII_FRONT_END), ("lfcc",))(wav)["lfcc"].mT
+    assert mine.shape == ref.shape == (3, 36, 60)
+    assert torch.allclose(mine, ref, atol=1e-5, rtol=1e-6), (mine - ref).abs().max()  # measured 2.7e-6
+    # and each option matters: the torchaudio defaults are far from it
+    assert not torch.allclose(Extractor(FeatureConfig(seconds=0.35), ("lfcc",))(wav)["lfcc"].mT, ref, atol=1e-1)
+    for key, default in (("pre_emphasis", 0.0), ("window", "hann"), ("stft_pad", "reflect"), ("lfcc_c0", "c0"),
+                         ("delta", "torchaudio")):
+        off = Extractor(FeatureConfig(seconds=0.35, **{**NII_FRONT_END, key: default}), ("lfcc",))(wav)["lfcc"].mT
+        assert not torch.allclose(off, ref, atol=1e-3), key
+
+
+def test_frames_crop_the_spectral_kinds_and_seconds_the_waveform(tmp_path):
+    from repropipe.asvspoof import data
+    from repropipe.asvspoof.features import FeatureConfig, extract_split, load_features
+    from repropipe.asvspoof.synth import write_synthetic
+
+    assert FeatureConfig(frames=750).spectral_samples == 749 * 160  # NII's 750-frame crop: 7.49 s
+    write_synthetic(tmp_path / "raw", {"utterances": {"train": 4, "dev": 4, "eval": 6}, "speakers":
+                    {"train": 1, "dev": 1, "eval": 1}, "bonafide_fraction": 0.5, "seconds": [0.3, 0.4]},
+                    seed=0, progress=False)
+    src = data.open_source(tmp_path / "raw")
+    df = data.read_protocol(src, "eval")
+    out = {}
+    for name, cfg in (("frames", FeatureConfig(seconds=0.25, frames=70)), ("seconds", FeatureConfig(seconds=0.69))):
+        idx = extract_split(src, df, "eval", tmp_path / name, cfg, ("lfcc", "wave"), shard_size=10, progress=False)
+        idx.to_parquet(tmp_path / name / "index.parquet")
+        out[name] = {k: load_features(tmp_path / name, "eval", k)[0] for k in ("lfcc", "wave")}
+    assert out["frames"]["lfcc"].shape[-1] == 70 and out["frames"]["wave"].shape[-1] == 4000
+    # the LFCC of a 70-frame crop is that of the (70 - 1) x 160-sample crop, repeat-padded like any crop
+    assert torch.equal(out["frames"]["lfcc"], out["seconds"]["lfcc"])
+    assert torch.equal(out["frames"]["wave"], out["seconds"]["wave"][:, :4000])

@@ -54,7 +54,12 @@ def test_paper_recipe_gives_the_same_valid_params_in_snakemake_and_dvc(base, tmp
     validate(smk, RECIPE)
     a = smk["asvspoof"]
     assert a["features"]["kinds"] == ["lfcc", "wave"] and round(a["features"]["seconds"] * 16000) == 64600
-    assert a["train"]["models"] == ["lfcc_lcnn", "aasist", "aasist_l"] and a["train"]["epochs"] == 100
+    assert a["train"]["models"] == ["lfcc_lcnn", "lfcc_lcnn_lstmsum_p2s", "aasist", "aasist_l"]
+    assert a["train"]["epochs"] == 100
+    from repropipe.asvspoof.features import NII_FRONT_END, FeatureConfig
+
+    cfg = FeatureConfig.from_params(a["features"])  # NII's LFCC front end, 750 frames
+    assert {k: getattr(cfg, k) for k in NII_FRONT_END} == NII_FRONT_END and cfg.spectral_samples == 749 * 160
     assert a["train"]["per_model"]["aasist"]["lr_schedule"] == "cosine" and a["train"]["lr_schedule"] == "step"
     # only asvspoof's features and train keys change: every other branch and key is untouched
     assert {k: v for k, v in smk.items() if k != "asvspoof"} == {k: v for k, v in params.items() if k != "asvspoof"}
