@@ -18,6 +18,7 @@ rule asvspoof_download:
         "src/repropipe/metrics.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
@@ -62,6 +63,7 @@ rule asvspoof_features:
         "src/repropipe/metrics.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
@@ -108,6 +110,7 @@ rule asvspoof_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
@@ -160,6 +163,7 @@ rule asvspoof_evaluate:
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",

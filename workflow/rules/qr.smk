@@ -7,6 +7,7 @@ rule qr_benchmark:
         "src/repropipe/codedeps.py",
         "src/repropipe/download.py",
         "src/repropipe/io.py",
+        "src/repropipe/metrics.py",
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
         "src/repropipe/provenance.py",

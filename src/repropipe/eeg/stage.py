@@ -12,8 +12,10 @@ from typing import Any
 
 from repropipe import io
 from repropipe.stages import Plot, StageContext, stage
+from repropipe.recipes import recipe_cli
 
 log = logging.getLogger("repropipe.eeg")
+recipe_cli("eeg")  # `python -m repropipe eeg recipe-args conf/eeg/paper.yaml`: DVC -S arguments
 
 RAW = "data/raw/eeg"
 FEAT = "data/features/eeg"

@@ -12,8 +12,10 @@ from typing import Any
 
 from repropipe import io
 from repropipe.stages import Plot, StageContext, stage
+from repropipe.recipes import recipe_cli
 
 log = logging.getLogger("repropipe.speaker")
+recipe_cli("speaker")  # `python -m repropipe speaker recipe-args conf/speaker/paper.yaml`: DVC -S arguments
 
 RAW = "data/raw/speaker"
 FEATURES = "data/features/speaker"
