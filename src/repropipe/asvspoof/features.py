@@ -130,6 +130,10 @@ class Extractor(torch.nn.Module):
     utterance, as the transform does for a single utterance; applied to a (B, n, T) batch the
     transform would take it over the whole batch, making features depend on batch composition.
     The mel spectrogram has no floor (the dB of a power clamped at 1e-10), as before.
+
+    With the NII options of :class:`FeatureConfig` (:data:`NII_FRONT_END`) the LFCC is NII's instead
+    (tests/test_asvspoof_nii.py: within 1e-5 of a transcription of NII's class); the pre-emphasis, window and
+    padding apply to the shared STFT, so a mel spectrogram extracted beside it uses them too.
     """
 
     def __init__(self, cfg: FeatureConfig, kinds: tuple[str, ...] = SPECTRAL) -> None:
