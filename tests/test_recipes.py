@@ -26,6 +26,7 @@ CHANGED = {"asvspoof": {"asvspoof_features", "asvspoof_train"},
            "speaker": {"speaker_train"},
            "eeg": {"eeg_features", "eeg_train"},
            "gan": {"gan_train", "gan_evaluate"}}  # gan_evaluate rebuilds the generator from gan.model
+FIRST = {"asvspoof": "asvspoof_features", "speaker": "speaker_train", "eeg": "eeg_features", "gan": "gan_train"}
 DOWNSTREAM = {"asvspoof": {"asvspoof_evaluate"}, "speaker": {"speaker_evaluate"}, "eeg": {"eeg_evaluate"},
               "gan": set()}
 
@@ -131,9 +132,9 @@ def test_paper_recipe_reruns_exactly_the_branchs_stages_in_snakemake(branch, smk
     table = text.split("Job stats:", 1)[1].split("total", 1)[0].splitlines()[3:]  # after the header and rule
     jobs = {line.split()[0] for line in table if line.strip()}
     assert jobs == CHANGED[branch] | DOWNSTREAM[branch] | {"report"}, text[-3000:]
-    for rule in CHANGED[branch]:
-        reason = text.split(f"rule {rule}:", 1)[1].split("reason:", 1)[1].splitlines()[0]
-        assert "Params have changed" in reason, (rule, reason)
+    # Snakemake gives one reason per job: the first changed stage's is its params (later ones' are their inputs)
+    reason = text.split(f"rule {FIRST[branch]}:", 1)[1].split("reason:", 1)[1].splitlines()[0]
+    assert reason.startswith(" Params have changed"), reason
 
 
 @pytest.mark.e2e
