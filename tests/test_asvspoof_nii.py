@@ -9,6 +9,7 @@ nii-yamagishilab/project-NN-Pytorch-scripts, project/03-asvspoof-mega/lfcc-lcnn-
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -192,16 +193,48 @@ def test_nii_front_end_options_give_niis_lfcc():
         assert not torch.allclose(off, ref, atol=1e-3), key
 
 
-def test_frames_crop_the_spectral_kinds_and_seconds_the_waveform(tmp_path):
-    from repropipe.asvspoof import data
-    from repropipe.asvspoof.features import FeatureConfig, extract_split, load_features
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
     from repropipe.asvspoof.synth import write_synthetic
 
+    root = tmp_path_factory.mktemp("raw")
+    write_synthetic(root, {"utterances": {"train": 12, "dev": 6, "eval": 6}, "speakers": {"train": 2, "dev": 1,
+                    "eval": 1}, "bonafide_fraction": 0.5, "seconds": [0.3, 0.4]}, seed=0, progress=False)
+    return root
+
+
+def test_p2sgrad_model_trains_and_scores_through_the_shared_loop(raw, tmp_path):
+    """train_one's step reads ``logits`` for the p2s head; the score is the bona fide cosine, in [-1, 1]."""
+    from repropipe.asvspoof import data
+    from repropipe.asvspoof.features import FeatureConfig, extract_split
+    from repropipe.asvspoof.train import load_trained, score, train_one
+
+    src = data.open_source(raw)
+    feat = tmp_path / "feat"
+    idx = [extract_split(src, data.read_protocol(src, s), s, feat, FeatureConfig(seconds=0.5), ("lfcc",),
+                         shard_size=8, progress=False) for s in ("train", "dev")]
+    import pandas as pd
+
+    pd.concat(idx, ignore_index=True).to_parquet(feat / "index.parquet")
+    p = {"epochs": 2, "batch_size": 4, "lr": 0.0003, "weight_decay": 0.0, "imbalance": "none", "select_on_dev": True,
+         "checkpoint_every": 0}
+    summary = train_one("lfcc_lcnn_lstmsum_p2s", 0, p, feat, tmp_path / "run", torch.device("cpu"), {})
+    assert summary["params"] == 275_968 and len(summary["history"]) == 2
+    assert all(0.0 <= h["loss"] <= 4.0 for h in summary["history"])  # MSE of cosines against one-hot: at most 4
+    model, norm, _ = load_trained(tmp_path / "run", torch.device("cpu"))
+    from repropipe.asvspoof.features import load_features
+
+    x, _ = load_features(feat, "dev", "lfcc")
+    s = score(model, x, norm, torch.device("cpu"))
+    assert s.shape == (len(x),) and (abs(s) <= 1).all()
+
+
+def test_frames_crop_the_spectral_kinds_and_seconds_the_waveform(raw, tmp_path):
+    from repropipe.asvspoof import data
+    from repropipe.asvspoof.features import FeatureConfig, extract_split, load_features
+
     assert FeatureConfig(frames=750).spectral_samples == 749 * 160  # NII's 750-frame crop: 7.49 s
-    write_synthetic(tmp_path / "raw", {"utterances": {"train": 4, "dev": 4, "eval": 6}, "speakers":
-                    {"train": 1, "dev": 1, "eval": 1}, "bonafide_fraction": 0.5, "seconds": [0.3, 0.4]},
-                    seed=0, progress=False)
-    src = data.open_source(tmp_path / "raw")
+    src = data.open_source(raw)
     df = data.read_protocol(src, "eval")
     out = {}
     for name, cfg in (("frames", FeatureConfig(seconds=0.25, frames=70)), ("seconds", FeatureConfig(seconds=0.69))):
