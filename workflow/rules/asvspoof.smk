@@ -19,6 +19,7 @@ rule asvspoof_download:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
@@ -65,6 +66,7 @@ rule asvspoof_features:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
@@ -114,6 +116,7 @@ rule asvspoof_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
@@ -170,6 +173,7 @@ rule asvspoof_evaluate:
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",

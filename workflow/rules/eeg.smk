@@ -15,6 +15,7 @@ rule eeg_download:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
@@ -61,6 +62,7 @@ rule eeg_features:
         "src/repropipe/io.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
     output:
@@ -109,6 +111,7 @@ rule eeg_train:
         "src/repropipe/models.py",
         "src/repropipe/params.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/resources.py",
         "src/repropipe/stages.py",
         "src/repropipe/training.py",
@@ -162,6 +165,7 @@ rule eeg_evaluate:
         "src/repropipe/params.py",
         "src/repropipe/plotting.py",
         "src/repropipe/provenance.py",
+        "src/repropipe/recipes.py",
         "src/repropipe/report/__init__.py",
         "src/repropipe/report/build.py",
         "src/repropipe/report/section.py",

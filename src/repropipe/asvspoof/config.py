@@ -16,7 +16,7 @@ from repropipe.config import params_section
 if TYPE_CHECKING:
     from repropipe.asvspoof.features import FeatureConfig
 
-ModelName = Literal["lfcc_lcnn", "lfcc_lcnn_ocsoftmax", "mel_resnet18", "aasist", "aasist_l"]
+ModelName = Literal["lfcc_lcnn", "lfcc_lcnn_ocsoftmax", "lfcc_lcnn_lstmsum_p2s", "mel_resnet18", "aasist", "aasist_l"]
 FeatureKind = Literal["lfcc", "mel", "wave"]
 Imbalance = Literal["none", "weighted_loss", "weighted_sampler"]
 Schedule = Literal["constant", "cosine", "step"]
@@ -70,6 +70,15 @@ class FeaturesConfig:
     n_fft: int
     shard_size: int  # utterances per shard file
     max_per_class: int | None  # class-balanced dev/eval subset; None keeps every utterance
+    # NII's LFCC front end, option by option (FeatureConfig's docstring quotes NII's code); the defaults are
+    # torchaudio's LFCC, which the demo uses
+    frames: int | None = None  # LFCC/mel crop in frames (750: NII); None: `seconds` for every kind
+    pre_emphasis: float = 0.0
+    window: Literal["hann", "hamming"] = "hann"
+    stft_pad: Literal["reflect", "zero"] = "reflect"
+    lfcc_log: Literal["db", "log10"] = "db"
+    lfcc_c0: Literal["c0", "log_energy"] = "c0"
+    delta: Literal["torchaudio", "nii"] = "torchaudio"
 
     def front_end(self) -> FeatureConfig:
         from repropipe.asvspoof.features import FeatureConfig  # torch: only when features are made

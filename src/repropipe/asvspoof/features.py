@@ -41,23 +41,69 @@ SPECTRAL = ("lfcc", "mel")  # what :class:`Extractor` computes; ``wave`` is the 
 BATCH_SIZE = 8  # utterances per STFT: 2-16 run alike; 64 spills the cache (0.5x)
 
 
+# NII's LFCC front end (project-NN-Pytorch-scripts, sandbox/util_frontend.py, class LFCC, as the
+# LFCC-LCNN models of project/03-asvspoof-mega build it: LFCC(320, 160, 512, 16000, 20, with_energy=True)),
+# each option as a FeatureConfig field; the defaults are torchaudio's LFCC, which the demo uses.
+NII_FRONT_END = {"pre_emphasis": 0.97, "window": "hamming", "stft_pad": "zero", "lfcc_log": "log10",
+                 "lfcc_c0": "log_energy", "delta": "nii"}
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
+    """The feature settings (``asvspoof.features``); every front-end option defaults to today's torchaudio LFCC.
+
+    The NII options, quoted from NII's ``LFCC.forward``:
+
+    * ``pre_emphasis`` 0.97: ``x[:, 1:] = x[:, 1:] - 0.97 * x[:, 0:-1]`` (0: none);
+    * ``window`` hamming: ``torch.stft(x, fn, fs, fl, window=torch.hamming_window(fl), onesided=True,
+      pad_mode="constant")``, whose ``center=True`` pads n_fft/2 zeros each side: ``stft_pad`` zero
+      (torchaudio reflects);
+    * ``lfcc_log`` log10: ``torch.log10(torch.matmul(sp_amp, self.lfcc_fb) + torch.finfo(torch.float32).eps)``
+      (torchaudio: ``10 log10(max(x, 1e-10))`` floored 80 dB below the utterance's maximum);
+    * ``lfcc_c0`` log_energy: ``power_spec = sp_amp / self.fn``; ``energy = torch.log10(power_spec.sum(axis=2)
+      + eps)``; ``lfcc[:, :, 0] = energy`` (c0 replaced; in ``db`` mode the energy is in dB too);
+    * ``delta`` nii: ``output = -1 * x_temp[:, 0:length] + x_temp[:, 2:]`` on the edge-replicated sequence,
+      that is c[t+1] - c[t-1], twice torchaudio's ``compute_deltas`` (win_length 3), and the same again for
+      the double deltas.
+
+    ``frames``: the LFCC / mel crop in frames, (frames - 1) x hop samples with ``center=True`` (750: NII's
+    training crop, 7.49 s), independent of ``seconds``, which then sets only the ``wave`` crop (AASIST's
+    64,600 samples). null: ``seconds`` for every kind. NII's whole-utterance scoring is not available:
+    features are stored as fixed-shape shards.
+    """
+
     seconds: float = 4.0
     n_fft: int = 512
     win_ms: float = 20.0
     hop_ms: float = 10.0
     n_lfcc: int = 20
     n_mels: int = 80
+    frames: int | None = None
+    pre_emphasis: float = 0.0
+    window: str = "hann"            # hann | hamming
+    stft_pad: str = "reflect"       # reflect | zero
+    lfcc_log: str = "db"            # db | log10
+    lfcc_c0: str = "c0"             # c0 | log_energy
+    delta: str = "torchaudio"       # torchaudio | nii
 
     @property
     def samples(self) -> int:
+        """The crop of the ``wave`` kind (and of every kind when ``frames`` is null)."""
         return int(round(self.seconds * SAMPLE_RATE))
 
-    @classmethod
-    def from_params(cls, p: dict[str, Any]) -> "FeatureConfig":
-        return cls(seconds=float(p["seconds"]), n_fft=int(p.get("n_fft", 512)), n_lfcc=int(p.get("n_lfcc", 20)),
-                   n_mels=int(p.get("n_mels", 80)))
+    @property
+    def hop(self) -> int:
+        return int(SAMPLE_RATE * self.hop_ms / 1000)
+
+    @property
+    def spectral_samples(self) -> int:
+        """The crop LFCC and mel are computed from."""
+        return self.samples if self.frames is None else (self.frames - 1) * self.hop
+
+    @property
+    def read_samples(self) -> int:
+        """How many samples each utterance is cropped or repeat-padded to when read (the longest crop)."""
+        return max(self.samples, self.spectral_samples)
 
 
 class Extractor(torch.nn.Module):
@@ -77,6 +123,10 @@ class Extractor(torch.nn.Module):
     utterance, as the transform does for a single utterance; applied to a (B, n, T) batch the
     transform would take it over the whole batch, making features depend on batch composition.
     The mel spectrogram has no floor (the dB of a power clamped at 1e-10), as before.
+
+    With the NII options of :class:`FeatureConfig` (:data:`NII_FRONT_END`) the LFCC is NII's instead
+    (tests/test_asvspoof_nii.py: within 1e-5 of a transcription of NII's class); the pre-emphasis, window and
+    padding apply to the shared STFT, so a mel spectrogram extracted beside it uses them too.
     """
 
     def __init__(self, cfg: FeatureConfig, kinds: tuple[str, ...] = SPECTRAL) -> None:
@@ -100,7 +150,10 @@ class Extractor(torch.nn.Module):
             self.register_buffer("dct", F.create_dct(cfg.n_lfcc, cfg.n_lfcc, "ortho"))
         if "mel" in kinds:
             banks.append(F.melscale_fbanks(n_freqs, 0.0, f_max, cfg.n_mels, SAMPLE_RATE, None, "htk"))
-        self.register_buffer("window", torch.hann_window(self.win))
+        self.pre_emphasis, self.stft_pad, self.lfcc_log = cfg.pre_emphasis, cfg.stft_pad, cfg.lfcc_log
+        self.log_energy, self.delta_scale = cfg.lfcc_c0 == "log_energy", 1.0 if cfg.delta == "nii" else 0.5
+        windows = {"hann": torch.hann_window, "hamming": torch.hamming_window}  # periodic, as NII's and torchaudio's
+        self.register_buffer("window", windows[cfg.window](self.win))
         self.register_buffer("fbank", torch.cat(banks, dim=1).contiguous())  # (n_freqs, n_lfcc + n_mels)
 
     def forward(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,33 +163,57 @@ class Extractor(torch.nn.Module):
         p = self.n_fft // 2
         if wav.shape[-1] <= p:
             raise ValueError(f"{wav.shape[-1]} samples: the crop must be longer than n_fft/2 = {p} samples")
-        wav = torch.cat([wav[..., 1 : p + 1].flip(-1), wav, wav[..., -p - 1 : -1].flip(-1)], dim=-1)
+        if self.pre_emphasis:
+            wav = torch.cat([wav[..., :1], wav[..., 1:] - self.pre_emphasis * wav[..., :-1]], dim=-1)
+        if self.stft_pad == "zero":
+            wav = torch.nn.functional.pad(wav, (p, p))
+        else:
+            wav = torch.cat([wav[..., 1 : p + 1].flip(-1), wav, wav[..., -p - 1 : -1].flip(-1)], dim=-1)
         spec = F.spectrogram(wav, 0, self.window, self.n_fft, self.hop, self.win, None, False, center=False)
         spec = spec.mT  # (B, T, freq): the FFT's own memory order, so no copy
         power = torch.addcmul(spec.real.square(), spec.imag, spec.imag)
-        # (B, T, freq) @ (freq, banks); dB as AmplitudeToDB('power'): 10 log10(max(x, 1e-10))
-        db = torch.matmul(power, self.fbank).clamp_min_(1e-10).log10_().mul_(10.0)
+        banks = torch.matmul(power, self.fbank)  # (B, T, freq) @ (freq, banks)
         out = {}
-        if self.n_lfcc:
+        if self.lfcc_log == "log10":  # NII: log10(x + float32 eps) for the LFCC; the mel part stays in dB
+            eps = torch.finfo(torch.float32).eps
+            lf = (banks[..., : self.n_lfcc] + eps).log10()
+            db = banks[..., self.n_lfcc:].clamp_min(1e-10).log10_().mul_(10.0)
+            mel = db
+        else:  # dB as AmplitudeToDB('power'): 10 log10(max(x, 1e-10))
+            db = banks.clamp_min_(1e-10).log10_().mul_(10.0)
+            mel = db[..., self.n_lfcc:]
             lf = db[..., : self.n_lfcc]
-            lf = torch.maximum(lf, lf.amax(dim=(-2, -1), keepdim=True) - 80.0)  # top_db=80, per utterance
+            if self.n_lfcc:
+                lf = torch.maximum(lf, lf.amax(dim=(-2, -1), keepdim=True) - 80.0)  # top_db=80, per utterance
+        if self.n_lfcc:
             c = torch.matmul(lf, self.dct).mT  # (B, n_lfcc, T)
-            d = deltas3(c)
-            dd = deltas3(d)
+            if self.log_energy:
+                c[:, 0] = self._log_energy(power)
+            d = deltas3(c, self.delta_scale)
+            dd = deltas3(d, self.delta_scale)
             out["lfcc"] = torch.cat([c, d, dd], dim=1)
         if "mel" in self.kinds:
-            out["mel"] = db[..., self.n_lfcc:].mT
+            out["mel"] = mel.mT
         return out
 
+    def _log_energy(self, power: torch.Tensor) -> torch.Tensor:
+        """NII's c0: the frame's log energy, sum(|X|^2) / n_fft, in the LFCC's own log (log10 or dB)."""
+        energy = power.sum(-1) / self.n_fft
+        if self.lfcc_log == "log10":
+            return (energy + torch.finfo(torch.float32).eps).log10()
+        return energy.clamp_min(1e-10).log10().mul(10.0)
 
-def deltas3(c: torch.Tensor) -> torch.Tensor:
-    """``torchaudio.functional.compute_deltas(c, win_length=3)``: (c[t+1] - c[t-1]) / 2, edges replicated.
+
+def deltas3(c: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
+    """``torchaudio.functional.compute_deltas(c, win_length=3)``: (c[t+1] - c[t-1]) / 2, edges replicated;
+    ``scale`` 1: NII's delta, c[t+1] - c[t-1].
 
     The same arithmetic as the library's grouped conv1d with kernel (-1, 0, 1), without building a
     kernel per channel for every batch (5-10 % of the forward pass in a profile).
     """
     padded = torch.cat([c[..., :1], c, c[..., -1:]], dim=-1)
-    return (padded[..., 2:] - padded[..., :-2]).mul_(0.5)
+    diff = padded[..., 2:] - padded[..., :-2]
+    return diff.mul_(scale) if scale != 1.0 else diff
 
 
 def fix_length(x: np.ndarray, n: int) -> np.ndarray:
@@ -164,15 +241,15 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
 
 
 WORKER_THREADS = 1  # each worker process is one of the stage's CPUs
-_WORK: tuple[Any, ...] = ()  # (source, extractor, samples, kinds) of the running extract_split, for its workers
+_WORK: tuple[Any, ...] = ()  # (source, extractor, FeatureConfig, kinds) of the running extract_split, for its workers
 
 
 def _init_worker() -> None:
     """A worker process: one torch thread (the processes are the parallelism), its own archive handle."""
     global _WORK
     torch.set_num_threads(WORKER_THREADS)
-    source, extractor, samples, kinds = _WORK
-    _WORK = (source.reopened(), extractor, samples, kinds)
+    source, extractor, cfg, kinds = _WORK
+    _WORK = (source.reopened(), extractor, cfg, kinds)
 
 
 def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, torch.Tensor] | None,
@@ -182,11 +259,11 @@ def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, 
     A block is :data:`BATCH_SIZE` consecutive protocol rows, whatever process runs it, so the
     STFT batches (and the bytes of every shard) are the same for any number of processes.
     """
-    source, extractor, samples, kinds = _WORK
+    source, extractor, cfg, kinds = _WORK
     wavs, kept, bad = [], [], []
     for pos, rel in block:
         try:
-            wavs.append(load_waveform(source, rel, samples))
+            wavs.append(load_waveform(source, rel, cfg.read_samples))
             kept.append(pos)
         except DataError as exc:
             bad.append((pos, str(exc.path), str(exc).split(": ", 1)[-1]))
@@ -196,10 +273,11 @@ def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, 
     out: dict[str, torch.Tensor] = {}
     if extractor is not None:
         with torch.no_grad():
-            feats = extractor(torch.from_numpy(batch))
+            # a prefix of the repeat-padded longest crop is the shorter crop itself (fix_length)
+            feats = extractor(torch.from_numpy(batch[:, : cfg.spectral_samples]))
         out = {k: feats[k].to(torch.float16) for k in kinds if k in SPECTRAL}
     if "wave" in kinds:
-        out["wave"] = to_pcm16(batch)
+        out["wave"] = to_pcm16(batch[:, : cfg.samples])
     return kept, out, bad
 
 
@@ -255,7 +333,7 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
             bad.append(BadItem(path, None, reason))
         log.warning("event=skip %s: %s", path, reason)
 
-    _WORK = (source, extractor, cfg.samples, kinds)
+    _WORK = (source, extractor, cfg, kinds)
     processes = max(1, min(processes, len(blocks)))
     pool = multiprocessing.get_context("fork").Pool(processes, initializer=_init_worker) if processes > 1 else None
     try:

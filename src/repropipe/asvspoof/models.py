@@ -1,10 +1,10 @@
-"""Countermeasure networks, registered by name: LFCC-LCNN (sigmoid or OC-softmax head), mel-ResNet18,
-and the raw-waveform AASIST / AASIST-L (:mod:`repropipe.asvspoof.aasist`).
+"""Countermeasure networks, registered by name: LFCC-LCNN (sigmoid or OC-softmax head), NII's
+LFCC-LCNN-LSTM-sum with P2SGrad, mel-ResNet18, and the raw-waveform AASIST / AASIST-L (:mod:`repropipe.asvspoof.aasist`).
 
 Every model maps its input (a feature map (B, 1, n_features, frames), or a (B, samples)
 waveform for the ``wave`` models) to one score per utterance, higher meaning more bona fide (the
 ASVspoof convention), so evaluation treats them alike. Each model's ``loss`` matches its head
-(``HEAD_OF``); ``ce2`` models also expose ``logits`` (B, 2), which their loss reads.
+(``HEAD_OF``); ``ce2`` and ``p2s`` models also expose ``logits`` (B, 2), which their loss reads.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from repropipe.asvspoof.aasist import AASIST, CONFIGS as AASIST_CONFIGS, load_pr
 from repropipe.models import register_model
 
 FEATURE_OF = {"lfcc_lcnn": "lfcc", "lfcc_lcnn_ocsoftmax": "lfcc", "mel_resnet18": "mel",
-              "aasist": "wave", "aasist_l": "wave"}
+              "aasist": "wave", "aasist_l": "wave", "lfcc_lcnn_lstmsum_p2s": "lfcc"}
 HEAD_OF = {"lfcc_lcnn": "sigmoid", "lfcc_lcnn_ocsoftmax": "ocsoftmax", "mel_resnet18": "sigmoid",
-           "aasist": "ce2", "aasist_l": "ce2"}
+           "aasist": "ce2", "aasist_l": "ce2", "lfcc_lcnn_lstmsum_p2s": "p2s"}
+TWO_CLASS_HEADS = ("ce2", "p2s")  # heads whose loss reads ``logits`` (B, 2) rather than the score
 
 
 class MFM(nn.Module):
@@ -34,6 +35,21 @@ def _conv(cin: int, cout: int, k: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, 2 * cout, k, padding=k // 2), MFM())
 
 
+def lcnn_convolutions(affine: bool = True) -> nn.Sequential:
+    """The nine MFM convolutions and four 2x2 max-poolings (frequency and time each / 16), with batch norm
+    between them as in NII's LFCC-LCNN (``affine=False`` there: NII's BatchNorm2d layers have no parameters)."""
+    def bn(c: int) -> nn.BatchNorm2d:
+        return nn.BatchNorm2d(c, affine=affine)
+
+    return nn.Sequential(
+        _conv(1, 32, 5), nn.MaxPool2d(2),
+        _conv(32, 32, 1), bn(32), _conv(32, 48, 3), nn.MaxPool2d(2), bn(48),
+        _conv(48, 48, 1), bn(48), _conv(48, 64, 3), nn.MaxPool2d(2),
+        _conv(64, 64, 1), bn(64), _conv(64, 32, 3), bn(32),
+        _conv(32, 32, 1), bn(32), _conv(32, 32, 3), nn.MaxPool2d(2),
+    )
+
+
 class LCNN(nn.Module):
     """The LCNN of the ASVspoof 2019 LFCC-LCNN baseline (Lavrentyeva et al. 2019; Wang & Yamagishi 2021).
 
@@ -43,13 +59,7 @@ class LCNN(nn.Module):
 
     def __init__(self, n_features: int = 60, emb_dim: int = 64, dropout: float = 0.5) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            _conv(1, 32, 5), nn.MaxPool2d(2),
-            _conv(32, 32, 1), nn.BatchNorm2d(32), _conv(32, 48, 3), nn.MaxPool2d(2), nn.BatchNorm2d(48),
-            _conv(48, 48, 1), nn.BatchNorm2d(48), _conv(48, 64, 3), nn.MaxPool2d(2),
-            _conv(64, 64, 1), nn.BatchNorm2d(64), _conv(64, 32, 3), nn.BatchNorm2d(32),
-            _conv(32, 32, 1), nn.BatchNorm2d(32), _conv(32, 32, 3), nn.MaxPool2d(2),
-        )
+        self.body = lcnn_convolutions()
         self.drop = nn.Dropout(dropout)
         # four 2x2 poolings: the frequency axis shrinks to n_features // 16; mean and std double it
         self.fc = nn.Linear(2 * 32 * (n_features // 16), 2 * emb_dim)
@@ -107,6 +117,77 @@ class Countermeasure(nn.Module):
         return F.binary_cross_entropy_with_logits(score, y, pos_weight=pw)
 
 
+class P2SActivation(nn.Module):
+    """P2SGrad's output layer (Zhang et al. 2019, as NII's ``core_modules/p2sgrad.py``): cosine between the
+    embedding and one unit-norm weight vector per class.
+
+    NII keeps ``weight`` (in_dim, n_classes) and renormalises its columns on every call
+    (``renorm(2, 1, 1e-5).mul(1e5)``); the cosine is clamped to [-1, 1].
+    """
+
+    def __init__(self, in_dim: int, n_classes: int = 2) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_dim, n_classes).uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.renorm(2, 1, 1e-5).mul(1e5)
+        return (x.mm(w) / x.norm(dim=1, keepdim=True)).clamp(-1, 1)
+
+
+class LCNNLSTMSum(nn.Module):
+    """NII's LFCC-LCNN-LSTM-sum with P2SGrad (Wang & Yamagishi 2021; project-NN-Pytorch-scripts,
+    project/03-asvspoof-mega/lfcc-lcnn-lstmsum-p2s/*/model.py), the system behind the 1.92 % LA eval EER
+    (best of six training runs; range 1.92-3.10 %).
+
+    The nine MFM convolutions (batch norm without affine parameters, as NII's) and Dropout(0.7); the
+    (channel x frequency / 16) map of each remaining frame goes through two BLSTM layers (hidden size half
+    the width per direction, so the width is kept); the BLSTM output plus its input (the skip) is summed
+    over time (NII's ``(hidden_features_lstm + hidden_features).sum(1)``: a sum, not a mean), projected to
+    a 64-d embedding and scored by :class:`P2SActivation`. ``logits`` are the two cosines (spoof, bona
+    fide); the score is the bona fide cosine, as NII's ``out_score[:, 1]``. The loss is P2SGrad's: mean
+    squared error between the cosines and the one-hot label.
+
+    NII lays its input out as (batch, 1, frames, features); ours is (batch, 1, features, frames). The
+    convolutions are square, so the same weights (kernels transposed) give the same result, and the
+    frame vectors are flattened in NII's (channel, frequency) order.
+    """
+
+    head_name = "p2s"
+
+    def __init__(self, n_features: int = 60, emb_dim: int = 64, dropout: float = 0.7) -> None:
+        super().__init__()
+        width = (n_features // 16) * 32
+        self.body = lcnn_convolutions(affine=False)
+        self.drop = nn.Dropout(dropout)
+        self.blstm1 = nn.LSTM(width, width // 2, bidirectional=True, batch_first=True)
+        self.blstm2 = nn.LSTM(width, width // 2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(width, emb_dim)
+        self.angle = P2SActivation(emb_dim, 2)
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.body(x))                   # (B, C, F', T')
+        h = h.permute(0, 3, 1, 2).flatten(2)          # (B, T', C*F'), NII's order
+        z, _ = self.blstm1(h)
+        z, _ = self.blstm2(z)
+        return self.fc((z + h).sum(1))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.angle(self.embedding(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x)[:, 1]
+
+    def loss(self, cos: torch.Tensor, label: torch.Tensor, pos_weight: float | None = None) -> torch.Tensor:
+        """P2SGrad: MSE between the cosines and the one-hot label (NII's ``P2SGradLoss``); ``pos_weight``
+        weighs each bona fide utterance's error (NII trains without weights: ``imbalance: none``)."""
+        target = F.one_hot(label.long(), cos.shape[1]).to(cos.dtype)
+        per = (cos - target).square().mean(1)
+        if pos_weight is None:
+            return per.mean()
+        w = torch.where(label > 0.5, pos_weight, 1.0).to(cos.dtype)
+        return (per * w).sum() / w.sum()
+
+
 class ResNet18Body(nn.Module):
     """torchvision resnet18 with a one-channel spectrogram stem; no pretrained weights (nothing can be downloaded).
 
@@ -151,6 +232,11 @@ def lfcc_lcnn(n_features: int = 60, emb_dim: int = 64, dropout: float = 0.5) -> 
 @register_model("lfcc_lcnn_ocsoftmax", branch="asvspoof", example=_example_lfcc)
 def lfcc_lcnn_ocsoftmax(n_features: int = 60, emb_dim: int = 64, dropout: float = 0.5) -> Countermeasure:
     return _lcnn("ocsoftmax", n_features, emb_dim, dropout)
+
+
+@register_model("lfcc_lcnn_lstmsum_p2s", branch="asvspoof", example=_example_lfcc)
+def lfcc_lcnn_lstmsum_p2s(n_features: int = 60, emb_dim: int = 64, dropout: float = 0.7) -> LCNNLSTMSum:
+    return LCNNLSTMSum(n_features, emb_dim, dropout)
 
 
 @register_model("mel_resnet18", branch="asvspoof", example=lambda: (torch.randn(3, 1, 80, 40),))

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from repropipe.asvspoof.features import load_features
-from repropipe.asvspoof.models import FEATURE_OF, HEAD_OF
+from repropipe.asvspoof.models import FEATURE_OF, HEAD_OF, TWO_CLASS_HEADS
 from repropipe.io import atomic_path, atomic_write_json, atomic_torch_save, torch_load
 from repropipe.metrics import compute_eer
 from repropipe.models import build_model
@@ -206,13 +206,13 @@ def train_one(name: str, seed: int, cfg: TrainConfig, feat_dir: Path, run_dir: P
         model.train()
         opt.zero_grad(set_to_none=True)
         with amp.autocast():
-            out = model.logits(xb) if head == "ce2" else model(xb)  # two-class models: the loss needs both logits
+            out = model.logits(xb) if head in TWO_CLASS_HEADS else model(xb)  # the loss needs both logits
             loss = model.loss(out.float(), yb, pos_weight)
         amp.backward(loss)
         amp.step(opt)
         if sched is not None and sched_every == "step":
             sched.step()
-        pred = out.detach().argmax(1) if head == "ce2" else (out.detach() > thr).long()
+        pred = out.detach().argmax(1) if head in TWO_CLASS_HEADS else (out.detach() > thr).long()
         return {"loss": float(loss.detach()), "accuracy": float((pred == yb).float().mean())}
 
     best_file = run_dir / "best.json"

@@ -8,6 +8,9 @@ functions so the CLI is instant.
 from __future__ import annotations
 
 from repropipe.stages import Plot, StageContext, stage
+from repropipe.recipes import recipe_cli
+
+recipe_cli("eeg")  # `python -m repropipe eeg recipe-args conf/eeg/paper.yaml`: DVC -S arguments
 
 RAW = "data/raw/eeg"
 FEATURES = "data/features/eeg"

@@ -11,8 +11,10 @@ import logging
 
 from repropipe import io
 from repropipe.stages import Plot, StageContext, stage
+from repropipe.recipes import recipe_cli
 
 log = logging.getLogger("repropipe.gan")
+recipe_cli("gan")  # `python -m repropipe gan recipe-args conf/gan/paper.yaml`: DVC -S arguments
 
 RAW = "data/raw/gan"
 FEATURES = "data/features/gan"

@@ -8,6 +8,9 @@ instant.
 from __future__ import annotations
 
 from repropipe.stages import Plot, StageContext, stage
+from repropipe.recipes import recipe_cli
+
+recipe_cli("speaker")  # `python -m repropipe speaker recipe-args conf/speaker/paper.yaml`: DVC -S arguments
 
 RAW = "data/raw/speaker"
 FEATURES = "data/features/speaker"
