@@ -80,10 +80,12 @@ DATA: dict[str, tuple[FullDataset, ...]] = {
 
 ASVSPOOF_PAPER = Recipe(
     "ASVspoof paper recipes (conf/asvspoof/paper.yaml)",
-    runs=(Run("lfcc_lcnn", 6, 100, 64), Run("aasist", 6, 100, 24), Run("aasist_l", 6, 100, 24),
+    runs=(Run("lfcc_lcnn", 6, 100, 64), Run("lfcc_lcnn_lstmsum_p2s", 6, 100, 64), Run("aasist", 6, 100, 24),
+          Run("aasist_l", 6, 100, 24),
           Run("lfcc_lcnn shuffled-label control", 1, 100, 64)),
     train_items=ASVSPOOF_SPLITS["train"], drop_last=False,
-    source="conf/asvspoof/paper.yaml laid over params.yaml: NII LFCC-LCNN 00_train.sh (100 epochs, batch 64) and "
+    source="conf/asvspoof/paper.yaml laid over params.yaml: NII LFCC-LCNN and LFCC-LCNN-LSTM-sum-P2SGrad 00_train.sh "
+           "(100 epochs, batch 64) and "
            "clovaai/aasist AASIST.conf / AASIST-L.conf (100 epochs, batch 24), 6 seeds each, plus the pipeline's "
            "shuffled-label control (one lfcc_lcnn run); every epoch visits all 25,380 training utterances")
 
