@@ -109,7 +109,8 @@ def build(ev: Evaluation, figs: list[Figure]) -> Section:
                      "are not part of this data).")
     data = ("synthetic stand-in for ASVspoof 2019 LA (source-filter voices; spoofs through vocoder-like artifacts)"
             if data_source == "synthetic" else f"ASVspoof 2019 LA ({manifest['source']})")
-    anchors = anchor_table(anchor_rows(ev), synthetic=data_source == "synthetic", data=f"the eval partition of the {data}",
+    anchors = anchor_table(anchor_rows(ev), synthetic=data_source == "synthetic",
+                           data=f"the eval partition of the {data}",
                            anchor="Measured: eval EER (mean over this run's seeds) and min t-DCF with 95 % bootstrap "
                                   "intervals, as in the tables above. Published: the authors' numbers, copied, not "
                                   "measured by this pipeline.")

@@ -42,7 +42,8 @@ def build(res: Results) -> Section:
                  "estimates r (logistic regression of held-out real against generated critic scores); the raw "
                  "exp(D) is shown beside it."),
         data_source=res.source, synthetic=res.source == "synthetic",
-        tables=[fid_table(res), calibration_table(res), isir_table(res), anchors_table(res)], figures=list(FIGURES), notes=notes(res),
+        tables=[fid_table(res), calibration_table(res), isir_table(res), anchors_table(res)],
+        figures=list(FIGURES), notes=notes(res),
     )
 
 
