@@ -492,3 +492,60 @@ def test_lfcc_gmm_baseline_separates_planted_frames_and_not_shuffled_ones():
     assert compute_eer(s0[yt == 1], s0[yt == 0])[0] > 0.25
     with pytest.raises(ValueError, match="bona fide and spoofed"):
         baseline.fit(x, np.ones(60, int), seed=0)
+
+
+def _fake_evaluation(with_asv: bool):
+    """A small Evaluation as evaluate_all returns it: lfcc_lcnn (two seeds), the authors' AASIST weights and the
+    LFCC-GMM reference; lfcc_lcnn_lstmsum_p2s, aasist (trained) and aasist_l were not in the model list."""
+    from repropipe.asvspoof.evaluate import PRETRAINED_SUFFIX, PUBLISHED, REFERENCE, Evaluation
+
+    def run(model, seed, eer, tdcf, **extra):
+        split = {"eer": eer, "accuracy_at_eer_threshold": 0.9, "best_accuracy": 0.95, "per_attack_eer": {"A07": eer},
+                 "min_tdcf": tdcf if with_asv else "not available"}
+        return {"model": model, "seed": seed, "selected_epoch": 1, "control": False, "dev": split, "eval": split,
+                **extra}
+
+    results = [run("lfcc_lcnn", 0, 0.10, 0.30), run("lfcc_lcnn", 1, 0.14, 0.34),
+               run(f"aasist{PRETRAINED_SUFFIX}", PUBLISHED, 0.0125, 0.05,
+                   weights={"path": "AASIST.pth", "sha256": "0" * 64}),
+               run(REFERENCE, 7, 0.2, 0.5, baseline=True)]
+    per_model, unc = {}, {}
+    for m in dict.fromkeys(r["model"] for r in results):
+        rs = [r for r in results if r["model"] == m]
+        mean = float(np.mean([r["eval"]["eer"] for r in rs]))
+        per_model[m] = {"control": False, "seeds": [r["seed"] for r in rs], "eval_eer_mean": mean,
+                        "eval_eer_std": 0.0, "dev_eer_mean": mean, "per_attack_eer_mean": {"A07": mean}}
+        unc[m] = {"eer_mean": {"value": mean, "ci_low": mean - 0.01, "ci_high": mean + 0.01}}
+        if with_asv:
+            t = float(np.mean([r["eval"]["min_tdcf"] for r in rs]))
+            per_model[m].update(eval_min_tdcf_mean=t, eval_min_tdcf_std=0.0)
+            unc[m]["min_tdcf_mean"] = {"value": t, "ci_low": t - 0.02, "ci_high": t + 0.02}
+    asv = {"eval": {"eer": 0.02, "pfa": 0.02, "pmiss": 0.02, "pmiss_spoof": 0.5}} if with_asv else {}
+    manifest = {"counts": {"eval": 40}, "source": "synthetic", "config": {"seconds": 0.5}, "skipped": []}
+    return Evaluation(results=results, per_model=per_model, scores_eval={}, eval_index=None, histories={}, unc=unc,
+                      reference=REFERENCE, asv=asv, manifest=manifest, data_source="synthetic")
+
+
+@pytest.mark.parametrize("with_asv", [False, True])
+def test_section_has_the_anchor_table_measured_beside_published(with_asv):
+    from repropipe.asvspoof import section
+    from repropipe.report.section import ANCHOR_TITLE
+
+    sec = section.build(_fake_evaluation(with_asv), [])
+    assert len(sec.tables) == 3 and "1.92 %" in sec.tables[0].anchor and "lfcc_lcnn_lstmsum_p2s" in sec.tables[0].anchor
+    t = sec.tables[-1]
+    assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title
+    rows = {(r[0].split(":")[0], r[1]): r for r in t.rows}
+    assert rows[("lfcc_gmm", "eval EER (%)")][2:5] == ["20.00 [19.00, 21.00] (seed 7)", "published: 8.09",
+                                                       "real ASVspoof 2019 LA eval"]
+    p2s = rows[("lfcc_lcnn_lstmsum_p2s", "eval EER (%)")]
+    assert p2s[2:4] == ["not run", "published: 1.92"] and p2s[5] == "best of six training runs; range 1.92-3.10 %"
+    assert rows[("aasist", "eval EER (%)")][2] == "not run" and rows[("aasist_l", "eval EER (%)")][2] == "not run"
+    pre = rows[("aasist (authors' published weights, not trained here)", "eval EER (%)")]
+    assert pre[2] == "1.25 [0.25, 2.25] (authors' weights, scored here)" and pre[3] == "published: 0.83"
+    assert not any(r[0].startswith("lfcc_lcnn:") for r in t.rows)  # the 1.92 % is not lfcc_lcnn's
+    gmm_tdcf = rows[("lfcc_gmm", "min t-DCF (eval)")]
+    assert gmm_tdcf[3] == "published: 0.2116"
+    assert gmm_tdcf[2] == ("0.5000 [0.4800, 0.5200] (seed 7)" if with_asv
+                           else "not available (no ASV scores in this data)")
+    assert ("lfcc_lcnn_lstmsum_p2s", "min t-DCF (eval)") not in rows  # no published min t-DCF quoted for it

@@ -565,3 +565,39 @@ def test_schema_checks_the_protocol_and_allows_one_subject_only_within_subject(t
         check(evaluation="leave_one_out")
     with pytest.raises(ParamsError, match=r"eeg\.within_subject_folds"):
         check(within_subject_folds=1)
+
+
+def _fake_run(acc: float) -> dict:
+    def level(a: float) -> dict:
+        return {"accuracy": a, "ci_low": a - 0.0625, "ci_high": a + 0.0625, "macro_f1": a,
+                "macro_f1_ci_low": a - 0.1, "macro_f1_ci_high": a + 0.1}
+
+    return {"n_train_chunks": 100, "chunk": level(acc - 0.125), "trial": level(acc),
+            "pre_cue": {"accuracy": 0.5}, "per_subject_accuracy": {"4": acc}, "per_subject_trial_accuracy": {"4": acc},
+            "subject_mean_trial_accuracy": acc, "best_epoch": 1, "best_val_f1": acc}
+
+
+@pytest.mark.parametrize("within", [False, True])
+def test_section_has_the_anchor_table_measured_beside_published(within):
+    """From small fake results: eegnet's trial and chunk accuracy beside the published EEGNet accuracy, or
+    'not run' when the run list has no eegnet."""
+    from repropipe.eeg.evaluate import ANCHOR_ACCURACY
+    from repropipe.eeg.section import _section
+    from repropipe.report.section import ANCHOR_TITLE
+
+    results = {"transformer": _fake_run(0.5625), "csp_lda": _fake_run(0.625)}
+    if not within:
+        results["eegnet"] = _fake_run(0.75)
+    sec = _section(results, {}, {"subjects_by_split": {"test": [4]}, "n_skipped": 0}, "synthetic", True, [],
+                   protocol="within_subject" if within else "cross_subject", folds=2)
+    assert "82.43" in sec.tables[0].anchor  # the existing tables stay first
+    t = sec.tables[-1]
+    assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title
+    assert ("within-subject" in t.title and "anchor is cross-subject" in t.title) is within
+    trial, chunk = t.rows
+    assert trial[1] == "trial accuracy" and chunk[1] == "chunk accuracy (post-cue)"
+    assert trial[3] == chunk[3] == f"published: {ANCHOR_ACCURACY:g}" and "cross-subject" in trial[4]
+    if within:
+        assert trial[2] == chunk[2] == "not run"
+    else:
+        assert trial[2] == "0.7500 [0.6875, 0.8125]" and chunk[2] == "0.6250 [0.5625, 0.6875]"

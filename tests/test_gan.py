@@ -613,3 +613,40 @@ def test_real_mode_rehearsal_from_a_local_celeba_copy(tmp_path: Path, monkeypatc
     assert m["isir_calibration/n_real"] == 3  # calibrated on the 3 held-out valid images of the partition
     section = json.loads((project / "results/gan/section.json").read_text())
     assert section["synthetic"] is False
+
+
+@pytest.mark.parametrize("comparable", [False, True])
+def test_section_has_the_anchor_table_measured_beside_published(comparable):
+    """From small fake Results: the trained WGAN-GP's FID (plain and I-SIR) beside the published FIDs, and the
+    fallback extractor named as not comparable."""
+    from types import SimpleNamespace
+
+    from repropipe.gan.config import ModelConfig
+    from repropipe.gan.evaluate import Results
+    from repropipe.gan.isir import Calibration
+    from repropipe.gan.section import build
+    from repropipe.report.section import ANCHOR_TITLE
+
+    def system(fid: float) -> dict:
+        return {"fid": fid, "kid_mean": 0.01, "kid_std": 0.001}
+
+    trained = {"plain": system(40.0), "isir": system(36.0), "isir_uncalibrated": system(44.0),
+               "isir_changed_fraction": [0.5], "isir_uncalibrated_changed_fraction": [0.25]}
+    fid = {n: {"value": v, "ci_low": v - 2.0, "ci_high": v + 2.0} for n, v in
+           (("untrained", 300.0), ("trained", 40.0), ("trained_isir", 36.0), ("trained_isir_uncalibrated", 44.0))}
+    meta = {"data_source": "synthetic", "comparable_to_published": comparable, "num_real": 64, "real_split": "test",
+            "feature_extractor": "inception-v3-compat" if comparable else "fallback-convnet"}
+    res = Results(trained=trained, untrained={"plain": system(300.0)}, calibration=Calibration(1.0, 0.0, 32, 32, 0.75),
+                  fid=fid, curves={"loss_d": [(1, 0.5), (20, 0.1)]}, meta=meta,
+                  model=ModelConfig("wgan_gp_g64", "wgan_gp_d64", nz=16, ngf=8, ndf=8),
+                  cfg=SimpleNamespace(num_samples=64, calibration=SimpleNamespace(split="valid")))
+    sec = build(res)
+    assert "5.71" in sec.tables[0].anchor  # the existing tables stay first
+    t = sec.tables[-1]
+    assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title
+    assert ("fallback extractor 'fallback-convnet'" in t.title) is not comparable
+    plain, isir = t.rows
+    assert plain[0].startswith("WGAN-GP (ngf=8, ndf=8)") and "z ~ N(0, I)" in plain[0]
+    assert plain[2] == "40.0000 [38.0000, 42.0000] (20 steps, 64 samples)" and plain[3] == "published: 5.71"
+    assert "SNGAN" in plain[6] and "CelebA" in plain[4]
+    assert isir[2].startswith("36.0000 [34.0000, 38.0000]") and isir[3] == "published: 22.7 (28.4 with plain sampling)"

@@ -193,3 +193,34 @@ def test_full_dataset_counts_match_the_branch_code_and_the_paper_recipe():
         runs.append((int(t["epochs"]), int(t["batch_size"])))
     assert full.ASVSPOOF_PAPER.steps() == sum(e * math.ceil(OFFICIAL_COUNTS["train"] / b) for e, b in runs)
     assert full.ASVSPOOF_PAPER.examples() == sum(e * OFFICIAL_COUNTS["train"] for e, _ in runs)
+
+
+def _anchor(**kw):
+    from repropipe.report.section import AnchorRow
+
+    base = dict(system="sys_a", metric="eval EER (%)", measured=3.5, measured_ci=(2.25, 4.75), published=1.92,
+                published_on="real LA eval", source="NII", statistic="best of six runs; range 1.92-3.10 %")
+    return AnchorRow(**{**base, **kw})
+
+
+def test_anchor_table_marks_published_numbers_and_systems_not_run(tmp_path):
+    from repropipe.report.section import ANCHOR_TITLE, anchor_table
+
+    t = anchor_table([_anchor(), _anchor(system="sys_b", measured=None, measured_ci=None, published="about 0.6-0.7"),
+                      _anchor(system="sys_c", published=None, measured_as="mean of 3 seeds")],
+                     synthetic=True, data="synthetic stand-in")
+    assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title and "SYNTHETIC" in t.title
+    (a, b, c) = t.rows
+    assert a[2] == "3.50 [2.25, 4.75]" and a[3] == "published: 1.92"
+    assert a[4:] == ["real LA eval", "best of six runs; range 1.92-3.10 %", "NII"]
+    assert b[2] == "not run" and b[3] == "published: about 0.6-0.7"
+    assert c[2] == "3.50 [2.25, 4.75] (mean of 3 seeds)" and c[3] == "none quoted here"
+    real = anchor_table([_anchor()], synthetic=False, data="ASVspoof 2019 LA", caveats=["fallback extractor"])
+    assert "SYNTHETIC" not in real.title and "not comparable" not in real.title and "fallback extractor" in real.title
+    # through section.json into the HTML
+    d = make_branch(tmp_path)
+    sec = Section.read(d / "section.json")
+    sec.tables.append(t)
+    sec.write(d / "section.json")
+    html = build_report([d], tmp_path / "r.html", "t").read_text()
+    assert "<td>published: 1.92</td>" in html and "<td>not run</td>" in html and ANCHOR_TITLE in html

@@ -615,3 +615,32 @@ def test_real_mode_rehearsal_from_a_voxceleb1_wav_tree(tmp_path, monkeypatch):
     ds = data.read_dataset(converted)
     assert ds.speakers == [f"id{10001 + k}" for k in range(6)] and len(ds.utterances) + len(ds.test) == 24
     assert metrics["counts"]["test"] == len(ds.test)
+
+
+def test_section_has_the_anchor_table_measured_beside_published():
+    """From a small fake Evaluation: the baseline and ECAPA-TDNN ran, speaker_conformer did not."""
+    from repropipe.report.section import ANCHOR_TITLE
+    from repropipe.speaker import section
+
+    keys = ("identification_accuracy", "verification_eer", "enrolment_eer")
+    models = {"speaker_hw4_baseline": 0.625, "speaker_ecapa_tdnn": 0.8125}
+    metrics = {n: {"identification_accuracy": acc, "verification_eer": 0.2, "enrolment_eer": 0.1,
+                   "verification_target_trials": 10, "verification_nontarget_trials": 90,
+                   "verification_threshold": 0.5, "enrolment_threshold": 0.4} for n, acc in models.items()}
+    test = {"diff": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_value": 0.01, "significant": True, "test": "paired"}
+    unc = {n: {k: {"value": metrics[n][k], "ci_low": metrics[n][k] - 0.0625, "ci_high": metrics[n][k] + 0.0625,
+                   **({} if n == "speaker_hw4_baseline" else {"vs_reference": test})} for k in keys} for n in models}
+    manifest = {"classes": [f"id{i}" for i in range(8)], "verify_speakers": ["v1", "v2"], "counts": {"test": 5},
+                "data_source": "synthetic", "synthetic": True}
+    ev = evaluate.Evaluation(manifest=manifest, results={n: {"metrics": m} for n, m in metrics.items()},
+                             histories={}, reference="speaker_hw4_baseline", uncertainty=unc)
+    sec = section.build(ev)
+    assert "0.93175" in sec.tables[0].anchor  # the existing tables stay first
+    t = sec.tables[-1]
+    assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title
+    rows = {r[0].split(":")[0]: r for r in t.rows}
+    assert rows["speaker_hw4_baseline"][2:4] == ["0.6250 [0.5625, 0.6875]", "published: about 0.6-0.7"]
+    assert rows["speaker_conformer"][2:4] == ["not run", "published: 0.955"]
+    assert rows["speaker_ecapa_tdnn"][2:4] == ["0.8125 [0.7500, 0.8750]", "none quoted here"]
+    boss = rows["HW4 boss baseline (a leaderboard threshold, not a system)"]
+    assert boss[3] == "published: 0.93175" and "Kaggle public test set" in boss[4]

@@ -6,15 +6,28 @@ from typing import TYPE_CHECKING, Any
 
 from repropipe import stats
 from repropipe.asvspoof.evaluate import CONTROL_WHAT, GMM_WHAT, PRETRAINED_SUFFIX, pct
-from repropipe.report.section import Figure, Section, Table
+from repropipe.report.section import AnchorRow, Figure, Section, Table, anchor_table
 
 if TYPE_CHECKING:
     from repropipe.asvspoof.evaluate import Evaluation
 
-ANCHOR = ("Published anchors, real ASVspoof 2019 LA eval set: LFCC-LCNN 1.92 % EER (best single LFCC-LCNN "
-          "system, Wang & Yamagishi 2021, 'A comparative study on recent neural spoofing countermeasures'); "
-          "AASIST 0.83 % EER, min t-DCF 0.0275, and AASIST-L 0.99 %, 0.0309 (Jung et al. 2022, the authors' released models). Mean and spread are over training seeds, since seed alone "
-          "moves EER on this task.")
+ANCHOR = ("Published anchors, real ASVspoof 2019 LA eval set: LFCC-GMM, the challenge baseline, 8.09 % EER, min "
+          "t-DCF 0.2116; LFCC-LCNN-LSTM-sum with P2SGrad (NII; Wang & Yamagishi 2021, 'A comparative study on recent "
+          "neural spoofing countermeasures') 1.92 % EER, the best of six training runs (range 1.92-3.10 %), the "
+          "system registered here as lfcc_lcnn_lstmsum_p2s, not lfcc_lcnn (whose back end differs); AASIST 0.83 % "
+          "EER, min t-DCF 0.0275, and AASIST-L 0.99 %, 0.0309 (Jung et al. 2022, the authors' released models). "
+          "Mean and spread are over training seeds, since seed alone moves EER on this task.")
+PUBLISHED_ON = "real ASVspoof 2019 LA eval"
+# model -> (what it is, published eval EER (%), published min t-DCF or None, published by, which statistic);
+# the numbers of ANCHOR, for the anchor table
+PUBLISHED: dict[str, tuple[str, float, float | None, str, str]] = {
+    "lfcc_gmm": ("LFCC-GMM, the challenge baseline (512-component GMMs there, demo-sized mixtures here)", 8.09,
+                 0.2116, "ASVspoof 2019 organisers (baseline B2)", "the baseline's published result"),
+    "lfcc_lcnn_lstmsum_p2s": ("LFCC-LCNN-LSTM-sum-P2SGrad", 1.92, None,
+                              "NII, Wang & Yamagishi 2021", "best of six training runs; range 1.92-3.10 %"),
+    "aasist": ("AASIST", 0.83, 0.0275, "Jung et al. 2022", "the authors' released model"),
+    "aasist_l": ("AASIST-L", 0.99, 0.0309, "Jung et al. 2022", "the authors' released model"),
+}
 
 
 def build(ev: Evaluation, figs: list[Figure]) -> Section:
@@ -94,14 +107,54 @@ def build(ev: Evaluation, figs: list[Figure]) -> Section:
     else:
         notes.append("min t-DCF: not available (the ASV scores of the real set, ASVspoof2019.LA.asv.*.scores.txt, "
                      "are not part of this data).")
+    data = ("synthetic stand-in for ASVspoof 2019 LA (source-filter voices; spoofs through vocoder-like artifacts)"
+            if data_source == "synthetic" else f"ASVspoof 2019 LA ({manifest['source']})")
+    anchors = anchor_table(anchor_rows(ev), synthetic=data_source == "synthetic",
+                           data=f"the eval partition of the {data}",
+                           anchor="Measured: eval EER (mean over this run's seeds) and min t-DCF with 95 % bootstrap "
+                                  "intervals, as in the tables above. Published: the authors' numbers, copied, not "
+                                  "measured by this pipeline.")
     return Section(
         branch="asvspoof", title="Voice anti-spoofing: ASVspoof 2019 LA",
         summary="Bona fide versus spoofed (TTS/VC) speech, scored by equal error rate on the evaluation partition, "
                 "whose attack systems are unseen in training. LFCC-LCNN with a sigmoid/BCE head and with a one-class "
                 "softmax head, and a log-mel ResNet18, each trained with several seeds.",
-        data_source=("synthetic stand-in for ASVspoof 2019 LA (source-filter voices; spoofs through vocoder-like "
-                     "artifacts)" if data_source == "synthetic" else f"ASVspoof 2019 LA ({manifest['source']})"),
-        synthetic=data_source == "synthetic", tables=[main, per_attack], figures=figs, notes=notes)
+        data_source=data, synthetic=data_source == "synthetic", tables=[main, per_attack, anchors], figures=figs,
+        notes=notes)
+
+
+def anchor_rows(ev: Evaluation) -> list[AnchorRow]:
+    """Each anchor system of :data:`PUBLISHED` as run here (trained, and scored with the authors' weights when
+    ``asvspoof.evaluate.pretrained`` named them), eval EER and, where published, min t-DCF."""
+    out = []
+    for model, (what, eer, tdcf, source, statistic) in PUBLISHED.items():
+        for name in (model, f"{model}{PRETRAINED_SUFFIX}"):
+            if name != model and name not in ev.per_model:
+                continue  # the authors' weights appear only when the evaluate stage was given them
+            system = f"{_label(name, False)}: {what}"
+            out.append(_anchor_row(ev, name, system, "eval EER (%)", eer, source, statistic, 100, 2))
+            if tdcf is not None:
+                out.append(_anchor_row(ev, name, system, "min t-DCF (eval)", tdcf, source, statistic, 1, 4))
+    return out
+
+
+def _anchor_row(ev: Evaluation, name: str, system: str, metric: str, published: float, source: str,
+                statistic: str, scale: float, digits: int) -> AnchorRow:
+    """One anchor row: this run's mean over seeds of ``name`` with its interval, or why there is none."""
+    eer = metric.startswith("eval EER")
+    v = ev.per_model.get(name)
+    measured: float | str | None = None
+    ci, how = None, ""
+    if v is not None:
+        key, unc_key = ("eval_eer_mean", "eer_mean") if eer else ("eval_min_tdcf_mean", "min_tdcf_mean")
+        measured = v[key] * scale if key in v else "not available (no ASV scores in this data)"
+        u = ev.unc.get(name, {}).get(unc_key)
+        ci = (u["ci_low"] * scale, u["ci_high"] * scale) if u and key in v else None
+        seeds = v["seeds"]
+        how = ("authors' weights, scored here" if name.endswith(PRETRAINED_SUFFIX) else
+               f"mean of {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}")
+    return AnchorRow(system=system, metric=metric, measured=measured, measured_ci=ci, published=published,
+                     published_on=PUBLISHED_ON, source=source, statistic=statistic, digits=digits, measured_as=how)
 
 
 def _verdicts(per_model: dict[str, Any], unc: dict[str, Any], reference: str) -> list[str]:

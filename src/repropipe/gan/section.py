@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from repropipe import stats
 from repropipe.gan.evaluate import REFERENCE, Results
-from repropipe.report.section import Figure, Section, Table
+from repropipe.report.section import AnchorRow, Figure, Section, Table, anchor_table
 
 N_BOOT_FID_TEXT = ("basic bootstrap interval over the generated samples (200 replicates; the real-image statistics "
                    "stay fixed), and differences tested with independent replicates of the two sample sets")
 ANCHOR = ("Anchors: torch-mimicry SNGAN on CelebA 64x64, FID 5.71 at 100k steps (Inception-v3, 50k samples); "
           "i-SIR on a CIFAR-10 DCGAN improved FID from 28.4 to 22.7 (Ex2MCMC, Samsonov et al. 2022).")
+# the numbers of ANCHOR, by the system here set beside them: (published FID, the data, who, which statistic)
+PUBLISHED = {
+    "trained": (5.71, "real CelebA 64x64", "torch-mimicry's SNGAN (a different GAN: spectral norm, not WGAN-GP)",
+                "at 100k steps, 50k samples, Inception-v3"),
+    "trained_isir": ("22.7 (28.4 with plain sampling)", "real CIFAR-10, a DCGAN", "Ex2MCMC, Samsonov et al. 2022",
+                     "i-SIR against plain sampling of the same DCGAN"),
+}
 SYSTEMS = (("untrained", "z ~ N(0, I)"), ("trained", "z ~ N(0, I)"),
            ("trained_isir_uncalibrated", "I-SIR, raw critic: weights exp(D)"),
            ("trained_isir", "I-SIR, calibrated critic: weights exp(a D + b)"))
@@ -35,7 +42,8 @@ def build(res: Results) -> Section:
                  "estimates r (logistic regression of held-out real against generated critic scores); the raw "
                  "exp(D) is shown beside it."),
         data_source=res.source, synthetic=res.source == "synthetic",
-        tables=[fid_table(res), calibration_table(res), isir_table(res)], figures=list(FIGURES), notes=notes(res),
+        tables=[fid_table(res), calibration_table(res), isir_table(res), anchors_table(res)],
+        figures=list(FIGURES), notes=notes(res),
     )
 
 
@@ -65,6 +73,25 @@ def fid_table(res: Results) -> Table:
                res.kid[name]["kid_std"], versus(name)] for name, sampling in SYSTEMS],
         anchor=ANCHOR,
     )
+
+
+def anchors_table(res: Results) -> Table:
+    """This run's WGAN-GP FID (plain and I-SIR) beside the anchors' published FIDs."""
+    sampling = dict(SYSTEMS)
+    rows = []
+    for name, (published, on, source, statistic) in PUBLISHED.items():
+        u = res.fid.get(name)
+        rows.append(AnchorRow(
+            system=f"WGAN-GP (ngf={res.model.ngf}, ndf={res.model.ndf}), trained here; {sampling[name]}",
+            metric="FID", measured=u["value"] if u else res.kid[name]["fid"],
+            measured_ci=(u["ci_low"], u["ci_high"]) if u else None, published=published, published_on=on,
+            source=source, statistic=statistic, digits=4,
+            measured_as=f"{res.steps} steps, {res.cfg.num_samples} samples"))
+    caveats = ([f"FID here uses the offline fallback extractor '{res.extractor}', not Inception-v3: not comparable "
+                "to published FID"] if not res.comparable else [])
+    return anchor_table(rows, synthetic=res.source == "synthetic",
+                        data=f"{res.source} data ({res.meta['num_real']} real {res.meta['real_split']} images)",
+                        caveats=caveats)
 
 
 def calibration_table(res: Results) -> Table:
