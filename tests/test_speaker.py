@@ -19,7 +19,7 @@ from repropipe.models import build_model
 from repropipe.config import parse
 from repropipe.speaker import data, evaluate, features
 from repropipe.speaker.config import RealConfig, SpecAugmentConfig, TrainConfig, TripletConfig
-from repropipe.speaker.models import ABLATION
+from repropipe.speaker.models import ABLATION, ConformerBlock, RelPositionSelfAttention, rel_shift
 from repropipe.speaker.train import triplet_loss, random_crop
 
 TINY = dict(n_speakers=6, utts_per_speaker=5, min_len=20, max_len=40, n_test=3, noise=1.0, seed=0)
@@ -371,10 +371,18 @@ def test_wav_tree_layout_and_names_are_checked(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- models
 
-@pytest.mark.parametrize("name", sorted(ABLATION) + ["speaker_triplet", "speaker_ecapa_tdnn"])
-def test_padding_does_not_change_a_prediction(name):
+CONFORMERS = sorted(n for n, c in ABLATION.items() if c["encoder"] == "conformer")
+
+
+@pytest.mark.parametrize("name,attention", [(n, "absolute_none") for n in sorted(ABLATION)]
+                         + [(n, "relative") for n in CONFORMERS]
+                         + [("speaker_triplet", None), ("speaker_ecapa_tdnn", None)])
+def test_padding_does_not_change_a_prediction(name, attention):
     torch.manual_seed(0)
-    model = build_model(name, n_classes=5, d_model=16, ff_dim=32) if name in ABLATION else build_model(name)
+    if name in ABLATION:
+        model = build_model(name, n_classes=5, d_model=16, ff_dim=32, attention=attention)
+    else:
+        model = build_model(name)
     model.eval()
     short, long_ = torch.randn(1, 37, 40), torch.randn(1, 61, 40)
     alone = model(short)
@@ -383,6 +391,68 @@ def test_padding_does_not_change_a_prediction(name):
     together = model(batch, torch.tensor([37, 61]))
     torch.testing.assert_close(together[0:1], alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(together[1:2], model(long_), atol=1e-5, rtol=1e-5)
+
+
+def test_rel_shift_puts_each_query_at_its_distance_to_each_key():
+    t = 6
+    x = torch.randn(2, 3, t, 2 * t - 1)
+    naive = torch.empty(2, 3, t, t)
+    for i in range(t):
+        for j in range(t):
+            naive[..., i, j] = x[..., i, (t - 1) - (i - j)]  # column k holds distance T-1-k
+    assert torch.equal(rel_shift(x), naive)
+
+
+def test_relative_scores_equal_transformer_xl_computed_pair_by_pair():
+    """Dai et al. 2019, sec. 3.3: A_ij = (q_i + u)^T k_j + (q_i + v)^T W_R R_{i-j}, over sqrt(d_head)."""
+    torch.manual_seed(0)
+    d, heads, t = 8, 2, 5
+    attn = RelPositionSelfAttention(d, heads, dropout=0.0).eval()
+    x = torch.randn(1, t, d)
+    scores, _ = attn.scores(x)
+    q, k, _ = attn.in_proj(x)[0].chunk(3, dim=-1)
+    dh = d // heads
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
+    naive = torch.empty(heads, t, t)
+    for i in range(t):
+        for j in range(t):
+            ang = (i - j) * inv_freq
+            r = attn.pos_proj(torch.stack((ang.sin(), ang.cos()), -1).flatten())  # W_R R_{i-j}
+            for h in range(heads):
+                sl = slice(h * dh, (h + 1) * dh)
+                naive[h, i, j] = ((q[i, sl] + attn.pos_bias_u[h]) @ k[j, sl]
+                                  + (q[i, sl] + attn.pos_bias_v[h]) @ r[sl]) / dh ** 0.5
+    torch.testing.assert_close(scores[0], naive, atol=1e-5, rtol=1e-5)
+
+
+def test_relative_attention_sees_frame_order_and_plain_attention_does_not():
+    """With a 1-frame convolution only attention mixes frames. A block with plain attention is
+    permutation-equivariant (permuting the frames permutes its output, so mean pooling cannot tell
+    the order); with relative positions it is not."""
+    x = torch.randn(1, 30, 16, generator=torch.Generator().manual_seed(0))
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    gap = {}
+    for attention in ("absolute_none", "relative"):
+        torch.manual_seed(0)
+        block = ConformerBlock(16, 2, 32, 1, 0.0, attention).eval()
+        with torch.no_grad():
+            gap[attention] = float((block(x, None)[:, perm] - block(x[:, perm], None)).abs().max())
+    assert gap["absolute_none"] < 1e-5
+    assert gap["relative"] > 1e-2, gap
+
+
+def test_relative_attention_adds_the_position_projection_and_u_v_biases():
+    """Paper recipe's block (d 80, 2 heads, ff 320, kernel 31): W_R is 80 x 80 (no bias), u and v 2 x 40."""
+    def count(attention: str) -> int:
+        return sum(p.numel() for p in ConformerBlock(80, 2, 320, 31, 0.1, attention).parameters())
+
+    assert count("absolute_none") == 152_080
+    assert count("relative") == 158_640 == 152_080 + 80 * 80 + 2 * (2 * 40)
+
+
+def test_attention_must_be_a_known_kind():
+    with pytest.raises(ValueError, match="attention must be one of"):
+        build_model("speaker_conformer", n_classes=5, d_model=16, attention="rotary")
 
 
 def test_am_softmax_subtracts_the_margin_at_the_target_only():

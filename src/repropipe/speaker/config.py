@@ -53,7 +53,11 @@ class FeaturesConfig:
 @params_section("speaker.model")
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the HW4 classifier family (Transformer/Conformer, mean/attention pooling, linear/AM-softmax)."""
+    """Sizes of the HW4 classifier family (Transformer/Conformer, mean/attention pooling, linear/AM-softmax).
+
+    ``attention`` is the Conformer's self-attention; its default is the demo's plain attention, so
+    params files written before the key existed give the same model.
+    """
 
     d_model: int
     n_heads: int
@@ -63,6 +67,7 @@ class ModelConfig:
     dropout: float
     am_scale: float
     am_margin: float
+    attention: Literal["absolute_none", "relative"] = "absolute_none"
 
 
 @params_section("speaker.ecapa")

@@ -17,6 +17,11 @@ speaker_am_softmax         transformer    mean        AM-softmax
 speaker_conformer_sap_am   conformer      attention   AM-softmax  ("all")
 =========================  =============  ==========  ==========
 
+The Conformer's self-attention is ``speaker.model.attention``: ``absolute_none`` (the demo's
+default) is plain multi-head attention with no positional information, ``relative`` the paper's
+(Gulati et al. 2020) Transformer-XL relative sinusoidal positions with learned u, v biases
+(:class:`RelPositionSelfAttention`).
+
 ``speaker_triplet`` is a small conv1d embedder trained with a triplet loss on L2-normalised
 outputs; ``speaker_conv_autoencoder`` shares its encoder and can initialise it without labels.
 
@@ -30,6 +35,7 @@ parameters, the paper's "14.7M" (tests/test_speaker.py).
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any
 
@@ -100,14 +106,102 @@ class ConvModule(nn.Module):
         return self.drop(h.transpose(1, 2))
 
 
-class ConformerBlock(nn.Module):
-    """FF/2 -> MHSA -> conv -> FF/2 -> LayerNorm (Gulati et al. 2020), each with a residual."""
+def relative_sinusoids(frames: int, d: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Sinusoids R_{i-j} for the relative distances T-1, T-2, ..., -(T-1): (2T-1, d).
 
-    def __init__(self, d: int, heads: int, ff: int, kernel: int, dropout: float) -> None:
+    Row k holds distance T-1-k, so after :func:`rel_shift` query i meets key j at distance i - j.
+    A distance's encoding does not depend on T, which is what keeps padding from changing a frame.
+    """
+    dist = torch.arange(frames - 1, -frames, -1, device=device, dtype=torch.float32)
+    inv_freq = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
+    angle = dist[:, None] * inv_freq[None, :]
+    pe = torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(1)  # sin at even, cos at odd columns
+    return pe.to(dtype)
+
+
+def rel_shift(scores: torch.Tensor) -> torch.Tensor:
+    """(..., T, 2T-1) scores against distances T-1..-(T-1) -> (..., T, T) with [i, j] at distance i - j.
+
+    Transformer-XL's trick (Dai et al. 2019, appendix B): one zero column, a reshape and a slice
+    instead of gathering T^2 entries. Row i of the result is row i of the input shifted left by
+    T-1-i, i.e. ``out[..., i, j] = scores[..., i, T-1-i+j]``.
+    """
+    *lead, t, n = scores.shape
+    padded = torch.cat([scores.new_zeros(*lead, t, 1), scores], dim=-1)  # (..., T, 2T)
+    padded = padded.view(*lead, n + 1, t)[..., 1:, :]  # drop the first "row" of the reinterpreted layout
+    return padded.reshape(*lead, t, n)[..., : n // 2 + 1]
+
+
+class RelPositionSelfAttention(nn.Module):
+    """Multi-head self-attention with Transformer-XL's relative positions (the Conformer's MHSA).
+
+    score(i, j) = [(q_i + u)^T k_j + (q_i + v)^T W_R R_{i-j}] / sqrt(d_head), per head, with R the
+    sinusoids of the distance i - j, W_R a bias-free projection and u, v learned per-head biases
+    (Dai et al. 2019, eq. 2 rewritten as in its section 3.3; Gulati et al. 2020, section 2.1).
+    Q, K, V and output projections are laid out as nn.MultiheadAttention's (one in_proj, one
+    out_proj); W_R (d^2) and u, v (2 d) are the additions. Padded keys are masked out.
+    """
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
+        if d % heads or d % 2:
+            raise ValueError(f"relative attention needs an even d_model divisible by n_heads, got {d} and {heads}")
+        self.heads, self.d_head = heads, d // heads
+        self.in_proj = nn.Linear(d, 3 * d)
+        self.pos_proj = nn.Linear(d, d, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.empty(heads, self.d_head))
+        self.pos_bias_v = nn.Parameter(torch.empty(heads, self.d_head))
+        nn.init.xavier_uniform_(self.pos_bias_u)
+        nn.init.xavier_uniform_(self.pos_bias_v)
+        self.out_proj = nn.Linear(d, d)
+        self.drop = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) -> (B, heads, T, d_head)."""
+        return x.view(x.shape[0], x.shape[1], self.heads, self.d_head).transpose(1, 2)
+
+    def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-softmax scores (B, heads, T, T) and the values (B, heads, T, d_head)."""
+        q, k, v = self.in_proj(x).chunk(3, dim=-1)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        frames = x.shape[1]
+        r = self.pos_proj(relative_sinusoids(frames, x.shape[-1], x.device, x.dtype))  # (2T-1, d)
+        r = r.view(2 * frames - 1, self.heads, self.d_head).transpose(0, 1)  # (heads, 2T-1, d_head)
+        content = (q + self.pos_bias_u[:, None, :]) @ k.transpose(-1, -2)
+        position = rel_shift((q + self.pos_bias_v[:, None, :]) @ r.transpose(-1, -2))
+        return (content + position) / math.sqrt(self.d_head), v
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        s, v = self.scores(x)
+        if pad is not None:
+            s = s.masked_fill(pad[:, None, None, :], float("-inf"))
+        h = self.drop(torch.softmax(s, dim=-1)) @ v  # (B, heads, T, d_head)
+        return self.out_proj(h.transpose(1, 2).reshape(x.shape))
+
+
+ATTENTION = ("absolute_none", "relative")
+
+
+class ConformerBlock(nn.Module):
+    """FF/2 -> MHSA -> conv -> FF/2 -> LayerNorm (Gulati et al. 2020), each with a residual.
+
+    ``attention="absolute_none"`` is plain nn.MultiheadAttention with no positional information
+    (the demo's block; only the convolution module sees frame order); ``"relative"`` is the
+    paper's MHSA with Transformer-XL relative positions (:class:`RelPositionSelfAttention`).
+    """
+
+    def __init__(self, d: int, heads: int, ff: int, kernel: int, dropout: float,
+                 attention: str = "absolute_none") -> None:
+        super().__init__()
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         self.ff1, self.ff2 = FeedForward(d, ff, dropout), FeedForward(d, ff, dropout)
         self.attn_norm = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.relative = attention == "relative"
+        if self.relative:
+            self.attn: nn.Module = RelPositionSelfAttention(d, heads, dropout)
+        else:
+            self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.attn_drop = nn.Dropout(dropout)
         self.conv = ConvModule(d, kernel, dropout)
         self.out_norm = nn.LayerNorm(d)
@@ -115,7 +209,10 @@ class ConformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
         x = x + 0.5 * self.ff1(x)
         h = self.attn_norm(x)
-        h = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
+        if self.relative:
+            h = self.attn(h, pad)
+        else:
+            h = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
         x = x + self.attn_drop(h)
         x = x + self.conv(x, pad)
         x = x + 0.5 * self.ff2(x)
@@ -149,20 +246,26 @@ class LinearHead(nn.Module):
 
 
 class SpeakerClassifier(nn.Module):
-    """Prenet -> encoder -> pooling -> head; ``embed`` gives the pooled vector used for verification."""
+    """Prenet -> encoder -> pooling -> head; ``embed`` gives the pooled vector used for verification.
+
+    ``attention`` chooses the Conformer's self-attention (:class:`ConformerBlock`); the Transformer
+    encoders are the HW4 sample's nn.TransformerEncoder and keep its plain attention either way.
+    """
 
     def __init__(self, n_classes: int = 8, n_mels: int = N_MELS, d_model: int = 32, n_heads: int = 2,
                  n_layers: int = 1, ff_dim: int = 64, conv_kernel: int = 7, dropout: float = 0.1,
                  encoder: str = "transformer", pooling: str = "mean", head: str = "linear",
-                 am_scale: float = 30.0, am_margin: float = 0.2) -> None:
+                 am_scale: float = 30.0, am_margin: float = 0.2, attention: str = "absolute_none") -> None:
         super().__init__()
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         self.prenet = nn.Linear(n_mels, d_model)
         self.encoder_kind = encoder
         if encoder == "transformer":
             layer = nn.TransformerEncoderLayer(d_model, n_heads, ff_dim, dropout, batch_first=True)
             self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         elif encoder == "conformer":
-            self.encoder = nn.ModuleList(ConformerBlock(d_model, n_heads, ff_dim, conv_kernel, dropout)
+            self.encoder = nn.ModuleList(ConformerBlock(d_model, n_heads, ff_dim, conv_kernel, dropout, attention)
                                          for _ in range(n_layers))
         else:
             raise ValueError(f"encoder must be transformer or conformer, got {encoder!r}")
