@@ -374,7 +374,7 @@ def test_wav_tree_layout_and_names_are_checked(tmp_path):
 CONFORMERS = sorted(n for n, c in ABLATION.items() if c["encoder"] == "conformer")
 
 
-@pytest.mark.parametrize("name,attention", [(n, "absolute_none") for n in sorted(ABLATION)]
+@pytest.mark.parametrize("name,attention", [(n, "none") for n in sorted(ABLATION)]
                          + [(n, "relative") for n in CONFORMERS]
                          + [("speaker_triplet", None), ("speaker_ecapa_tdnn", None)])
 def test_padding_does_not_change_a_prediction(name, attention):
@@ -432,12 +432,12 @@ def test_relative_attention_sees_frame_order_and_plain_attention_does_not():
     x = torch.randn(1, 30, 16, generator=torch.Generator().manual_seed(0))
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
     gap = {}
-    for attention in ("absolute_none", "relative"):
+    for attention in ("none", "relative"):
         torch.manual_seed(0)
         block = ConformerBlock(16, 2, 32, 1, 0.0, attention).eval()
         with torch.no_grad():
             gap[attention] = float((block(x, None)[:, perm] - block(x[:, perm], None)).abs().max())
-    assert gap["absolute_none"] < 1e-5
+    assert gap["none"] < 1e-5
     assert gap["relative"] > 1e-2, gap
 
 
@@ -446,7 +446,7 @@ def test_relative_attention_adds_the_position_projection_and_u_v_biases():
     def count(attention: str) -> int:
         return sum(p.numel() for p in ConformerBlock(80, 2, 320, 31, 0.1, attention).parameters())
 
-    assert count("absolute_none") == 152_080
+    assert count("none") == 152_080
     assert count("relative") == 158_640 == 152_080 + 80 * 80 + 2 * (2 * 40)
 
 

@@ -67,7 +67,7 @@ class ModelConfig:
     dropout: float
     am_scale: float
     am_margin: float
-    attention: Literal["absolute_none", "relative"] = "absolute_none"
+    attention: Literal["none", "relative"] = "none"
 
 
 @params_section("speaker.ecapa")

@@ -17,7 +17,7 @@ speaker_am_softmax         transformer    mean        AM-softmax
 speaker_conformer_sap_am   conformer      attention   AM-softmax  ("all")
 =========================  =============  ==========  ==========
 
-The Conformer's self-attention is ``speaker.model.attention``: ``absolute_none`` (the demo's
+The Conformer's self-attention is ``speaker.model.attention``: ``none`` (the demo's
 default) is plain multi-head attention with no positional information, ``relative`` the paper's
 (Gulati et al. 2020) Transformer-XL relative sinusoidal positions with learned u, v biases
 (:class:`RelPositionSelfAttention`).
@@ -179,19 +179,19 @@ class RelPositionSelfAttention(nn.Module):
         return self.out_proj(h.transpose(1, 2).reshape(x.shape))
 
 
-ATTENTION = ("absolute_none", "relative")
+ATTENTION = ("none", "relative")
 
 
 class ConformerBlock(nn.Module):
     """FF/2 -> MHSA -> conv -> FF/2 -> LayerNorm (Gulati et al. 2020), each with a residual.
 
-    ``attention="absolute_none"`` is plain nn.MultiheadAttention with no positional information
+    ``attention="none"`` is plain nn.MultiheadAttention with no positional information
     (the demo's block; only the convolution module sees frame order); ``"relative"`` is the
     paper's MHSA with Transformer-XL relative positions (:class:`RelPositionSelfAttention`).
     """
 
     def __init__(self, d: int, heads: int, ff: int, kernel: int, dropout: float,
-                 attention: str = "absolute_none") -> None:
+                 attention: str = "none") -> None:
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
@@ -255,7 +255,7 @@ class SpeakerClassifier(nn.Module):
     def __init__(self, n_classes: int = 8, n_mels: int = N_MELS, d_model: int = 32, n_heads: int = 2,
                  n_layers: int = 1, ff_dim: int = 64, conv_kernel: int = 7, dropout: float = 0.1,
                  encoder: str = "transformer", pooling: str = "mean", head: str = "linear",
-                 am_scale: float = 30.0, am_margin: float = 0.2, attention: str = "absolute_none") -> None:
+                 am_scale: float = 30.0, am_margin: float = 0.2, attention: str = "none") -> None:
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
