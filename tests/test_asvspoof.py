@@ -549,3 +549,47 @@ def test_section_has_the_anchor_table_measured_beside_published(with_asv):
     assert gmm_tdcf[2] == ("0.5000 [0.4800, 0.5200] (seed 7)" if with_asv
                            else "not available (no ASV scores in this data)")
     assert ("lfcc_lcnn_lstmsum_p2s", "min t-DCF (eval)") not in rows  # no published min t-DCF quoted for it
+
+
+def test_features_stage_starts_one_pool_for_every_split_and_writes_the_bytes_of_one_process(tiny, tmp_path,
+                                                                                            monkeypatch):
+    """write_features starts its worker pool once (its start-up was a quarter of the test-scale pass when every split
+    started one); with skipped bad audio, every file (shards, index, manifest and its skip list) equals one process's."""
+    from conftest import TINY_PARAMS
+    from repropipe.asvspoof import features
+    from repropipe.asvspoof.config import FeaturesConfig
+
+    root, broken = _broken_copy(tiny, tmp_path)
+    cfg = dataclasses.replace(FeaturesConfig.of(TINY_PARAMS), shard_size=4)
+    started = []
+    real_pool = features.FeaturePool
+
+    def spy_pool(*args, **kwargs):
+        started.append(args[-1])
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(features, "FeaturePool", spy_pool)
+    for name, processes in (("one", 1), ("two", 2)):
+        features.write_features(root, tmp_path / name, cfg, seed=0, on_bad="skip", processes=processes)
+    assert started == [2]
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert len([f for f in files if f.suffix == ".pt"]) > 2 * len(data.SPLITS)
+    for f in files:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    skipped = json.loads((tmp_path / "two" / "manifest.json").read_text())["skipped"]
+    assert [s for b in broken for s in skipped if b in json.dumps(s)] and len(skipped) == 3
+
+
+def test_a_pool_serves_only_the_source_and_settings_it_was_started_for(tiny, tmp_path):
+    from repropipe.asvspoof.features import FeaturePool
+
+    src = data.open_source(tiny)
+    df = data.read_protocol(src, "dev")
+    with FeaturePool(src, FeatureConfig(seconds=0.3), ("lfcc",), 2) as pool:
+        with pytest.raises(ValueError, match="another source, feature config or kinds"):
+            extract_split(src, df, "dev", tmp_path / "x", FeatureConfig(seconds=0.4), ("lfcc",), shard_size=4,
+                          progress=False, pool=pool)
+        kept = extract_split(src, df, "dev", tmp_path / "y", FeatureConfig(seconds=0.3), ("lfcc",), shard_size=4,
+                             progress=False, pool=pool)
+    assert len(kept) == len(df)

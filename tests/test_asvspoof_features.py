@@ -101,8 +101,8 @@ def test_bench_times_the_stages_own_extract_split(monkeypatch, capsys):
 
 
 def test_bench_threads_times_the_stages_work_at_each_budget(monkeypatch, capsys, tmp_path):
-    """`asvspoof bench-threads` on the test-scale params: extract_split with processes=n and train_one with n torch
-    threads, each budget timed, the ratios printed."""
+    """`asvspoof bench-threads` on the test-scale params: the stage's write_features with processes=n and train_one
+    with n torch threads, each budget timed, the ratios printed; --utterances resizes the synthetic set."""
     import yaml
 
     from conftest import TINY_PARAMS
@@ -111,7 +111,7 @@ def test_bench_threads_times_the_stages_work_at_each_budget(monkeypatch, capsys,
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     seen = {"features": [], "train": []}
-    real_extract, real_train = features.extract_split, tr.train_one
+    real_extract, real_train = features.write_features, tr.train_one
 
     def spy_extract(*args, **kwargs):
         seen["features"].append(kwargs["processes"])
@@ -121,16 +121,17 @@ def test_bench_threads_times_the_stages_work_at_each_budget(monkeypatch, capsys,
         seen["train"].append(torch.get_num_threads())
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(features, "extract_split", spy_extract)
+    monkeypatch.setattr(features, "write_features", spy_extract)
     monkeypatch.setattr(tr, "train_one", spy_train)
     threads = torch.get_num_threads()
     try:
-        assert main(["asvspoof", "bench-threads", "--params", str(tmp_path / "params.yaml"), "--repeats", "1"]) == 0
+        assert main(["asvspoof", "bench-threads", "--params", str(tmp_path / "params.yaml"), "--repeats", "1",
+                     "--utterances", "40"]) == 0
     finally:
         torch.set_num_threads(threads)
-    # 3 splits per pass: one pass to build the training features, a warm-up and a timed pass per budget
-    assert seen["features"] == [1] * 3 + [1] * 3 + [2] * 3 + [1] * 3 + [2] * 3
+    # one pass to build the training features, a warm-up and a timed pass per budget
+    assert seen["features"] == [1, 1, 2, 1, 2]
     assert seen["train"] == [1, 2, 1, 2]
     out = capsys.readouterr().out
-    assert "58 utterances" in out and "load average" in out
+    assert "40 utterances" in out and "load average" in out
     assert re.search(r"features\s+[\d.]+\s+[\d.]+\s+[\d.]+", out) and re.search(r"train\s+[\d.]+\s+[\d.]+\s+[\d.]+", out)

@@ -149,6 +149,8 @@ def bench(args: Any) -> int:
 def _thread_arguments(p: Any) -> None:
     p.add_argument("--params", default="params.yaml",
                    help="take asvspoof.synthetic, .features and .train from this file (default params.yaml)")
+    p.add_argument("--utterances", type=int, default=None,
+                   help="synthetic utterances in all, split as in --params (default: the params' own counts)")
     p.add_argument("--threads", default="1,2", help="CPU budgets to compare, the first is the baseline (default 1,2)")
     p.add_argument("--model", default="lfcc_lcnn", help="the model the train stage is timed on (default lfcc_lcnn)")
     p.add_argument("--epochs", type=int, default=1, help="training epochs per timed pass (default 1)")

@@ -15,11 +15,11 @@ from typing import Any
 def run(args: Any) -> int:
     """The stages' own functions, as each stage runs them on a budget of n CPUs.
 
-    Features: :func:`extract_split` over every split with ``processes=n`` (n single-threaded
-    workers), as ``asvspoof_features`` does. Train: :func:`repropipe.asvspoof.train.train_one` with
+    Features: :func:`write_features` with ``processes=n``, the stage's own function (n
+    single-threaded workers in one pool for all splits). Train: :func:`repropipe.asvspoof.train.train_one` with
     ``torch.set_num_threads(n)`` and no DataLoader workers (``resources.data_workers(n)`` is 0 below
     four CPUs), as ``asvspoof_train`` does; each pass trains from scratch in a fresh directory. The
-    data are the synthetic set of ``--params``, written once to a temporary directory (not timed).
+    data are the synthetic set of ``--params`` (``--utterances`` scales its split counts), written once to a temporary directory (not timed).
     Process start-up and imports are not timed. Budgets are timed in turns (1, 2, 1, 2, ...) after
     one untimed warm-up each, so a change in the machine's load hits both alike; the load average
     is printed because on a shared machine the ratio says as much about the neighbours as the code.
@@ -27,13 +27,12 @@ def run(args: Any) -> int:
     import dataclasses
     import logging
 
-    import pandas as pd
     import torch
 
     from repropipe import params as params_mod
     from repropipe.asvspoof import data
-    from repropipe.asvspoof.config import FeaturesConfig, SyntheticConfig, TrainConfig
-    from repropipe.asvspoof.features import extract_split
+    from repropipe.asvspoof.config import FeaturesConfig, TrainConfig
+    from repropipe.asvspoof.features import write_features
     from repropipe.asvspoof.synth import write_synthetic
     from repropipe.asvspoof.train import train_one
     from repropipe.resources import usable_cores
@@ -44,13 +43,11 @@ def run(args: Any) -> int:
     features_cfg = FeaturesConfig.of(params)
     train_cfg = dataclasses.replace(TrainConfig.of(params), epochs=args.epochs, checkpoint_every=0, per_model=None,
                                     precision="32")
-    cfg = features_cfg.front_end()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_synthetic(root / "raw", SyntheticConfig.of(params), seed=0, progress=False)
+        write_synthetic(root / "raw", synthetic_config(params, args.utterances), seed=0, progress=False)
         src = data.open_source(root / "raw")
-        dfs = {s: data.read_protocol(src, s) for s in data.SPLITS}
-        n_utt = sum(len(d) for d in dfs.values())
+        n_utt = sum(len(data.read_protocol(src, s)) for s in data.SPLITS)
         runs = 0
 
         def features(n: int) -> Path:
@@ -58,9 +55,7 @@ def run(args: Any) -> int:
             runs += 1
             out = root / f"feat{runs}"
             torch.set_num_threads(1)
-            frames = [extract_split(src, dfs[s], s, out, cfg, features_cfg.kinds, shard_size=features_cfg.shard_size,
-                                    progress=False, processes=n) for s in data.SPLITS]
-            pd.concat(frames, ignore_index=True).to_parquet(out / "index.parquet", index=False)
+            write_features(root / "raw", out, features_cfg, seed=0, on_bad="error", processes=n)
             return out
 
         feat_dir = features(1)
@@ -96,3 +91,18 @@ def run(args: Any) -> int:
         print(f"  {name:10s} " + " ".join(f"{med[(name, n)]:9.2f}" for n in budgets) + " "
               + " ".join(f"{r:8.2f}" for r in ratios) + f"   (goal at 2 CPUs: >= {goal}x)")
     return 0
+
+
+def synthetic_config(params: dict[str, Any], utterances: int | None) -> Any:
+    """The params' synthetic set, or one of about ``utterances`` utterances split in the same proportions."""
+    import dataclasses
+
+    from repropipe.asvspoof.config import SplitCounts, SyntheticConfig
+
+    cfg = SyntheticConfig.of(params)
+    if utterances is None:
+        return cfg
+    counts = dataclasses.asdict(cfg.utterances)
+    total = sum(counts.values())
+    scaled = {k: max(1, round(v * utterances / total)) for k, v in counts.items()}
+    return dataclasses.replace(cfg, utterances=SplitCounts(**scaled))

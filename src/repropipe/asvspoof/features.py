@@ -20,6 +20,8 @@ module's :func:`extract_split` end to end, beside FLAC decode alone and decode +
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,25 +243,93 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
 
 
 WORKER_THREADS = 1  # each worker process is one of the stage's CPUs
-_WORK: tuple[Any, ...] = ()  # (source, extractor, FeatureConfig, kinds) of the running extract_split, for its workers
+TASK_BLOCKS = 4  # blocks per task sent to a worker: fewer round trips, short enough to balance the load
 
 
-def _init_worker() -> None:
-    """A worker process: one torch thread (the processes are the parallelism), its own archive handle."""
-    global _WORK
+@dataclass(frozen=True)
+class _Work:
+    """What featurising a block needs: the archive, the extractor (None: only ``wave``), settings, kinds."""
+
+    source: LASource
+    extractor: Extractor | None
+    cfg: FeatureConfig
+    kinds: tuple[str, ...]
+
+    @classmethod
+    def build(cls, source: LASource, cfg: FeatureConfig, kinds: tuple[str, ...]) -> "_Work":
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown feature kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+        spectral = tuple(k for k in kinds if k in SPECTRAL)
+        return cls(source, Extractor(cfg, spectral) if spectral else None, cfg, tuple(kinds))
+
+
+BlockResult = tuple[list[int], dict[str, Any] | None, list[tuple[int, str, str]]]
+_WORKER: _Work | None = None  # a worker process's own state, set once by _init_worker
+
+
+def _init_worker(source: LASource, cfg: FeatureConfig, kinds: tuple[str, ...]) -> None:
+    """A worker process, once for its life: one torch thread (the processes are the parallelism), its own
+    archive handle, its own extractor."""
+    global _WORKER
     torch.set_num_threads(WORKER_THREADS)
-    source, extractor, cfg, kinds = _WORK
-    _WORK = (source.reopened(), extractor, cfg, kinds)
+    _WORKER = _Work.build(source.reopened(), cfg, kinds)
 
 
-def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, torch.Tensor] | None,
-                                                            list[tuple[int, str, str]]]:
+def _worker_block(block: list[tuple[int, str]]) -> BlockResult:
+    """:func:`_block_features` in a worker, features as numpy arrays.
+
+    A torch tensor sent back is moved through a new shared-memory file whose descriptor the parent
+    fetches from the worker over a socket, several system calls and a thread hand-off per tensor; a
+    numpy array is pickled into the result pipe as its bytes (about 100 kB a block).
+    """
+    assert _WORKER is not None, "_worker_block runs only in a FeaturePool worker"
+    kept, feats, bad = _block_features(_WORKER, block)
+    return kept, None if feats is None else {k: v.numpy() for k, v in feats.items()}, bad
+
+
+class FeaturePool:
+    """Worker processes for a whole features pass: started once, given one split after another.
+
+    Starting and joining a pool of two forked workers costs about 0.14 s; one pool per split made
+    that a quarter of the test-scale stage. Each worker sets itself up once (:func:`_init_worker`):
+    one torch thread, its own handle on the archive (a forked worker must not share a zip's file
+    offset), its own :class:`Extractor`. Use as a context manager; :func:`extract_split` takes it as
+    ``pool`` for a split of the same ``source``, ``cfg`` and ``kinds``.
+    """
+
+    def __init__(self, source: LASource, cfg: FeatureConfig, kinds: tuple[str, ...], processes: int) -> None:
+        import multiprocessing
+
+        if processes < 2:
+            raise ValueError(f"a FeaturePool needs at least 2 processes, got {processes}: run one process without a pool")
+        _Work.build(source, cfg, kinds)  # bad kinds or settings fail here, not in every worker
+        self.source, self.cfg, self.kinds, self.processes = source, cfg, tuple(kinds), processes
+        self._pool = multiprocessing.get_context("fork").Pool(processes, initializer=_init_worker,
+                                                               initargs=(source, cfg, self.kinds))
+
+    def imap(self, blocks: list[list[tuple[int, str]]]) -> Any:
+        """Every block's result, in order, as soon as it and the blocks before it are done."""
+        return self._pool.imap(_worker_block, blocks, chunksize=TASK_BLOCKS)
+
+    def close(self) -> None:
+        self._pool.terminate()  # results are all in (or an error is on its way up): nothing to wait for
+
+    def __enter__(self) -> "FeaturePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _block_features(work: _Work, block: list[tuple[int, str]]) -> tuple[list[int], dict[str, torch.Tensor] | None,
+                                                                        list[tuple[int, str, str]]]:
     """Decode and featurise one block of listed rows: (kept positions, float16 features, (pos, path, reason) of bad ones).
 
     A block is :data:`BATCH_SIZE` consecutive protocol rows, whatever process runs it, so the
     STFT batches (and the bytes of every shard) are the same for any number of processes.
     """
-    source, extractor, cfg, kinds = _WORK
+    source, extractor, cfg, kinds = work.source, work.extractor, work.cfg, work.kinds
     wavs, kept, bad = [], [], []
     for pos, rel in block:
         try:
@@ -284,25 +354,23 @@ def _block_features(block: list[tuple[int, str]]) -> tuple[list[int], dict[str, 
 def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: FeatureConfig,
                   kinds: tuple[str, ...], *, shard_size: int, batch_size: int = BATCH_SIZE, on_bad: str = "error",
                   bad: list[BadItem] | None = None, progress: bool = True, protocol: str | None = None,
-                  processes: int = 1) -> Any:
+                  processes: int = 1, pool: FeaturePool | None = None) -> Any:
     """Decode, featurise and shard one split; returns ``df`` restricted to kept rows plus shard/row columns.
 
     A missing, unreadable or wrong-rate FLAC raises :class:`DataError` naming the FLAC and, when
     ``protocol`` is given and ``df`` has the ``line`` column, the protocol file and line that listed
     it; with ``on_bad='skip'`` it is recorded in ``bad`` under that protocol line instead.
-    ``processes`` > 1 spreads blocks of ``batch_size`` rows over that many single-threaded worker
-    processes (fork); the shards are byte-identical to one process's.
+    Blocks of ``batch_size`` rows go to ``pool``'s workers when one is given (the features stage
+    starts one for all its splits), else, with ``processes`` > 1, to a pool started for this split;
+    the shards are byte-identical to one process's.
     """
-    import multiprocessing
-
     from tqdm import tqdm
 
-    global _WORK
-    unknown = set(kinds) - set(KINDS)
-    if unknown:
-        raise ValueError(f"unknown feature kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
-    spectral = tuple(k for k in kinds if k in SPECTRAL)
-    extractor = Extractor(cfg, spectral) if spectral else None
+    kinds = tuple(kinds)
+    if pool is not None and (pool.source is not source or pool.cfg != cfg or pool.kinds != kinds):
+        raise ValueError(f"split {split}: the worker pool was started for another source, feature config or kinds "
+                         f"({pool.kinds} vs {kinds})")
+    work = _Work.build(source, cfg, kinds) if pool is None else None
     paths = list(df.path)
     lines = list(df.line) if "line" in df.columns else [None] * len(df)
     blocks = [[(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
@@ -310,14 +378,16 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
     keep: list[int] = []
     shard_rows: list[tuple[int, int]] = []  # (shard, row in shard) of every kept row
     pending: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}  # feature rows not yet in a written shard
+    n_pending = 0  # rows in pending[k], every k
     written = 0  # shards written so far
 
     def write_shard(n: int) -> None:
-        nonlocal written
+        nonlocal written, n_pending
         for k in kinds:
             rows = torch.cat(pending[k])
             atomic_torch_save(out_dir / k / f"{split}-{written:03d}.pt", rows[:n].clone().contiguous())
             pending[k] = [rows[n:]] if len(rows) > n else []
+        n_pending -= n
         written += 1
 
     def bad_row(pos: int, path: str, reason: str) -> None:
@@ -333,12 +403,11 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
             bad.append(BadItem(path, None, reason))
         log.warning("event=skip %s: %s", path, reason)
 
-    _WORK = (source, extractor, cfg, kinds)
-    processes = max(1, min(processes, len(blocks)))
-    pool = multiprocessing.get_context("fork").Pool(processes, initializer=_init_worker) if processes > 1 else None
-    try:
-        results = pool.imap(_block_features, blocks, chunksize=4) if pool else map(_block_features, blocks)
-        bar = tqdm(total=len(paths), desc=f"features {split}", disable=not progress, leave=False)
+    with contextlib.ExitStack() as stack:
+        if pool is None and min(processes, len(blocks)) > 1:
+            pool = stack.enter_context(FeaturePool(source, cfg, kinds, min(processes, len(blocks))))
+        results = pool.imap(blocks) if pool is not None else map(functools.partial(_block_features, work), blocks)
+        bar = stack.enter_context(tqdm(total=len(paths), desc=f"features {split}", disable=not progress, leave=False))
         for block, (kept, feats, bad_items) in zip(blocks, results):
             for pos, path, reason in bad_items:
                 bad_row(pos, path, reason)
@@ -348,17 +417,13 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
                 shard_rows.append((n // shard_size, n % shard_size))
             if feats is not None:
                 for k in kinds:
-                    pending[k].append(feats[k])
-            while sum(len(t) for t in pending[kinds[0]]) >= shard_size:
+                    pending[k].append(torch.as_tensor(feats[k]))  # a worker's numpy array: no copy
+                n_pending += len(kept)
+            while n_pending >= shard_size:
                 write_shard(shard_size)
             bar.update(len(block))
-        bar.close()
-        if pending[kinds[0]] and sum(len(t) for t in pending[kinds[0]]):
-            write_shard(sum(len(t) for t in pending[kinds[0]]))
-    finally:
-        if pool is not None:
-            pool.terminate()
-        _WORK = ()
+    if n_pending:
+        write_shard(n_pending)
     kept_df = df.iloc[keep].copy()
     kept_df["split"] = split
     kept_df["shard"] = [s for s, _ in shard_rows]
@@ -379,19 +444,24 @@ def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, s
     from repropipe.asvspoof import data
     from repropipe.io import atomic_write_bytes, atomic_write_json
 
-    log.info("event=features processes=%d from=%s", processes, processes_from)
     source = data.open_source(raw_dir)
     front_end = cfg.front_end()
     bad: list[BadItem] = []
-    frames = []
+    dfs, protocol_bad = {}, {}  # the protocols, read first to size the pool; skipped lines listed split by split
     for split in data.SPLITS:
-        df = data.read_protocol(source, split, on_bad=on_bad, bad=bad)
-        if split != "train":
-            df = data.balanced_subset(df, cfg.max_per_class, seed).reset_index(drop=True)
-        frames.append(extract_split(source, df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size,
-                                    on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
-                                    processes=processes))
-        log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
+        df = data.read_protocol(source, split, on_bad=on_bad, bad=protocol_bad.setdefault(split, []))
+        dfs[split] = df if split == "train" else data.balanced_subset(df, cfg.max_per_class, seed).reset_index(drop=True)
+    # one pool for every split: its start-up is paid once (and none for fewer blocks than processes)
+    processes = max(1, min(processes, sum(-(-len(df) // BATCH_SIZE) for df in dfs.values())))
+    log.info("event=features processes=%d from=%s", processes, processes_from)
+    frames = []
+    with FeaturePool(source, front_end, cfg.kinds, processes) if processes > 1 else contextlib.nullcontext() as pool:
+        for split, df in dfs.items():
+            bad.extend(protocol_bad[split])
+            frames.append(extract_split(source, df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size,
+                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
+                                        pool=pool))
+            log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
     index = pd.concat(frames, ignore_index=True)
     with atomic_path(out_dir / "index.parquet") as t:
         index.to_parquet(t, index=False)
