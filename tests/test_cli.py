@@ -21,6 +21,19 @@ def test_version_and_branch_help():
     assert "ASVspoof 2019 LA anti-spoofing" in helptext and "pipeline" in helptext
 
 
+def test_step_help_prints_percent_signs_literally():
+    """A docstring with '95 %' once made argparse print its own internals in `repropipe eeg --help`."""
+    from repropipe.stages import STAGES, TOOLS, load_all
+
+    load_all()
+    branches = sorted({s.branch for s in [*STAGES.values(), *TOOLS.values()]})
+    assert any("%" in s.help for s in STAGES.values())  # the case this test guards
+    for branch in branches:
+        out = cli(branch, "--help")
+        assert out.returncode == 0, out.stderr
+        assert "option_strings" not in out.stdout and "%%" not in out.stdout, branch
+
+
 def test_stage_table_is_readable_and_json_on_request():
     import json
 

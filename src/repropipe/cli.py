@@ -34,6 +34,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PARAMS_ENV = "REPROPIPE_PARAMS"
 
 
+def _literal(text: str) -> str:
+    """argparse %-formats the help of sub-commands: a docstring's "95 %" must reach it as "95 %%"."""
+    return text.replace("%", "%%")
+
+
 def _branch_of(argv: list[str]) -> str | None:
     """The first positional argument: the branch to load (None: load every branch, e.g. for --help)."""
     skip = False
@@ -63,18 +68,18 @@ def _parser(branch: str | None) -> argparse.ArgumentParser:
     def sub(name: str) -> argparse._SubParsersAction:
         if name not in by_branch:
             text = BRANCH_HELP.get(name, f"the {name} branch")
-            bp = branches.add_parser(name, help=text, description=text)
+            bp = branches.add_parser(name, help=_literal(text), description=text)
             by_branch[name] = bp.add_subparsers(dest="step", required=True, metavar="<step>")
         return by_branch[name]
 
     for st in STAGES.values():
-        sp = sub(st.branch).add_parser(st.step, help=st.help, description=st.help)
+        sp = sub(st.branch).add_parser(st.step, help=_literal(st.help), description=st.help)
         sp.add_argument("--params", default=os.environ.get(PARAMS_ENV) or params_mod.DEFAULT_PARAMS,
                         help=f"parameter file (default: ${PARAMS_ENV} if set, else params.yaml; the Snakefile sets "
                              f"{PARAMS_ENV} to its effective config when --config/--configfile change it)")
         sp.set_defaults(stage=st)
     for t in TOOLS.values():
-        tp = sub(t.branch).add_parser(t.step, help=t.help, description=t.help)
+        tp = sub(t.branch).add_parser(t.step, help=_literal(t.help), description=t.help)
         t.arguments(tp)
         tp.set_defaults(tool=t)
     if branch is None or branch == "pipeline":
