@@ -92,14 +92,21 @@ def test_published_sizes():
     gan = load_recipe(recipe_path("gan"))["gan"]
     assert (gan["model"]["nz"], gan["model"]["ngf"], gan["model"]["ndf"]) == (128, 1024, 1024)
     t = gan["train"]
-    assert (t["n_dis"], t["lr"], t["beta1"], t["beta2"], t["batch_size"]) == (5, 2e-4, 0.5, 0.999, 64)
+    # mimicry README, CelebA 64 x 64 training parameters: batch 64, lr 2e-4, betas (0.0, 0.9), n_dis 5, 100K steps
+    assert (t["n_dis"], t["lr"], t["beta1"], t["beta2"], t["batch_size"]) == (5, 2e-4, 0.0, 0.9, 64)
     steps_per_epoch = 162_770 / (t["n_dis"] * t["batch_size"])  # CelebA's training partition
     assert 100_000 <= t["epochs"] * int(steps_per_epoch) and (t["epochs"] - 1) * (int(steps_per_epoch) + 1) < 100_000
     eeg = load_recipe(recipe_path("eeg"))["eeg"]
-    assert eeg["train"]["eegnet"] == {"F1": 8, "D": 2, "F2": 16, "kernel_1": 80, "kernel_2": 16, "dropout": 0.25,
-                                      "epochs": 500}
+    assert eeg["train"]["eegnet"] == {"F1": 8, "D": 2, "F2": 16, "kernel_1": 40, "kernel_2": 20, "dropout": 0.25,
+                                      "epochs": 500}  # Lawhern et al.'s SMR kernels (32, 16 at 128 Hz) at 160 Hz
     assert eeg["features"]["chunk"] == 2 * 160  # 2 s at PhysioNet's 160 Hz
-    ecapa = load_recipe(recipe_path("speaker"))["speaker"]["ecapa"]
+    speaker = load_recipe(recipe_path("speaker"))["speaker"]
+    hw4 = speaker["train"]  # the HW4 sample: batch 32, 70,000 steps over about 48,960 of its 56,666 utterances
+    assert (hw4["batch_size"], hw4["lr"], hw4["warmup_steps"], hw4["segment_len"]) == (32, 1e-3, 1000, 128)
+    assert speaker["features"]["val_fraction"] == 0.1  # the sample's 90/10 split
+    per_epoch = int((56_666 * (600 - 24) / 600) * 0.9) // hw4["batch_size"]
+    assert 70_000 <= hw4["epochs"] * per_epoch < 70_000 + per_epoch
+    ecapa = speaker["ecapa"]
     assert (ecapa["channels"], ecapa["mfa_channels"], ecapa["emb_dim"]) == (1024, 1536, 192)
 
 

@@ -708,9 +708,12 @@ def test_section_has_the_anchor_table_measured_beside_published():
     assert "0.93175" in sec.tables[0].anchor  # the existing tables stay first
     t = sec.tables[-1]
     assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title
-    rows = {r[0].split(":")[0]: r for r in t.rows}
-    assert rows["speaker_hw4_baseline"][2:4] == ["0.6250 [0.5625, 0.6875]", "published: about 0.6-0.7"]
-    assert rows["speaker_conformer"][2:4] == ["not run", "published: 0.955"]
+    rows = {r[0].split(":")[0]: r for r in t.rows if r[1] == "identification accuracy"}
+    eer = [r for r in t.rows if r[1] == "verification EER (fraction)"]
+    assert len(eer) == 1 and eer[0][0].startswith("speaker_ecapa_tdnn")
+    assert eer[0][2:4] == ["0.2000 [0.1375, 0.2625]", "published: 0.0087"] and "VoxCeleb1" in eer[0][4]
+    assert rows["speaker_hw4_baseline"][2:4] == ["0.6250 [0.5625, 0.6875]", "published: 0.66025"]
+    assert rows["speaker_conformer"][2:4] == ["not run", "published: 0.885"]
     assert rows["speaker_ecapa_tdnn"][2:4] == ["0.8125 [0.7500, 0.8750]", "none quoted here"]
     boss = rows["HW4 boss baseline (a leaderboard threshold, not a system)"]
     assert boss[3] == "published: 0.93175" and "Kaggle public test set" in boss[4]

@@ -11,10 +11,15 @@ from repropipe.speaker import figures
 from repropipe.speaker.evaluate import Evaluation
 from repropipe.speaker.models import ABLATION
 
-# Published anchors (NTU ML2023 Spring HW4, 600 VoxCeleb2 speakers, Kaggle public leaderboard accuracy).
-ANCHOR = ("HW4 anchors (real data, 600 speakers, Kaggle public accuracy): boss baseline 0.93175; a Conformer "
-          "with one linear head reached 0.955. Sample code (Transformer + mean pooling) scores about 0.6-0.7 "
-          "at its default 70k steps.")
+# Published anchors (NTU ML2023 Spring HW4, 600 VoxCeleb2 speakers, Kaggle public leaderboard accuracy). Simple
+# 0.66025 and strong 0.885: the 2023 HW4 slides (hw04.pdf, "Requirements - Simple": "Build a self-attention network
+# to classify speakers with sample code. Simple public baseline: 0.66025"; "Requirements - Strong": "Construct
+# Conformer ... Strong public baseline: 0.88500"). Boss 0.93175: the course's Kaggle boss line as this project
+# recorded it (not re-read in the slides). ECAPA-TDNN 0.87 % EER: Desplanques et al. 2020, Interspeech, Table 1,
+# ECAPA-TDNN (C=1024), VoxCeleb1 test set, trained on VoxCeleb2 development data.
+ANCHOR = ("HW4 anchors (real data, 600 speakers, Kaggle public accuracy): boss baseline 0.93175; strong baseline "
+          "(a Conformer) 0.885; simple baseline (the sample code: Transformer + mean pooling) 0.66025. ECAPA-TDNN "
+          "(C=1024): 0.87 % EER on the VoxCeleb1 test set (Desplanques et al. 2020), not on HW4.")
 LABELS = {
     "speaker_hw4_baseline": "baseline (Transformer, mean pool, linear)",
     "speaker_conformer": "+Conformer",
@@ -31,13 +36,14 @@ ARCH = {"speaker_triplet": {"encoder": "conv1d", "pooling": "mean", "head": "-"}
 METRICS = ("identification_accuracy", "verification_eer", "enrolment_eer")
 HW4_DATA = "real HW4 data (600 VoxCeleb2 speakers), Kaggle public test set"
 HW4 = "NTU ML2023 Spring HW4"
+ECAPA_EER = 0.0087  # 0.87 %, as a fraction like the measured EERs
 # the numbers of ANCHOR, by the model here that is the anchor's system: (published identification accuracy,
 # the data it was measured on, who published it, which statistic); None: no number quoted for it
 PUBLISHED: dict[str, tuple[float | str | None, str, str, str]] = {
-    "speaker_hw4_baseline": ("about 0.6-0.7", HW4_DATA, HW4 + " (sample code: Transformer + mean pooling)",
-                             "approximate score of the sample code at its default 70k steps"),
-    "speaker_conformer": (0.955, HW4_DATA, HW4 + " (a Conformer with one linear head)",
-                          "the accuracy that submission reached"),
+    "speaker_hw4_baseline": (0.66025, HW4_DATA, HW4 + " slides (simple baseline: run the sample code)",
+                             "the leaderboard line the sample code (Transformer + mean pooling) is set to reach"),
+    "speaker_conformer": (0.885, HW4_DATA, HW4 + " slides (strong baseline: construct a Conformer)",
+                          "the leaderboard line a Conformer is set to reach"),
     "speaker_ecapa_tdnn": (None, "-", "Desplanques et al. 2020", "no published number on HW4's task is quoted"),
 }
 
@@ -142,10 +148,23 @@ def anchors_table(ev: Evaluation) -> Table:
                           metric="identification accuracy", measured="n/a: a threshold, not a system",
                           measured_ci=None, published=0.93175, published_on=HW4_DATA, source=HW4,
                           statistic="the score a submission had to reach"))
+    rows.append(ecapa_eer_row(ev))
     synthetic = bool(ev.manifest.get("synthetic"))
     return anchor_table(rows, synthetic=synthetic, data=f"{ev.manifest['data_source']}, held-out utterances of "
                         f"{len(ev.classes)} speakers", anchor="Kaggle public accuracy is identification over 600 "
                         "speakers; here over this run's speakers (chance differs, see the first table).")
+
+
+def ecapa_eer_row(ev: Evaluation) -> AnchorRow:
+    """ECAPA-TDNN's verification EER here beside its paper's VoxCeleb1 number (another test set: not comparable)."""
+    name = "speaker_ecapa_tdnn"
+    u = ev.uncertainty.get(name, {}).get("verification_eer")
+    measured = None if name not in ev.per_model else u["value"] if u else ev.per_model[name]["verification_eer"]
+    return AnchorRow(system=f"{name}: {_label(name)}", metric="verification EER (fraction)", measured=measured,
+                     measured_ci=(u["ci_low"], u["ci_high"]) if u else None, published=ECAPA_EER,
+                     published_on="real VoxCeleb1 test set (VoxCeleb1-O), trained on VoxCeleb2 dev; not HW4",
+                     source="Desplanques et al. 2020, Interspeech, Table 1, ECAPA-TDNN (C=1024)",
+                     statistic="0.87 % EER of one system, C=1024, AAM-softmax margin 0.2 and scale 30", digits=4)
 
 
 def verdicts(unc: dict[str, dict[str, Any]], reference: str) -> list[str]:
