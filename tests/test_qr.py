@@ -184,6 +184,33 @@ def test_qr_backward_leaves_upstream_gradients_alone_and_returns_row_major(batch
     assert qr_backward(Q, R, None, None) is None
 
 
+@pytest.mark.parametrize("batch", [(), (2,), (2, 2)])
+@pytest.mark.parametrize("panel", [1, 3, 8, 9, 64])
+@pytest.mark.parametrize("which", ["Q", "R", "both"])
+def test_qr_backward_upper_triangle_panels_give_the_same_gradient(panel, batch, which):
+    """Q^T dQ is computed panel by panel (upper triangle only); every panel size, ragged last panels
+    and batches give the gradient of torch.linalg.qr, and a wrong lower triangle would not."""
+    n = 9
+    A = rand(30 * (int(torch.tensor(batch).prod()) if batch else 1), n).reshape(*batch, 30, n)
+    Q, R = householder_forward(A)
+    gQ = rand(A.numel() // n, n, seed=2).reshape(A.shape)
+    gR = rand(n, n, seed=3).triu().expand(*batch, n, n).clone()
+    if which == "Q":
+        gR = None
+    if which == "R":
+        gQ = None
+    grad = qr_backward(Q, R, gQ, gR, panel=panel)
+    zQ, zR = torch.zeros_like(Q), torch.zeros_like(R)
+    reference = grad_of(householder_qr, A, zQ if gQ is None else gQ, zR if gR is None else gR)
+    assert rel(grad, reference) < 1e-10
+
+
+def test_qr_backward_refuses_a_bad_panel():
+    Q, R = householder_forward(rand(10, 3))
+    with pytest.raises(ValueError, match="panel"):
+        qr_backward(Q, R, torch.ones_like(Q), None, panel=0)
+
+
 @pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2, mgs_forward, householder_forward])
 @pytest.mark.parametrize("shape", [(50, 8), (100, 1), (6, 6)])
 def test_forward_does_not_modify_its_input(fn, shape):
