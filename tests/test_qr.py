@@ -253,6 +253,16 @@ def test_cholesky_qr2_orthogonal_to_working_precision_up_to_its_limit():
         assert rel(Q @ R, A) < 1e-14, kappa
 
 
+def test_cholesky_qr2_gram_over_several_panels():
+    """n = 130 > PANEL: the Gram matrix is built from upper-triangle panels (a ragged last one) and mirrored."""
+    A = ill_conditioned(400, 130, 1e6)
+    assert rel(qr_functions._gram(A), A.mT @ A) < 1e-14
+    assert torch.equal(qr_functions._gram(A), qr_functions._gram(A).mT)
+    Q, R = cholesky_qr2_forward(A)
+    assert orth_error(Q) < 1e-13
+    assert rel(Q @ R, A) < 1e-14
+
+
 def test_cholesky_qr2_falls_back_to_householder_when_first_pass_is_far_from_orthogonal(monkeypatch):
     A = rand(60, 10)
     Q, R = cholesky_qr2_forward(A)

@@ -134,7 +134,7 @@ def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | No
 
     1. :math:`N = \bar R R^\top - Q^\top \bar Q` (this is :math:`M^\top`): only its upper
        triangle is used, so the m-sized product is accumulated in place, ``panel`` rows at a
-       time from the diagonal on (:func:`_sub_upper_product`): about 60 % of a full GEMM's
+       time from the diagonal on (:func:`upper_product_into`): about 60 % of a full GEMM's
        flops at n = 256, and no m x n temporary,
     2. :math:`S = \operatorname{copyltu}(M) = \operatorname{triu}(N) + \operatorname{triu}(N, 1)^\top`
        (symmetric, n x n),
@@ -161,19 +161,22 @@ def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | No
         return _qr_backward_in_place(Q, R, grad_Q, grad_R, panel)
 
 
-def _sub_upper_product(N: Tensor, X: Tensor, Y: Tensor, panel: int) -> Tensor:
-    """N <- N - X^T Y on and above the diagonal (below it: unspecified), ``panel`` rows per GEMM.
+def upper_product_into(N: Tensor, X: Tensor, Y: Tensor, *, alpha: float = 1.0, panel: int = PANEL) -> Tensor:
+    """N <- N + alpha X^T Y on and above the diagonal (below it: unspecified), ``panel`` rows per GEMM.
 
-    Rows i:i+b of the upper triangle need only columns i: of Y, so each panel is one GEMM of
-    b x (n - i) with inner dimension m, written into a view of N (strided views go to BLAS
-    without a copy).
+    For products of which only one triangle is read (the backward's :math:`Q^\top \bar Q`, a
+    Gram matrix before its Cholesky factorisation). Rows i:i+b of the upper triangle need only
+    columns i: of Y, so each panel is one GEMM of b x (n - i) with inner dimension m, written
+    into a view of N (strided views go to BLAS without a copy). Matrices or batches (..., m, n).
     """
+    if panel < 1:
+        raise ValueError(f"panel must be >= 1, got {panel}")
     n = N.shape[-1]
     if n <= panel:
-        return _mm_into(N, X.mT, Y, alpha=-1.0)
+        return _mm_into(N, X.mT, Y, alpha=alpha)
     for i in range(0, n, panel):
         e = min(i + panel, n)
-        _mm_into(N[..., i:e, i:], X[..., :, i:e].mT, Y[..., :, i:], alpha=-1.0)
+        _mm_into(N[..., i:e, i:], X[..., :, i:e].mT, Y[..., :, i:], alpha=alpha)
     return N
 
 
@@ -187,7 +190,7 @@ def _qr_backward_in_place(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: T
     else:
         N = torch.zeros(R.shape, dtype=R.dtype, device=R.device)
     if grad_Q is not None:
-        _sub_upper_product(N, Q, grad_Q, panel)
+        upper_product_into(N, Q, grad_Q, alpha=-1.0, panel=panel)
     S = N.triu_()
     S += N.triu(1).mT
     B = torch.empty(Q.shape, dtype=Q.dtype, device=Q.device)

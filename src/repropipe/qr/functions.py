@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from repropipe.qr.backward import qr_backward
+from repropipe.qr.backward import qr_backward, upper_product_into
 from repropipe.qr.gram_schmidt import modified_gram_schmidt, mgs_forward
 
 
@@ -52,7 +52,12 @@ CHOLQR2_MAX_DEPARTURE = 0.5
 
 
 def _gram(X: Tensor) -> Tensor:
-    return X.mT @ X
+    """X^T X from its upper triangle (panels, about 60 % of a full GEMM at n = 256), mirrored."""
+    n = X.shape[-1]
+    G = torch.zeros(*X.shape[:-2], n, n, dtype=X.dtype, device=X.device)
+    upper_product_into(G, X, X)
+    G.triu_()
+    return G + G.triu(1).mT
 
 
 @torch.no_grad()
