@@ -352,6 +352,9 @@ def test_bench_backward_measures_every_method_against_linalg():
         assert res.ratio("torch.linalg.qr") == 1.0
     text = bench.format_results(results, "header")
     assert "48x6: fast " in text and "goal at 48x6: fast <= 0.9" in text
+    q1, q3 = results[0].paired_quartiles("fast")
+    assert min(results[0].paired_ratios("fast")) <= q1 <= results[0].paired_ratio("fast") <= q3
+    assert f"quartiles {q1:.3f}-{q3:.3f}" in text
 
 
 def test_bench_backward_rejects_bad_shapes_and_methods():
