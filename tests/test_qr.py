@@ -10,6 +10,7 @@ from repropipe.qr import (
     cholesky_qr2_forward,
     householder_forward,
     householder_qr,
+    householder_solve_forward,
     mgs_forward,
     modified_gram_schmidt,
     positive_diagonal,
@@ -211,8 +212,9 @@ def test_qr_backward_refuses_a_bad_panel():
         qr_backward(Q, R, torch.ones_like(Q), None, panel=0)
 
 
-@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2, mgs_forward, householder_forward])
-@pytest.mark.parametrize("shape", [(50, 8), (100, 1), (6, 6)])
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2, mgs_forward, householder_forward,
+                                householder_solve_forward])
+@pytest.mark.parametrize("shape", [(50, 8), (100, 1), (6, 6), (520, 130)])
 def test_forward_does_not_modify_its_input(fn, shape):
     A = rand(*shape)
     before = A.clone()
@@ -272,6 +274,56 @@ def test_cholesky_qr2_falls_back_to_householder_when_first_pass_is_far_from_orth
     monkeypatch.setattr(qr_functions, "CHOLQR2_MAX_DEPARTURE", 0.0)
     Qf, Rf = cholesky_qr2_forward(A)
     assert torch.equal(Qf, Qh) and torch.equal(Rf, Rh)
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_householder_solve_forms_q_from_r_on_tall_well_conditioned_input(batch):
+    """Q = A R^{-1} (not orgqr's Q: other rounding) with LAPACK's R, as orthogonal as Householder's to 1.5x."""
+    A = rand(520 * (batch[0] if batch else 1), 130).reshape(*batch, 520, 130)  # m = 4n, n >= SOLVE_MIN_N
+    Q, R = householder_solve_forward(A)
+    Qh, Rh = householder_forward(A)
+    assert not torch.equal(Q, Qh) and torch.equal(R, Rh)
+    assert Q.is_contiguous() and bool((torch.diagonal(R, dim1=-2, dim2=-1) > 0).all())
+    assert rel(Q @ R, A) < 1e-14
+    for q, qh in zip(Q.reshape(-1, 520, 130), Qh.reshape(-1, 520, 130)):
+        assert orth_error(q) < 1.5 * orth_error(qh)
+
+
+@pytest.mark.parametrize("kappa", [10, 1e4, 1e12])
+def test_householder_solve_falls_back_to_orgqr_when_r_is_ill_conditioned(kappa):
+    """Past the gate (kappa_2 above about 3 here) Q = A R^{-1} would lose orthogonality like eps kappa: orgqr instead."""
+    A = ill_conditioned(520, 130, kappa)
+    Q, R = householder_solve_forward(A)
+    Qh, Rh = householder_forward(A)
+    assert torch.equal(Q, Qh) and torch.equal(R, Rh)
+    assert orth_error(Q) < 1e-13
+
+
+def test_householder_solve_gate_follows_the_condition_bound(monkeypatch):
+    A = rand(520, 130)
+    monkeypatch.setattr(qr_functions, "_cond_bound", lambda R: torch.tensor(130 / 2 + 1.0, dtype=F64))
+    assert torch.equal(householder_solve_forward(A)[0], householder_forward(A)[0])
+    monkeypatch.setattr(qr_functions, "_cond_bound", lambda R: torch.tensor(130 / 2, dtype=F64))
+    assert not torch.equal(householder_solve_forward(A)[0], householder_forward(A)[0])
+
+
+@pytest.mark.parametrize("shape", [(511, 128), (520, 127), (60, 10)])
+def test_householder_solve_leaves_small_or_squarish_matrices_to_orgqr(shape):
+    A = rand(*shape)
+    assert torch.equal(householder_solve_forward(A)[0], householder_forward(A)[0])
+
+
+def test_cond_bound_bounds_kappa_2():
+    for kappa in (1.0, 3.0, 1e3):
+        R = torch.linalg.qr(ill_conditioned(200, 40, kappa))[1]
+        k2 = torch.linalg.cond(R)
+        assert k2 <= qr_functions._cond_bound(R) * (1 + 1e-12) <= 40 * k2
+
+
+def test_fast_default_forward_gradient_matches_linalg_qr_on_a_tall_matrix():
+    A = rand(520, 130)
+    gQ, gR = upstream(520, 130)
+    assert rel(grad_of(qr_fast, A, gQ, gR), grad_of(householder_qr, A, gQ, gR)) < 1e-10
 
 
 def test_fast_refuses_unknown_forward():
