@@ -299,6 +299,16 @@ def test_householder_solve_falls_back_to_orgqr_when_r_is_ill_conditioned(kappa):
     assert orth_error(Q) < 1e-13
 
 
+def test_householder_solve_falls_back_on_exactly_rank_deficient_input():
+    """A zero column and a repeated one: R is singular, its condition bound inf or NaN; orgqr's Q stays orthogonal."""
+    A = rand(520, 130)
+    A[:, 5] = 0
+    A[:, 8] = A[:, 7]
+    Q, R = householder_solve_forward(A)
+    assert torch.equal(Q, householder_forward(A)[0])
+    assert torch.isfinite(Q).all() and orth_error(Q) < 1e-13
+
+
 def test_householder_solve_gate_follows_the_condition_bound(monkeypatch):
     A = rand(520, 130)
     monkeypatch.setattr(qr_functions, "_cond_bound", lambda R: torch.tensor(130 / 2 + 1.0, dtype=F64))

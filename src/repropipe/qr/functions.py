@@ -93,7 +93,7 @@ def householder_solve_forward(A: Tensor) -> tuple[Tensor, Tensor]:
     a, tau = torch.geqrf(A)
     R = a[..., :n, :].triu()
     R.mul_(_diagonal_signs(R).unsqueeze(-1))
-    if bool((_cond_bound(R) > n / 2).any()):
+    if bool((~(_cond_bound(R) <= n / 2)).any()):  # NaN (singular R: inf * 0) falls back too
         return _row_major_positive(torch.linalg.householder_product(a, tau), a[..., :n, :].triu())
     Q = A.clone(memory_format=torch.contiguous_format)
     torch.linalg.solve_triangular(R, Q, upper=True, left=False, out=Q)
