@@ -93,7 +93,10 @@ def householder_solve_forward(A: Tensor) -> tuple[Tensor, Tensor]:
     a, tau = torch.geqrf(A)
     R = a[..., :n, :].triu()
     R.mul_(_diagonal_signs(R).unsqueeze(-1))
-    if bool((~(_cond_bound(R) <= n / 2)).any()):  # NaN (singular R: inf * 0) falls back too
+    d = torch.diagonal(R, dim1=-2, dim2=-1)
+    # max r_ii / min r_ii <= kappa_2(R) <= the bound: a free first check that spares clearly
+    # ill-conditioned R the inverse. NaN (singular R: 0/0, inf * 0) falls back too.
+    if bool((~(d.amax(-1) <= n / 2 * d.amin(-1))).any()) or bool((~(_cond_bound(R) <= n / 2)).any()):
         return _row_major_positive(torch.linalg.householder_product(a, tau), a[..., :n, :].triu())
     Q = A.clone(memory_format=torch.contiguous_format)
     torch.linalg.solve_triangular(R, Q, upper=True, left=False, out=Q)
