@@ -279,7 +279,7 @@ def test_cholesky_qr2_falls_back_to_householder_when_first_pass_is_far_from_orth
 @pytest.mark.parametrize("batch", [(), (2,)])
 def test_householder_solve_forms_q_from_r_on_tall_well_conditioned_input(batch):
     """Q = A R^{-1} (not orgqr's Q: other rounding) with LAPACK's R, as orthogonal as Householder's to 1.5x."""
-    A = rand(520 * (batch[0] if batch else 1), 130).reshape(*batch, 520, 130)  # m = 4n, n >= SOLVE_MIN_N
+    A = rand(520 * (batch[0] if batch else 1), 130).reshape(*batch, 520, 130)  # m = 4n, m n^2 >= SOLVE_MIN_WORK
     Q, R = householder_solve_forward(A)
     Qh, Rh = householder_forward(A)
     assert not torch.equal(Q, Qh) and torch.equal(R, Rh)
@@ -319,6 +319,7 @@ def test_householder_solve_gate_follows_the_condition_bound(monkeypatch):
 
 @pytest.mark.parametrize("shape", [(511, 128), (520, 127), (60, 10)])
 def test_householder_solve_leaves_small_or_squarish_matrices_to_orgqr(shape):
+    """m < 4n, m n^2 < 2^23 (just), and small."""
     A = rand(*shape)
     assert torch.equal(householder_solve_forward(A)[0], householder_forward(A)[0])
 

@@ -53,11 +53,12 @@ def _row_major_positive(Qc: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
     return Qc.contiguous(), R.mul_(s.unsqueeze(-1))
 
 
-#: :func:`householder_solve_forward` forms Q = A R^{-1} only for n >= this and m >= SOLVE_MIN_ASPECT n:
-#: below, the saving (a TRSM of m n^2 flops in place of orgqr's 2 m n^2 - 2/3 n^3 and a
-#: transposing copy) is smaller than the extra n x n work and calls (one core, MKL: 0.15 ms
-#: slower at 256 x 64, 0.6 ms faster at 4096 x 64, 10 ms faster at 4096 x 256).
-SOLVE_MIN_N = 128
+#: :func:`householder_solve_forward` forms Q = A R^{-1} only for m n^2 >= this and m >= SOLVE_MIN_ASPECT n
+#: (squarer matrices are rarely well-conditioned enough to pass the gate). Below, the saving (a
+#: TRSM of m n^2 flops in place of orgqr's 2 m n^2 - 2/3 n^3 and a transposing copy) is no larger
+#: than the extra n x n work and calls (one core, MKL: 0.15 ms slower at 256 x 64, a tie at
+#: 1024 x 64, 0.6 ms faster at 4096 x 64, 10 ms faster at 4096 x 256).
+SOLVE_MIN_WORK = 2**23
 SOLVE_MIN_ASPECT = 4
 
 
@@ -84,11 +85,11 @@ def householder_solve_forward(A: Tensor) -> tuple[Tensor, Tensor]:
     on the same reflectors, exactly as :func:`householder_forward`. The TRSM runs on a row-major
     copy of A, so Q comes out row-major (the layout the backward wants) without a transposing
     copy; with orgqr's 2 m n^2 flops gone too, the forward is about 17 % faster at 4096 x 256.
-    Small or squarish matrices (below :data:`SOLVE_MIN_N` / :data:`SOLVE_MIN_ASPECT`) go straight
+    Small or squarish matrices (below :data:`SOLVE_MIN_WORK` / :data:`SOLVE_MIN_ASPECT`) go straight
     to :func:`householder_forward`.
     """
     m, n = A.shape[-2], A.shape[-1]
-    if n < SOLVE_MIN_N or m < SOLVE_MIN_ASPECT * n:
+    if m * n * n < SOLVE_MIN_WORK or m < SOLVE_MIN_ASPECT * n:
         return householder_forward(A)
     a, tau = torch.geqrf(A)
     R = a[..., :n, :].triu()
