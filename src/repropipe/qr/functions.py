@@ -32,7 +32,8 @@ def householder_qr(A: Tensor) -> tuple[Tensor, Tensor]:
 def householder_forward(A: Tensor) -> tuple[Tensor, Tensor]:
     """LAPACK Householder QR (geqrf + orgqr through torch.linalg.qr), no graph, diag(R) > 0, row-major Q.
 
-    Orthogonal to working precision whatever kappa(A) is; the forward of :func:`qr_fast`.
+    Orthogonal to working precision whatever kappa(A) is; ``qr_fast(A, forward="householder")``
+    and the fallback of :func:`householder_solve_forward`.
     LAPACK hands Q back column-major; we copy it row-major, because the backward's ``Q @ S``
     into a row-major gradient is slower with a column-major Q by more than the copy costs
     (one thread, MKL: 9 ms against 4 ms at 4096 x 256, 19 ms against 8-14 ms at 16384 x 128).
