@@ -291,7 +291,7 @@ def test_householder_solve_forms_q_from_r_on_tall_well_conditioned_input(batch):
 
 @pytest.mark.parametrize("kappa", [10, 1e4, 1e12])
 def test_householder_solve_falls_back_to_orgqr_when_r_is_ill_conditioned(kappa):
-    """Past the gate (kappa_2 above about 3 here) Q = A R^{-1} would lose orthogonality like eps kappa: orgqr instead."""
+    """Past the gate (kappa_2 above about 3 here) Q = A R^{-1} would lose orthogonality like eps kappa: orgqr."""
     A = ill_conditioned(520, 130, kappa)
     Q, R = householder_solve_forward(A)
     Qh, Rh = householder_forward(A)
@@ -404,10 +404,11 @@ def test_unknown_layer_method_is_refused():
 
 def test_bench_backward_measures_every_method_against_linalg():
     """The numbers the bench prints come with correct gradients and exact saved-element counts."""
-    results = bench.measure([(48, 6), (20, 20)], ["fast", "memory_efficient", "fast_cholesky_qr2"], repeats=2)
+    methods = ["fast", "memory_efficient", "fast_cholesky_qr2", "fast_householder"]
+    results = bench.measure([(48, 6), (20, 20)], methods, repeats=2)
     assert [(r.m, r.n) for r in results] == [(48, 6), (20, 20)]
     for res in results:
-        assert list(res.timings) == ["torch.linalg.qr", "fast", "memory_efficient", "fast_cholesky_qr2"]
+        assert list(res.timings) == ["torch.linalg.qr", *methods]
         for meth, tm in res.timings.items():
             assert len(tm.total) == 2 and all(t > 0 for t in tm.total)
             assert res.grad_rel_diff[meth] < 1e-10

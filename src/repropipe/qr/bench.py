@@ -100,6 +100,7 @@ def _forward_fns() -> dict[str, Callable[..., Any]]:
     return {
         BASE: lambda A: torch.linalg.qr(A, mode="reduced"),
         "fast": qr_fast,
+        "fast_householder": lambda A: qr_fast(A, forward="householder"),
         "fast_cholesky_qr2": lambda A: qr_fast(A, forward="cholesky_qr2"),
         "memory_efficient": qr_memory_efficient,
         "mgs_autograd": modified_gram_schmidt,
@@ -194,7 +195,7 @@ def _arguments(p: Any) -> None:
     p.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma-separated MxN, the first is the headline "
                    f"(default {DEFAULT_SHAPES})")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, torch.linalg.qr always included "
-                   f"(default {DEFAULT_METHODS}; fast_cholesky_qr2 and mgs_autograd are also known)")
+                   f"(default {DEFAULT_METHODS}; fast_householder, fast_cholesky_qr2 and mgs_autograd are also known)")
     p.add_argument("--repeats", type=int, default=15, help="timed rounds per shape; medians printed (default 15: "
                    "with 9 one slow stretch could move the headline ratio by 0.1 on a shared machine)")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="(default float64)")

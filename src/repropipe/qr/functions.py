@@ -79,8 +79,8 @@ def householder_solve_forward(A: Tensor) -> tuple[Tensor, Tensor]:
     The default forward of :func:`qr_fast`. R is LAPACK's Householder R, backward stable whatever
     kappa(A) is. Forming Q from A and R loses orthogonality like :math:`\varepsilon\,\kappa_2(A)`
     (against Householder's :math:`\varepsilon`), so it is used only when the bound
-    :math:`\sqrt{\kappa_1(R)\kappa_\infty(R)} \ge \kappa_2(R)` is at most n/2 (from R^{-1}, n^3/3
-    flops). On tall matrices with log-spaced singular values the gate admits kappa_2 up to about
+    :math:`\sqrt{\kappa_1(R)\kappa_\infty(R)} \ge \kappa_2(R)` is at most n/2 (from R^{-1}: n^3
+    flops, about 2 ms at n = 256). On tall matrices with log-spaced singular values the gate admits kappa_2 up to about
     3, where ``||Q^T Q - I||`` stayed within 1.4x of Householder's (600 x 130 to 16384 x 128;
     random Gaussian tall matrices have kappa_2 of 1.2 to 3 and pass). Otherwise Q comes from orgqr
     on the same reflectors, exactly as :func:`householder_forward`. The TRSM runs on a row-major
@@ -200,7 +200,7 @@ def qr_fast(A: Tensor, forward: str = "householder_solve") -> tuple[Tensor, Tens
     kernel launches (the better shape for a GPU), but 6 m n^2 flops against Householder's
     4 m n^2 - 4/3 n^3. On one CPU core it ties with ``householder`` at 4096 x 256 and 16384 x 128
     and is 5-15 % slower at 1024 x 256 and 4096 x 64
-    (``python -m repropipe qr bench-backward --methods fast,fast_cholesky_qr2``), and it is only
+    (``python -m repropipe qr bench-backward --methods fast_householder,fast_cholesky_qr2``), and it is only
     orthogonal to working precision for kappa(A) below about eps^{-1/2} (it falls back to
     Householder above that).
 
