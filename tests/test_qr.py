@@ -10,6 +10,7 @@ from repropipe.qr import (
     cholesky_qr2_forward,
     householder_forward,
     householder_qr,
+    householder_solve_forward,
     mgs_forward,
     modified_gram_schmidt,
     positive_diagonal,
@@ -184,8 +185,36 @@ def test_qr_backward_leaves_upstream_gradients_alone_and_returns_row_major(batch
     assert qr_backward(Q, R, None, None) is None
 
 
-@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2, mgs_forward, householder_forward])
-@pytest.mark.parametrize("shape", [(50, 8), (100, 1), (6, 6)])
+@pytest.mark.parametrize("batch", [(), (2,), (2, 2)])
+@pytest.mark.parametrize("panel", [1, 3, 8, 9, 64])
+@pytest.mark.parametrize("which", ["Q", "R", "both"])
+def test_qr_backward_upper_triangle_panels_give_the_same_gradient(panel, batch, which):
+    """Q^T dQ is computed panel by panel (upper triangle only); every panel size, ragged last panels
+    and batches give the gradient of torch.linalg.qr, and a wrong lower triangle would not."""
+    n = 9
+    A = rand(30 * (int(torch.tensor(batch).prod()) if batch else 1), n).reshape(*batch, 30, n)
+    Q, R = householder_forward(A)
+    gQ = rand(A.numel() // n, n, seed=2).reshape(A.shape)
+    gR = rand(n, n, seed=3).triu().expand(*batch, n, n).clone()
+    if which == "Q":
+        gR = None
+    if which == "R":
+        gQ = None
+    grad = qr_backward(Q, R, gQ, gR, panel=panel)
+    zQ, zR = torch.zeros_like(Q), torch.zeros_like(R)
+    reference = grad_of(householder_qr, A, zQ if gQ is None else gQ, zR if gR is None else gR)
+    assert rel(grad, reference) < 1e-10
+
+
+def test_qr_backward_refuses_a_bad_panel():
+    Q, R = householder_forward(rand(10, 3))
+    with pytest.raises(ValueError, match="panel"):
+        qr_backward(Q, R, torch.ones_like(Q), None, panel=0)
+
+
+@pytest.mark.parametrize("fn", [qr_memory_efficient, qr_fast, fast_cholesky_qr2, mgs_forward, householder_forward,
+                                householder_solve_forward])
+@pytest.mark.parametrize("shape", [(50, 8), (100, 1), (6, 6), (520, 130)])
 def test_forward_does_not_modify_its_input(fn, shape):
     A = rand(*shape)
     before = A.clone()
@@ -226,6 +255,16 @@ def test_cholesky_qr2_orthogonal_to_working_precision_up_to_its_limit():
         assert rel(Q @ R, A) < 1e-14, kappa
 
 
+def test_cholesky_qr2_gram_over_several_panels():
+    """n = 130 > PANEL: the Gram matrix is built from upper-triangle panels (a ragged last one) and mirrored."""
+    A = ill_conditioned(400, 130, 1e6)
+    assert rel(qr_functions._gram(A), A.mT @ A) < 1e-14
+    assert torch.equal(qr_functions._gram(A), qr_functions._gram(A).mT)
+    Q, R = cholesky_qr2_forward(A)
+    assert orth_error(Q) < 1e-13
+    assert rel(Q @ R, A) < 1e-14
+
+
 def test_cholesky_qr2_falls_back_to_householder_when_first_pass_is_far_from_orthogonal(monkeypatch):
     A = rand(60, 10)
     Q, R = cholesky_qr2_forward(A)
@@ -235,6 +274,67 @@ def test_cholesky_qr2_falls_back_to_householder_when_first_pass_is_far_from_orth
     monkeypatch.setattr(qr_functions, "CHOLQR2_MAX_DEPARTURE", 0.0)
     Qf, Rf = cholesky_qr2_forward(A)
     assert torch.equal(Qf, Qh) and torch.equal(Rf, Rh)
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_householder_solve_forms_q_from_r_on_tall_well_conditioned_input(batch):
+    """Q = A R^{-1} (not orgqr's Q: other rounding) with LAPACK's R, as orthogonal as Householder's to 1.5x."""
+    A = rand(520 * (batch[0] if batch else 1), 130).reshape(*batch, 520, 130)  # m = 4n, m n^2 >= SOLVE_MIN_WORK
+    Q, R = householder_solve_forward(A)
+    Qh, Rh = householder_forward(A)
+    assert not torch.equal(Q, Qh) and torch.equal(R, Rh)
+    assert Q.is_contiguous() and bool((torch.diagonal(R, dim1=-2, dim2=-1) > 0).all())
+    assert rel(Q @ R, A) < 1e-14
+    for q, qh in zip(Q.reshape(-1, 520, 130), Qh.reshape(-1, 520, 130)):
+        assert orth_error(q) < 1.5 * orth_error(qh)
+
+
+@pytest.mark.parametrize("kappa", [10, 1e4, 1e12])
+def test_householder_solve_falls_back_to_orgqr_when_r_is_ill_conditioned(kappa):
+    """Past the gate (kappa_2 above about 3 here) Q = A R^{-1} would lose orthogonality like eps kappa: orgqr."""
+    A = ill_conditioned(520, 130, kappa)
+    Q, R = householder_solve_forward(A)
+    Qh, Rh = householder_forward(A)
+    assert torch.equal(Q, Qh) and torch.equal(R, Rh)
+    assert orth_error(Q) < 1e-13
+
+
+def test_householder_solve_falls_back_on_exactly_rank_deficient_input():
+    """A zero column and a repeated one: R is singular, its condition bound inf or NaN; orgqr's Q stays orthogonal."""
+    A = rand(520, 130)
+    A[:, 5] = 0
+    A[:, 8] = A[:, 7]
+    Q, R = householder_solve_forward(A)
+    assert torch.equal(Q, householder_forward(A)[0])
+    assert torch.isfinite(Q).all() and orth_error(Q) < 1e-13
+
+
+def test_householder_solve_gate_follows_the_condition_bound(monkeypatch):
+    A = rand(520, 130)
+    monkeypatch.setattr(qr_functions, "_cond_bound", lambda R: torch.tensor(130 / 2 + 1.0, dtype=F64))
+    assert torch.equal(householder_solve_forward(A)[0], householder_forward(A)[0])
+    monkeypatch.setattr(qr_functions, "_cond_bound", lambda R: torch.tensor(130 / 2, dtype=F64))
+    assert not torch.equal(householder_solve_forward(A)[0], householder_forward(A)[0])
+
+
+@pytest.mark.parametrize("shape", [(511, 128), (520, 127), (60, 10)])
+def test_householder_solve_leaves_small_or_squarish_matrices_to_orgqr(shape):
+    """m < 4n, m n^2 < 2^23 (just), and small."""
+    A = rand(*shape)
+    assert torch.equal(householder_solve_forward(A)[0], householder_forward(A)[0])
+
+
+def test_cond_bound_bounds_kappa_2():
+    for kappa in (1.0, 3.0, 1e3):
+        R = torch.linalg.qr(ill_conditioned(200, 40, kappa))[1]
+        k2 = torch.linalg.cond(R)
+        assert k2 <= qr_functions._cond_bound(R) * (1 + 1e-12) <= 40 * k2
+
+
+def test_fast_default_forward_gradient_matches_linalg_qr_on_a_tall_matrix():
+    A = rand(520, 130)
+    gQ, gR = upstream(520, 130)
+    assert rel(grad_of(qr_fast, A, gQ, gR), grad_of(householder_qr, A, gQ, gR)) < 1e-10
 
 
 def test_fast_refuses_unknown_forward():
@@ -304,10 +404,11 @@ def test_unknown_layer_method_is_refused():
 
 def test_bench_backward_measures_every_method_against_linalg():
     """The numbers the bench prints come with correct gradients and exact saved-element counts."""
-    results = bench.measure([(48, 6), (20, 20)], ["fast", "memory_efficient", "fast_cholesky_qr2"], repeats=2)
+    methods = ["fast", "memory_efficient", "fast_cholesky_qr2", "fast_householder"]
+    results = bench.measure([(48, 6), (20, 20)], methods, repeats=2)
     assert [(r.m, r.n) for r in results] == [(48, 6), (20, 20)]
     for res in results:
-        assert list(res.timings) == ["torch.linalg.qr", "fast", "memory_efficient", "fast_cholesky_qr2"]
+        assert list(res.timings) == ["torch.linalg.qr", *methods]
         for meth, tm in res.timings.items():
             assert len(tm.total) == 2 and all(t > 0 for t in tm.total)
             assert res.grad_rel_diff[meth] < 1e-10
@@ -315,6 +416,9 @@ def test_bench_backward_measures_every_method_against_linalg():
         assert res.ratio("torch.linalg.qr") == 1.0
     text = bench.format_results(results, "header")
     assert "48x6: fast " in text and "goal at 48x6: fast <= 0.9" in text
+    q1, q3 = results[0].paired_quartiles("fast")
+    assert min(results[0].paired_ratios("fast")) <= q1 <= results[0].paired_ratio("fast") <= q3
+    assert f"quartiles {q1:.3f}-{q3:.3f}" in text
 
 
 def test_bench_backward_rejects_bad_shapes_and_methods():

@@ -18,6 +18,7 @@ _WHERE = {
     "FAST_FORWARDS": "functions",
     "cholesky_qr2_forward": "functions",
     "householder_forward": "functions",
+    "householder_solve_forward": "functions",
     "householder_qr": "functions",
     "positive_diagonal": "functions",
     "qr_fast": "functions",

@@ -117,14 +117,25 @@ def _flat_batch(t: Tensor | None) -> Tensor | None:
     return None if t is None or t.dim() <= 3 else t.reshape(-1, *t.shape[-2:])
 
 
-def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None) -> Tensor | None:
+#: Row panel of :func:`qr_backward`'s :math:`Q^\top \bar Q`. Only the upper triangle of that n x n
+#: product is read, so it is computed a panel of rows at a time, each panel from its diagonal
+#: on: about (1 + b/n)/2 of the flops. Smaller panels skip more of the lower triangle but make
+#: thinner GEMMs; 64 was the fastest on one core (MKL, 4096 x 256: 13 ms against 16 ms for the
+#: full product; 32 and 96 within 0.5 ms of it). At n <= panel it is one GEMM, as before.
+PANEL = 64
+
+
+def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None, *,
+                panel: int = PANEL) -> Tensor | None:
     r"""Closed-form gradient of A = QR from Q and R alone (see the module docstring).
 
-    Written for speed at tall-skinny sizes, where it is two GEMMs with inner or outer dimension m
-    and one triangular solve; everything else is n x n:
+    Written for speed at tall-skinny sizes, where it is about two GEMMs with inner or outer
+    dimension m and one triangular solve; everything else is n x n:
 
-    1. :math:`N = \bar R R^\top - Q^\top \bar Q` (this is :math:`M^\top`; one GEMM, accumulated
-       in place into the n x n product, so no m x n temporary),
+    1. :math:`N = \bar R R^\top - Q^\top \bar Q` (this is :math:`M^\top`): only its upper
+       triangle is used, so the m-sized product is accumulated in place, ``panel`` rows at a
+       time from the diagonal on (:func:`upper_product_into`): about 60 % of a full GEMM's
+       flops at n = 256, and no m x n temporary,
     2. :math:`S = \operatorname{copyltu}(M) = \operatorname{triu}(N) + \operatorname{triu}(N, 1)^\top`
        (symmetric, n x n),
     3. :math:`B = \bar Q + Q S` into one fresh m x n buffer (``addmm``; the caller's
@@ -140,24 +151,46 @@ def qr_backward(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | No
     ``create_graph=True`` (grad mode on and an input that requires grad) the same formula runs
     out of place, so that double backward works.
     """
+    if panel < 1:
+        raise ValueError(f"panel must be >= 1, got {panel}")
     if grad_Q is None and grad_R is None:
         return None
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (Q, R, grad_Q, grad_R)):
         return _qr_backward_differentiable(Q, R, grad_Q, grad_R)
     with torch.no_grad():
-        return _qr_backward_in_place(Q, R, grad_Q, grad_R)
+        return _qr_backward_in_place(Q, R, grad_Q, grad_R, panel)
 
 
-def _qr_backward_in_place(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None) -> Tensor:
+def upper_product_into(N: Tensor, X: Tensor, Y: Tensor, *, alpha: float = 1.0, panel: int = PANEL) -> Tensor:
+    """N <- N + alpha X^T Y on and above the diagonal (below it: unspecified), ``panel`` rows per GEMM.
+
+    For products of which only one triangle is read (the backward's :math:`Q^\top \bar Q`, a
+    Gram matrix before its Cholesky factorisation). Rows i:i+b of the upper triangle need only
+    columns i: of Y, so each panel is one GEMM of b x (n - i) with inner dimension m, written
+    into a view of N (strided views go to BLAS without a copy). Matrices or batches (..., m, n).
+    """
+    if panel < 1:
+        raise ValueError(f"panel must be >= 1, got {panel}")
+    n = N.shape[-1]
+    if n <= panel:
+        return _mm_into(N, X.mT, Y, alpha=alpha)
+    for i in range(0, n, panel):
+        e = min(i + panel, n)
+        _mm_into(N[..., i:e, i:], X[..., :, i:e].mT, Y[..., :, i:], alpha=alpha)
+    return N
+
+
+def _qr_backward_in_place(Q: Tensor, R: Tensor, grad_Q: Tensor | None, grad_R: Tensor | None,
+                          panel: int = PANEL) -> Tensor:
     shape = Q.shape
     if Q.dim() > 3:
         Q, R, grad_Q, grad_R = _flat_batch(Q), _flat_batch(R), _flat_batch(grad_Q), _flat_batch(grad_R)
     if grad_R is not None:
         N = torch.matmul(grad_R, R.mT)
-        if grad_Q is not None:
-            _mm_into(N, Q.mT, grad_Q, alpha=-1.0)
     else:
-        N = torch.matmul(Q.mT, grad_Q).neg_()
+        N = torch.zeros(R.shape, dtype=R.dtype, device=R.device)
+    if grad_Q is not None:
+        upper_product_into(N, Q, grad_Q, alpha=-1.0, panel=panel)
     S = N.triu_()
     S += N.triu(1).mT
     B = torch.empty(Q.shape, dtype=Q.dtype, device=Q.device)

@@ -60,9 +60,21 @@ class ShapeResult:
         """Ratio of medians: the number the goals are stated in."""
         return self.timings[method].median(what) / self.timings[BASE].median(what)
 
+    def paired_ratios(self, method: str) -> list[float]:
+        """Per round, method / torch.linalg.qr (the two ran back to back): their spread is the bench's noise."""
+        return [a / b for a, b in zip(self.timings[method].total, self.timings[BASE].total)]
+
     def paired_ratio(self, method: str) -> float:
         """Median over rounds of (method / torch.linalg.qr) within the same round: robust to slow drifts in load."""
-        return statistics.median(a / b for a, b in zip(self.timings[method].total, self.timings[BASE].total))
+        return statistics.median(self.paired_ratios(method))
+
+    def paired_quartiles(self, method: str) -> tuple[float, float]:
+        """First and third quartile of the per-round ratios (both equal the ratio with fewer than two rounds)."""
+        ratios = self.paired_ratios(method)
+        if len(ratios) < 2:
+            return ratios[0], ratios[0]
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        return q1, q3
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -88,6 +100,7 @@ def _forward_fns() -> dict[str, Callable[..., Any]]:
     return {
         BASE: lambda A: torch.linalg.qr(A, mode="reduced"),
         "fast": qr_fast,
+        "fast_householder": lambda A: qr_fast(A, forward="householder"),
         "fast_cholesky_qr2": lambda A: qr_fast(A, forward="cholesky_qr2"),
         "memory_efficient": qr_memory_efficient,
         "mgs_autograd": modified_gram_schmidt,
@@ -172,7 +185,9 @@ def format_results(results: list[ShapeResult], header: str) -> str:
     for meth, goal in GOALS.items():
         if meth in head.timings:
             r = head.ratio(meth)
-            lines.append(f"goal at {head.m}x{head.n}: {meth} <= {goal}: {r:.3f} ({'met' if r <= goal else 'NOT met'})")
+            q1, q3 = head.paired_quartiles(meth)
+            lines.append(f"goal at {head.m}x{head.n}: {meth} <= {goal}: {r:.3f} ({'met' if r <= goal else 'NOT met'}); "
+                         f"per-round ratios, quartiles {q1:.3f}-{q3:.3f}")
     return "\n".join(lines)
 
 
@@ -180,8 +195,9 @@ def _arguments(p: Any) -> None:
     p.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma-separated MxN, the first is the headline "
                    f"(default {DEFAULT_SHAPES})")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, torch.linalg.qr always included "
-                   f"(default {DEFAULT_METHODS}; fast_cholesky_qr2 and mgs_autograd are also known)")
-    p.add_argument("--repeats", type=int, default=9, help="timed rounds per shape; medians printed (default 9)")
+                   f"(default {DEFAULT_METHODS}; fast_householder, fast_cholesky_qr2 and mgs_autograd are also known)")
+    p.add_argument("--repeats", type=int, default=15, help="timed rounds per shape; medians printed (default 15: "
+                   "with 9 one slow stretch could move the headline ratio by 0.1 on a shared machine)")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="(default float64)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: per-core numbers)")
     p.add_argument("--seed", type=int, default=0)
