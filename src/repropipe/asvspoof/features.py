@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,6 +246,7 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
 
 WORKER_THREADS = 1  # each worker process is one of the stage's CPUs
 TASK_BLOCKS = 4  # blocks per task sent to a worker: fewer round trips, short enough to balance the load
+IN_FLIGHT = 3  # tasks handed out per worker ahead of the parent: a worker never waits for its next one
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,122 @@ class _Work:
         return cls(source, Extractor(cfg, spectral) if spectral else None, cfg, tuple(kinds))
 
 
-BlockResult = tuple[list[int], dict[str, Any] | None, list[tuple[int, str, str]]]
+@functools.lru_cache(maxsize=16)
+def row_layout(cfg: FeatureConfig, kinds: tuple[str, ...]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each kind's (shape, numpy dtype) of one utterance's stored features: fixed for a config, because every
+    utterance is cropped or padded to the same length; an extractor run on one silent crop measures it."""
+    spectral = tuple(k for k in kinds if k in SPECTRAL)
+    layout: dict[str, tuple[tuple[int, ...], str]] = {}
+    if spectral:
+        with torch.no_grad():
+            feats = Extractor(cfg, spectral)(torch.zeros(1, cfg.spectral_samples))
+        layout.update({k: (tuple(feats[k].shape[1:]), "float16") for k in spectral})
+    if "wave" in kinds:
+        layout["wave"] = ((cfg.samples,), "int16")
+    return {k: layout[k] for k in kinds}
+
+
+def _runs(positions: list[int], chunk: int) -> list[tuple[int, int, int]]:
+    """(chunk, first row in it, rows) for each run of consecutive ``positions`` inside one chunk, in order."""
+    runs: list[list[int]] = []
+    for p in positions:
+        c, r = divmod(p, chunk)
+        if runs and runs[-1][0] == c and runs[-1][1] + runs[-1][2] == r:
+            runs[-1][2] += 1
+        else:
+            runs.append([c, r, 1])
+    return [(c, r, n) for c, r, n in runs]
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """A split's feature rows on disk while it is featurised, so the parent process handles no feature bytes.
+
+    Per kind, one file per ``chunk`` protocol rows, each row at a fixed offset given by its protocol position
+    (features have a fixed shape: :func:`row_layout`). A worker writes its block's rows where they belong, and
+    the worker that saves a shard reads that shard's kept rows back (a skipped row is a hole nobody reads, so
+    shards have no gaps). Files are created sparse and a chunk is deleted once every row in it is in a saved
+    shard, so the disk held is a few shards' worth, not the split's; nothing in them is a stage output.
+    """
+
+    root: Path
+    chunk: int
+    layout: dict[str, tuple[tuple[int, ...], str]]
+
+    def path(self, kind: str, c: int) -> Path:
+        return self.root / f"{kind}-{c:06d}.rows"
+
+    def row_bytes(self, kind: str) -> int:
+        shape, dtype = self.layout[kind]
+        return int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+    def write(self, kind: str, positions: list[int], rows: np.ndarray) -> None:
+        """Put ``rows[i]`` at protocol position ``positions[i]``."""
+        shape, dtype = self.layout[kind]
+        if rows.shape != (len(positions), *shape) or rows.dtype != np.dtype(dtype):
+            raise RuntimeError(f"{kind} rows {rows.shape} {rows.dtype}, expected {(len(positions), *shape)} {dtype}")
+        flat, size, i = memoryview(np.ascontiguousarray(rows).reshape(-1).view(np.uint8)), self.row_bytes(kind), 0
+        for c, r, n in _runs(positions, self.chunk):
+            fd = os.open(self.path(kind, c), os.O_WRONLY)
+            try:
+                buf, offset = flat[i * size:(i + n) * size], r * size
+                while buf:
+                    written = os.pwrite(fd, buf, offset)
+                    buf, offset = buf[written:], offset + written
+            finally:
+                os.close(fd)
+            i += n
+
+    def read(self, kind: str, positions: list[int]) -> np.ndarray:
+        """The rows at ``positions``, in that order, as one new array."""
+        shape, dtype = self.layout[kind]
+        out = np.empty((len(positions), *shape), dtype)
+        flat, size, i = memoryview(out.reshape(-1).view(np.uint8)), self.row_bytes(kind), 0
+        for c, r, n in _runs(positions, self.chunk):
+            fd = os.open(self.path(kind, c), os.O_RDONLY)
+            try:
+                buf, offset = flat[i * size:(i + n) * size], r * size
+                while buf:
+                    got = os.preadv(fd, [buf], offset)
+                    if not got:
+                        raise RuntimeError(f"{self.path(kind, c)}: ends before row {offset // size}")
+                    buf, offset = buf[got:], offset + got
+            finally:
+                os.close(fd)
+            i += n
+        return out
+
+
+@contextlib.contextmanager
+def _rows_on_disk(out_dir: Path, split: str, n: int, chunk: int, layout: dict[str, tuple[tuple[int, ...], str]]
+                  ) -> Iterator[tuple[SplitRows, Callable[[int], None]]]:
+    """A :class:`SplitRows` for ``n`` protocol rows in a hidden directory of ``out_dir``, and a function that deletes
+    the chunks below a protocol position; the directory is gone when the block ends, whatever happens in it."""
+    import shutil
+    import tempfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = SplitRows(Path(tempfile.mkdtemp(prefix=f".{split}-rows-", dir=out_dir)), chunk, layout)
+    n_chunks, dropped = -(-n // chunk), 0
+    try:
+        for c in range(n_chunks):
+            for kind in layout:
+                with open(rows.path(kind, c), "wb") as f:
+                    f.truncate(min(chunk, n - c * chunk) * rows.row_bytes(kind))  # sparse: no disk until written
+
+        def drop_below(position: int) -> None:
+            nonlocal dropped
+            while dropped < min(n_chunks, position // chunk):
+                for kind in layout:
+                    rows.path(kind, dropped).unlink()
+                dropped += 1
+
+        yield rows, drop_below
+    finally:
+        shutil.rmtree(rows.root, ignore_errors=True)
+
+
+BlockDone = tuple[list[int], list[tuple[int, str, str]]]  # (kept positions, (position, path, reason) of bad ones)
 _WORKER: _Work | None = None  # a worker process's own state, set once by _init_worker
 
 
@@ -276,16 +394,62 @@ def _init_worker(source: LASource, cfg: FeatureConfig, kinds: tuple[str, ...]) -
     _WORKER = _Work.build(source.reopened(), cfg, kinds)
 
 
-def _worker_block(block: list[tuple[int, str]]) -> BlockResult:
-    """:func:`_block_features` in a worker, features as numpy arrays.
+def _featurise(work: _Work, rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> list[BlockDone]:
+    """:func:`_block_features` of each block, its rows written to ``rows``; only positions go back to the parent."""
+    done = []
+    for block in blocks:
+        kept, feats, bad = _block_features(work, block)
+        for kind, values in (feats or {}).items():
+            rows.write(kind, kept, values.numpy())
+        done.append((kept, bad))
+    return done
 
-    A torch tensor sent back is moved through a new shared-memory file whose descriptor the parent
-    fetches from the worker over a socket, several system calls and a thread hand-off per tensor; a
-    numpy array is pickled into the result pipe as its bytes (about 100 kB a block).
-    """
-    assert _WORKER is not None, "_worker_block runs only in a FeaturePool worker"
-    kept, feats, bad = _block_features(_WORKER, block)
-    return kept, None if feats is None else {k: v.numpy() for k, v in feats.items()}, bad
+
+def _worker_featurise(rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> list[BlockDone]:
+    assert _WORKER is not None, "_worker_featurise runs only in a FeaturePool worker"
+    return _featurise(_WORKER, rows, blocks)
+
+
+def _save_shard(rows: SplitRows, kind: str, positions: list[int], path: Path) -> None:
+    """One shard file of one kind: the rows at ``positions``, saved atomically (a fresh array: no copy for torch)."""
+    atomic_torch_save(path, torch.from_numpy(rows.read(kind, positions)))
+
+
+class _Done:
+    """A task run on the spot, with a pool result's ``ready``/``wait``/``get`` (one process: no pool)."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._value, self._error = None, None
+        try:
+            self._value = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - re-raised by get(), where a pool's result raises it
+            self._error = exc
+
+    def ready(self) -> bool:
+        return True
+
+    def wait(self) -> None:
+        pass
+
+    def get(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Inline:
+    """The :class:`FeaturePool` interface run in this process, for one process."""
+
+    processes = 1
+
+    def __init__(self, work: _Work) -> None:
+        self.work = work
+
+    def featurise(self, rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> _Done:
+        return _Done(_featurise, self.work, rows, blocks)
+
+    def save(self, rows: SplitRows, kind: str, positions: list[int], path: Path) -> _Done:
+        return _Done(_save_shard, rows, kind, positions, path)
 
 
 class FeaturePool:
@@ -294,7 +458,8 @@ class FeaturePool:
     Starting and joining a pool of two forked workers costs about 0.14 s; one pool per split made
     that a quarter of the test-scale stage. Each worker sets itself up once (:func:`_init_worker`):
     one torch thread, its own handle on the archive (a forked worker must not share a zip's file
-    offset), its own :class:`Extractor`. Use as a context manager; :func:`extract_split` takes it as
+    offset), its own :class:`Extractor`. The workers do all the per-utterance work, the shard files
+    included (:class:`SplitRows`). Use as a context manager; :func:`extract_split` takes it as
     ``pool`` for a split of the same ``source``, ``cfg`` and ``kinds``.
     """
 
@@ -308,9 +473,13 @@ class FeaturePool:
         self._pool = multiprocessing.get_context("fork").Pool(processes, initializer=_init_worker,
                                                                initargs=(source, cfg, self.kinds))
 
-    def imap(self, blocks: list[list[tuple[int, str]]]) -> Any:
-        """Every block's result, in order, as soon as it and the blocks before it are done."""
-        return self._pool.imap(_worker_block, blocks, chunksize=TASK_BLOCKS)
+    def featurise(self, rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> Any:
+        """Blocks featurised by a worker into ``rows``; the result's ``get()`` gives their :data:`BlockDone`."""
+        return self._pool.apply_async(_worker_featurise, (rows, blocks))
+
+    def save(self, rows: SplitRows, kind: str, positions: list[int], path: Path) -> Any:
+        """A shard file written by a worker from ``rows``."""
+        return self._pool.apply_async(_save_shard, (rows, kind, positions, path))
 
     def close(self) -> None:
         self._pool.terminate()  # results are all in (or an error is on its way up): nothing to wait for
@@ -362,33 +531,28 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
     it; with ``on_bad='skip'`` it is recorded in ``bad`` under that protocol line instead.
     Blocks of ``batch_size`` rows go to ``pool``'s workers when one is given (the features stage
     starts one for all its splits), else, with ``processes`` > 1, to a pool started for this split;
-    the shards are byte-identical to one process's.
+    the shards are byte-identical to one process's. The workers write the features and the shard
+    files (:class:`SplitRows`); this process only hands out blocks, learns which rows were kept, and
+    hands out each shard once its rows are known. Every shard file is written atomically, and on an
+    error every task already handed out finishes before the rows on disk are deleted.
     """
+    from collections import deque
+
     from tqdm import tqdm
 
     kinds = tuple(kinds)
     if pool is not None and (pool.source is not source or pool.cfg != cfg or pool.kinds != kinds):
         raise ValueError(f"split {split}: the worker pool was started for another source, feature config or kinds "
                          f"({pool.kinds} vs {kinds})")
-    work = _Work.build(source, cfg, kinds) if pool is None else None
     paths = list(df.path)
     lines = list(df.line) if "line" in df.columns else [None] * len(df)
     blocks = [[(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
               for start in range(0, len(paths), batch_size)]
-    keep: list[int] = []
-    shard_rows: list[tuple[int, int]] = []  # (shard, row in shard) of every kept row
-    pending: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}  # feature rows not yet in a written shard
-    n_pending = 0  # rows in pending[k], every k
-    written = 0  # shards written so far
-
-    def write_shard(n: int) -> None:
-        nonlocal written, n_pending
-        for k in kinds:
-            rows = torch.cat(pending[k])
-            atomic_torch_save(out_dir / k / f"{split}-{written:03d}.pt", rows[:n].clone().contiguous())
-            pending[k] = [rows[n:]] if len(rows) > n else []
-        n_pending -= n
-        written += 1
+    tasks = iter([blocks[i:i + TASK_BLOCKS] for i in range(0, len(blocks), TASK_BLOCKS)])
+    keep: list[int] = []  # protocol positions of the kept rows, in order
+    saved = 0  # kept rows handed out in shards
+    running: Any = deque()  # (blocks, result) of the tasks handed out, in protocol order
+    saving: Any = deque()  # (results of one shard's files, protocol position below which no row is needed)
 
     def bad_row(pos: int, path: str, reason: str) -> None:
         line = lines[pos]
@@ -403,31 +567,57 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
             bad.append(BadItem(path, None, reason))
         log.warning("event=skip %s: %s", path, reason)
 
+    def settle() -> None:  # on the way out: no worker still writes rows (or a shard) when they are deleted
+        for result in [r for _, r in running] + [r for results, _ in saving for r in results]:
+            result.wait()
+
     with contextlib.ExitStack() as stack:
         if pool is None and min(processes, len(blocks)) > 1:
             pool = stack.enter_context(FeaturePool(source, cfg, kinds, min(processes, len(blocks))))
-        results = pool.imap(blocks) if pool is not None else map(functools.partial(_block_features, work), blocks)
+        runner: Any = pool if pool is not None else _Inline(_Work.build(source, cfg, kinds))
+        rows, drop_below = stack.enter_context(_rows_on_disk(out_dir, split, len(paths), shard_size,
+                                                             row_layout(cfg, kinds)))
+        stack.callback(settle)
         bar = stack.enter_context(tqdm(total=len(paths), desc=f"features {split}", disable=not progress, leave=False))
-        for block, (kept, feats, bad_items) in zip(blocks, results):
-            for pos, path, reason in bad_items:
-                bad_row(pos, path, reason)
-            for pos in kept:
-                n = len(keep)
-                keep.append(pos)
-                shard_rows.append((n // shard_size, n % shard_size))
-            if feats is not None:
-                for k in kinds:
-                    pending[k].append(torch.as_tensor(feats[k]))  # a worker's numpy array: no copy
-                n_pending += len(kept)
-            while n_pending >= shard_size:
-                write_shard(shard_size)
-            bar.update(len(block))
-    if n_pending:
-        write_shard(n_pending)
+
+        def hand_out() -> None:
+            while len(running) < IN_FLIGHT * runner.processes and (task := next(tasks, None)) is not None:
+                running.append((task, runner.featurise(rows, task)))
+
+        def save_shard(n: int) -> None:  # the next n kept rows
+            nonlocal saved
+            positions, shard = keep[saved:saved + n], saved // shard_size
+            saving.append(([runner.save(rows, k, positions, out_dir / k / f"{split}-{shard:03d}.pt") for k in kinds],
+                           positions[-1] + 1))
+            saved += n
+
+        def reap(wait: bool) -> None:
+            while saving and (wait or all(r.ready() for r in saving[0][0])):
+                results, below = saving.popleft()
+                for r in results:
+                    r.get()
+                drop_below(below)
+
+        hand_out()
+        while running:
+            task, result = running.popleft()
+            done = result.get()
+            hand_out()
+            for block, (kept, bad_items) in zip(task, done):
+                for pos, path, reason in bad_items:
+                    bad_row(pos, path, reason)
+                keep.extend(kept)
+                bar.update(len(block))
+            while len(keep) - saved >= shard_size:
+                save_shard(shard_size)
+            reap(wait=False)
+        if len(keep) > saved:
+            save_shard(len(keep) - saved)
+        reap(wait=True)
     kept_df = df.iloc[keep].copy()
     kept_df["split"] = split
-    kept_df["shard"] = [s for s, _ in shard_rows]
-    kept_df["row"] = [r for _, r in shard_rows]
+    kept_df["shard"] = [n // shard_size for n in range(len(keep))]
+    kept_df["row"] = [n % shard_size for n in range(len(keep))]
     return kept_df.reset_index(drop=True)
 
 
