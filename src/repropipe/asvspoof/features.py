@@ -20,6 +20,7 @@ module's :func:`extract_split` end to end, beside FLAC decode alone and decode +
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -520,6 +521,148 @@ def _block_features(work: _Work, block: list[tuple[int, str]]) -> tuple[list[int
     return kept, out, bad
 
 
+class _Split:
+    """One split of a features pass, as :func:`_extract` runs it: its tasks, which rows were kept, its shards.
+
+    ``take`` learns the kept rows of each task in protocol order and hands out each shard as soon as its rows are
+    known; the split's :class:`SplitRows` exist from its first task to its last shard.
+    """
+
+    def __init__(self, df: Any, split: str, out_dir: Path, cfg: FeatureConfig, kinds: tuple[str, ...], *,
+                 shard_size: int, batch_size: int, on_bad: str, protocol: str | None, progress: bool) -> None:
+        self.df, self.split, self.out_dir, self.kinds = df, split, out_dir, kinds
+        self.shard_size, self.on_bad, self.protocol, self.progress = shard_size, on_bad, protocol, progress
+        self.layout = row_layout(cfg, kinds)
+        paths = list(df.path)
+        self.lines = list(df.line) if "line" in df.columns else [None] * len(df)
+        blocks = [[(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
+                  for start in range(0, len(paths), batch_size)]
+        self.tasks: Any = collections.deque(blocks[i:i + TASK_BLOCKS] for i in range(0, len(blocks), TASK_BLOCKS))
+        self.n_tasks, self.taken = len(self.tasks), 0
+        self.keep: list[int] = []  # protocol positions of the kept rows, in order
+        self.saved = 0  # kept rows handed out in shards
+        self.saving: Any = collections.deque()  # (one shard's file results, position below which no row is needed)
+        self.bad: list[BadItem] = []
+        self.rows: SplitRows | None = None
+        self._drop_below: Callable[[int], None] = lambda position: None
+        self._stack = contextlib.ExitStack()  # the rows on disk, the progress bar
+        self._bar: Any = None
+
+    def next_task(self) -> list[list[tuple[int, str]]] | None:
+        if not self.tasks:
+            return None
+        if self.rows is None:
+            self.rows, self._drop_below = self._stack.enter_context(
+                _rows_on_disk(self.out_dir, self.split, len(self.df), self.shard_size, self.layout))
+        return self.tasks.popleft()
+
+    def take(self, runner: Any, task: list[list[tuple[int, str]]], done: list[BlockDone]) -> None:
+        """A task's results, in protocol order: bad rows reported or recorded, full shards handed out."""
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=len(self.df), desc=f"features {self.split}", disable=not self.progress, leave=False)
+        for block, (kept, bad_items) in zip(task, done):
+            for pos, path, reason in bad_items:
+                self._bad_row(pos, path, reason)
+            self.keep.extend(kept)
+            self._bar.update(len(block))
+        self.taken += 1
+        while len(self.keep) - self.saved >= self.shard_size:
+            self._save(runner, self.shard_size)
+        if self.taken == self.n_tasks:
+            self._bar.close()
+            if len(self.keep) > self.saved:
+                self._save(runner, len(self.keep) - self.saved)
+
+    def _save(self, runner: Any, n: int) -> None:  # the next n kept rows
+        positions, shard = self.keep[self.saved:self.saved + n], self.saved // self.shard_size
+        self.saving.append(([runner.save(self.rows, k, positions, self.out_dir / k / f"{self.split}-{shard:03d}.pt")
+                             for k in self.kinds], positions[-1] + 1))
+        self.saved += n
+
+    def reap(self, wait: bool) -> None:
+        """Shard files written (waiting for them with ``wait``): their rows' chunks deleted, and all the rows once
+        the last shard is in."""
+        while self.saving and (wait or all(r.ready() for r in self.saving[0][0])):
+            results, below = self.saving[0]
+            for r in results:
+                r.get()
+            self.saving.popleft()
+            self._drop_below(below)
+        if self.taken == self.n_tasks and not self.saving:
+            self.close()
+
+    def pending(self) -> list[Any]:
+        return [r for results, _ in self.saving for r in results]
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._stack.close()
+
+    def result(self) -> Any:
+        kept_df = self.df.iloc[self.keep].copy()
+        kept_df["split"] = self.split
+        kept_df["shard"] = [n // self.shard_size for n in range(len(self.keep))]
+        kept_df["row"] = [n % self.shard_size for n in range(len(self.keep))]
+        return kept_df.reset_index(drop=True)
+
+    def _bad_row(self, pos: int, path: str, reason: str) -> None:
+        line = self.lines[pos]
+        if self.protocol is not None and line is not None:
+            if self.on_bad != "skip":
+                raise DataError(path, f"{reason} (listed in {self.protocol} line {line})")
+            self.bad.append(BadItem(self.protocol, int(line), f"{path}: {reason}"))
+        elif self.on_bad != "skip":
+            raise DataError(path, reason)
+        else:
+            self.bad.append(BadItem(path, None, reason))
+        log.warning("event=skip %s: %s", path, reason)
+
+
+def _extract(splits: list[_Split], runner: Any) -> None:
+    """Every split's features and shards, the splits one after another without a pause between them.
+
+    At most :data:`IN_FLIGHT` tasks per worker are handed out ahead, the next split's as soon as a split has no
+    more: its last task and shard files overlap the next split's first tasks, so no worker waits at a split's
+    end. Results are taken in protocol order, split after split, so the first bad row stops the pass as in
+    one process. On an error every task already handed out finishes before the rows on disk are deleted (no
+    worker writes into a deleted file, and no shard file is left half-written).
+    """
+    running: Any = collections.deque()  # (split, task, result), in protocol order
+    order = iter(splits)
+    current = next(order, None)
+
+    def hand_out() -> None:
+        nonlocal current
+        while current is not None and len(running) < IN_FLIGHT * runner.processes:
+            task = current.next_task()
+            if task is None:
+                current = next(order, None)
+            else:
+                running.append((current, task, runner.featurise(current.rows, task)))
+
+    def settle() -> None:
+        for result in [r for _, _, r in running] + [r for s in splits for r in s.pending()]:
+            result.wait()
+
+    with contextlib.ExitStack() as stack:
+        for s in splits:
+            stack.callback(s.close)
+        stack.callback(settle)  # runs first
+        hand_out()
+        while running:
+            split, task, result = running.popleft()
+            done = result.get()
+            hand_out()
+            split.take(runner, task, done)
+            for s in splits:
+                s.reap(wait=False)
+        for s in splits:
+            s.reap(wait=True)
+
+
 def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: FeatureConfig,
                   kinds: tuple[str, ...], *, shard_size: int, batch_size: int = BATCH_SIZE, on_bad: str = "error",
                   bad: list[BadItem] | None = None, progress: bool = True, protocol: str | None = None,
@@ -533,92 +676,22 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
     starts one for all its splits), else, with ``processes`` > 1, to a pool started for this split;
     the shards are byte-identical to one process's. The workers write the features and the shard
     files (:class:`SplitRows`); this process only hands out blocks, learns which rows were kept, and
-    hands out each shard once its rows are known. Every shard file is written atomically, and on an
-    error every task already handed out finishes before the rows on disk are deleted.
+    hands out each shard once its rows are known. Every shard file is written atomically.
     """
-    from collections import deque
-
-    from tqdm import tqdm
-
     kinds = tuple(kinds)
     if pool is not None and (pool.source is not source or pool.cfg != cfg or pool.kinds != kinds):
         raise ValueError(f"split {split}: the worker pool was started for another source, feature config or kinds "
                          f"({pool.kinds} vs {kinds})")
-    paths = list(df.path)
-    lines = list(df.line) if "line" in df.columns else [None] * len(df)
-    blocks = [[(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
-              for start in range(0, len(paths), batch_size)]
-    tasks = iter([blocks[i:i + TASK_BLOCKS] for i in range(0, len(blocks), TASK_BLOCKS)])
-    keep: list[int] = []  # protocol positions of the kept rows, in order
-    saved = 0  # kept rows handed out in shards
-    running: Any = deque()  # (blocks, result) of the tasks handed out, in protocol order
-    saving: Any = deque()  # (results of one shard's files, protocol position below which no row is needed)
-
-    def bad_row(pos: int, path: str, reason: str) -> None:
-        line = lines[pos]
-        if protocol is not None and line is not None:
-            if on_bad != "skip":
-                raise DataError(path, f"{reason} (listed in {protocol} line {line})")
-            if bad is not None:
-                bad.append(BadItem(protocol, int(line), f"{path}: {reason}"))
-        elif on_bad != "skip":
-            raise DataError(path, reason)
-        elif bad is not None:
-            bad.append(BadItem(path, None, reason))
-        log.warning("event=skip %s: %s", path, reason)
-
-    def settle() -> None:  # on the way out: no worker still writes rows (or a shard) when they are deleted
-        for result in [r for _, r in running] + [r for results, _ in saving for r in results]:
-            result.wait()
-
+    job = _Split(df, split, out_dir, cfg, kinds, shard_size=shard_size, batch_size=batch_size, on_bad=on_bad,
+                 protocol=protocol, progress=progress)
+    n_blocks = -(-len(df) // batch_size)
     with contextlib.ExitStack() as stack:
-        if pool is None and min(processes, len(blocks)) > 1:
-            pool = stack.enter_context(FeaturePool(source, cfg, kinds, min(processes, len(blocks))))
-        runner: Any = pool if pool is not None else _Inline(_Work.build(source, cfg, kinds))
-        rows, drop_below = stack.enter_context(_rows_on_disk(out_dir, split, len(paths), shard_size,
-                                                             row_layout(cfg, kinds)))
-        stack.callback(settle)
-        bar = stack.enter_context(tqdm(total=len(paths), desc=f"features {split}", disable=not progress, leave=False))
-
-        def hand_out() -> None:
-            while len(running) < IN_FLIGHT * runner.processes and (task := next(tasks, None)) is not None:
-                running.append((task, runner.featurise(rows, task)))
-
-        def save_shard(n: int) -> None:  # the next n kept rows
-            nonlocal saved
-            positions, shard = keep[saved:saved + n], saved // shard_size
-            saving.append(([runner.save(rows, k, positions, out_dir / k / f"{split}-{shard:03d}.pt") for k in kinds],
-                           positions[-1] + 1))
-            saved += n
-
-        def reap(wait: bool) -> None:
-            while saving and (wait or all(r.ready() for r in saving[0][0])):
-                results, below = saving.popleft()
-                for r in results:
-                    r.get()
-                drop_below(below)
-
-        hand_out()
-        while running:
-            task, result = running.popleft()
-            done = result.get()
-            hand_out()
-            for block, (kept, bad_items) in zip(task, done):
-                for pos, path, reason in bad_items:
-                    bad_row(pos, path, reason)
-                keep.extend(kept)
-                bar.update(len(block))
-            while len(keep) - saved >= shard_size:
-                save_shard(shard_size)
-            reap(wait=False)
-        if len(keep) > saved:
-            save_shard(len(keep) - saved)
-        reap(wait=True)
-    kept_df = df.iloc[keep].copy()
-    kept_df["split"] = split
-    kept_df["shard"] = [n // shard_size for n in range(len(keep))]
-    kept_df["row"] = [n % shard_size for n in range(len(keep))]
-    return kept_df.reset_index(drop=True)
+        if pool is None and min(processes, n_blocks) > 1:
+            pool = stack.enter_context(FeaturePool(source, cfg, kinds, min(processes, n_blocks)))
+        _extract([job], pool if pool is not None else _Inline(_Work.build(source, cfg, kinds)))
+    if bad is not None:
+        bad.extend(job.bad)
+    return job.result()
 
 
 def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, seed: int, on_bad: str,
@@ -644,14 +717,16 @@ def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, s
     # one pool for every split: its start-up is paid once (and none for fewer blocks than processes)
     processes = max(1, min(processes, sum(-(-len(df) // BATCH_SIZE) for df in dfs.values())))
     log.info("event=features processes=%d from=%s", processes, processes_from)
-    frames = []
+    jobs = [_Split(df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size, batch_size=BATCH_SIZE,
+                   on_bad=on_bad, protocol=source.where(data.protocol_path(split)), progress=True)
+            for split, df in dfs.items()]
     with FeaturePool(source, front_end, cfg.kinds, processes) if processes > 1 else contextlib.nullcontext() as pool:
-        for split, df in dfs.items():
-            bad.extend(protocol_bad[split])
-            frames.append(extract_split(source, df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size,
-                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
-                                        pool=pool))
-            log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
+        _extract(jobs, pool if pool is not None else _Inline(_Work.build(source, front_end, cfg.kinds)))
+    frames = []
+    for job in jobs:
+        bad.extend(protocol_bad[job.split] + job.bad)
+        frames.append(job.result())
+        log.info("event=features split=%s utterances=%d", job.split, len(frames[-1]))
     index = pd.concat(frames, ignore_index=True)
     with atomic_path(out_dir / "index.parquet") as t:
         index.to_parquet(t, index=False)
