@@ -135,3 +135,60 @@ def test_bench_threads_times_the_stages_work_at_each_budget(monkeypatch, capsys,
     out = capsys.readouterr().out
     assert "40 utterances" in out and "load average" in out
     assert re.search(r"features\s+[\d.]+\s+[\d.]+\s+[\d.]+", out) and re.search(r"train\s+[\d.]+\s+[\d.]+\s+[\d.]+", out)
+    cpu = re.search(r"1 CPU: parent ([\d.]+), workers ([\d.]+); 2 CPU: parent ([\d.]+), workers ([\d.]+)", out)
+    assert cpu and float(cpu[2]) == 0 and float(cpu[4]) > 0  # one process has no workers; two do the work
+
+
+def test_split_rows_put_each_row_at_its_position_across_chunks_and_read_back_any_subset(tmp_path):
+    """Rows written block by block (a skipped row leaves a hole) come back, in the asked order, across chunk files."""
+    import numpy as np
+
+    layout = {"lfcc": ((3, 5), "float16"), "wave": ((7,), "int16")}
+    with features._rows_on_disk(tmp_path, "dev", 11, 4, layout) as (rows, drop_below):
+        assert sorted(p.name for p in rows.root.iterdir()) == [f"{k}-{c:06d}.rows" for k in layout for c in range(3)]
+        rng = np.random.default_rng(0)
+        truth = {k: rng.standard_normal((11, *shape)).astype(dtype) for k, (shape, dtype) in layout.items()}
+        blocks = [[0, 1, 2], [4, 5, 6, 7, 8], [9, 10]]  # 3 skipped; the middle block spans two chunks
+        for k in layout:
+            for block in blocks:
+                rows.write(k, block, truth[k][block])
+        kept = [p for b in blocks for p in b]
+        for k in layout:
+            assert np.array_equal(rows.read(k, kept), truth[k][kept])
+            assert np.array_equal(rows.read(k, [10, 0]), truth[k][[10, 0]])
+        with pytest.raises(RuntimeError, match="expected"):
+            rows.write("lfcc", [3], truth["wave"][[3]])
+        drop_below(9)  # rows 0-7 are in saved shards: chunks 0 and 1 go, chunk 2 (rows 8-10) stays
+        assert sorted(p.name for p in rows.root.iterdir()) == [f"{k}-000002.rows" for k in layout]
+        assert np.array_equal(rows.read("wave", [8, 10]), truth["wave"][[8, 10]])
+    assert not rows.root.exists()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_bad_utterance_stops_the_split_leaving_only_whole_shards_and_no_rows(tmp_path, processes):
+    """on_bad error: the DataError names the FLAC and its protocol line; the rows on disk are gone and every file
+    left is a whole shard (its workers finish what they were handed before the rows are deleted)."""
+    from repropipe.asvspoof import data
+    from repropipe.asvspoof.synth import write_synthetic
+    from repropipe.asvspoof.config import SyntheticConfig
+    from repropipe import config
+    from repropipe.io import DataError, torch_load
+
+    raw = tmp_path / "raw"
+    write_synthetic(raw, config.parse(SyntheticConfig, {
+        "utterances": {"train": 4, "dev": 4, "eval": 60}, "speakers": {"train": 2, "dev": 2, "eval": 3},
+        "bonafide_fraction": 0.3, "seconds": [0.3, 0.4]}), seed=0, progress=False)
+    src = data.DirSource(raw)
+    df = data.read_protocol(src, "eval")
+    broken = raw / df.path[45]
+    broken.write_bytes(broken.read_bytes()[:100])
+    proto = src.where(data.protocol_path("eval"))
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=rf"{df.utt_id[45]}\.flac: not a readable FLAC.*\(listed in .* line {df.line[45]}\)"):
+        features.extract_split(src, df, "eval", out, FeatureConfig(seconds=0.3), ("lfcc", "wave"), shard_size=8,
+                               batch_size=4, progress=False, protocol=proto, processes=processes)
+    left = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert all(p.parts[0] in ("lfcc", "wave") for p in left), left  # no rows directory, no temporary file
+    for p in (q for q in left if q.suffix == ".pt"):
+        shard = int(p.stem.split("-")[1])
+        assert shard < 45 // 8 and len(torch_load(out / p)) == 8

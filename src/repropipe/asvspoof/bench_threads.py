@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -72,12 +73,15 @@ def run(args: Any) -> int:
             features(n)
             train(n)
         times: dict[tuple[str, int], list[float]] = {}
+        cpu: dict[int, list[tuple[float, float]]] = {}  # features: (this process's, its workers') CPU seconds
         for _ in range(max(1, args.repeats)):
             for n in budgets:
                 for name, fn in (("features", features), ("train", train)):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), _cpu_seconds()
                     fn(n)
                     times.setdefault((name, n), []).append(time.perf_counter() - t0)
+                    if name == "features":
+                        cpu.setdefault(n, []).append(tuple(b - a for a, b in zip(c0, _cpu_seconds())))
         load1 = os.getloadavg()[0]
     med = {k: statistics.median(v) for k, v in times.items()}
     base = budgets[0]
@@ -90,7 +94,16 @@ def run(args: Any) -> int:
         ratios = [med[(name, base)] / med[(name, n)] for n in budgets[1:]]
         print(f"  {name:10s} " + " ".join(f"{med[(name, n)]:9.2f}" for n in budgets) + " "
               + " ".join(f"{r:8.2f}" for r in ratios) + f"   (goal at 2 CPUs: >= {goal}x)")
+    print("  features CPU seconds per pass (medians; they depend little on the load): "
+          + "; ".join(f"{n} CPU: parent {statistics.median(c[0] for c in cpu[n]):.2f}, "
+                      f"workers {statistics.median(c[1] for c in cpu[n]):.2f}" for n in budgets))
     return 0
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """User + system CPU of this process (all its threads) and of its finished child processes (pool workers)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 def synthetic_config(params: dict[str, Any], utterances: int | None) -> Any:

@@ -20,9 +20,12 @@ module's :func:`extract_split` end to end, beside FLAC decode alone and decode +
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,6 +247,7 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
 
 WORKER_THREADS = 1  # each worker process is one of the stage's CPUs
 TASK_BLOCKS = 4  # blocks per task sent to a worker: fewer round trips, short enough to balance the load
+IN_FLIGHT = 3  # tasks handed out per worker ahead of the parent: a worker never waits for its next one
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,122 @@ class _Work:
         return cls(source, Extractor(cfg, spectral) if spectral else None, cfg, tuple(kinds))
 
 
-BlockResult = tuple[list[int], dict[str, Any] | None, list[tuple[int, str, str]]]
+@functools.lru_cache(maxsize=16)
+def row_layout(cfg: FeatureConfig, kinds: tuple[str, ...]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each kind's (shape, numpy dtype) of one utterance's stored features: fixed for a config, because every
+    utterance is cropped or padded to the same length; an extractor run on one silent crop measures it."""
+    spectral = tuple(k for k in kinds if k in SPECTRAL)
+    layout: dict[str, tuple[tuple[int, ...], str]] = {}
+    if spectral:
+        with torch.no_grad():
+            feats = Extractor(cfg, spectral)(torch.zeros(1, cfg.spectral_samples))
+        layout.update({k: (tuple(feats[k].shape[1:]), "float16") for k in spectral})
+    if "wave" in kinds:
+        layout["wave"] = ((cfg.samples,), "int16")
+    return {k: layout[k] for k in kinds}
+
+
+def _runs(positions: list[int], chunk: int) -> list[tuple[int, int, int]]:
+    """(chunk, first row in it, rows) for each run of consecutive ``positions`` inside one chunk, in order."""
+    runs: list[list[int]] = []
+    for p in positions:
+        c, r = divmod(p, chunk)
+        if runs and runs[-1][0] == c and runs[-1][1] + runs[-1][2] == r:
+            runs[-1][2] += 1
+        else:
+            runs.append([c, r, 1])
+    return [(c, r, n) for c, r, n in runs]
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """A split's feature rows on disk while it is featurised, so the parent process handles no feature bytes.
+
+    Per kind, one file per ``chunk`` protocol rows, each row at a fixed offset given by its protocol position
+    (features have a fixed shape: :func:`row_layout`). A worker writes its block's rows where they belong, and
+    the worker that saves a shard reads that shard's kept rows back (a skipped row is a hole nobody reads, so
+    shards have no gaps). Files are created sparse and a chunk is deleted once every row in it is in a saved
+    shard, so the disk held is a few shards' worth, not the split's; nothing in them is a stage output.
+    """
+
+    root: Path
+    chunk: int
+    layout: dict[str, tuple[tuple[int, ...], str]]
+
+    def path(self, kind: str, c: int) -> Path:
+        return self.root / f"{kind}-{c:06d}.rows"
+
+    def row_bytes(self, kind: str) -> int:
+        shape, dtype = self.layout[kind]
+        return int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+    def write(self, kind: str, positions: list[int], rows: np.ndarray) -> None:
+        """Put ``rows[i]`` at protocol position ``positions[i]``."""
+        shape, dtype = self.layout[kind]
+        if rows.shape != (len(positions), *shape) or rows.dtype != np.dtype(dtype):
+            raise RuntimeError(f"{kind} rows {rows.shape} {rows.dtype}, expected {(len(positions), *shape)} {dtype}")
+        flat, size, i = memoryview(np.ascontiguousarray(rows).reshape(-1).view(np.uint8)), self.row_bytes(kind), 0
+        for c, r, n in _runs(positions, self.chunk):
+            fd = os.open(self.path(kind, c), os.O_WRONLY)
+            try:
+                buf, offset = flat[i * size:(i + n) * size], r * size
+                while buf:
+                    written = os.pwrite(fd, buf, offset)
+                    buf, offset = buf[written:], offset + written
+            finally:
+                os.close(fd)
+            i += n
+
+    def read(self, kind: str, positions: list[int]) -> np.ndarray:
+        """The rows at ``positions``, in that order, as one new array."""
+        shape, dtype = self.layout[kind]
+        out = np.empty((len(positions), *shape), dtype)
+        flat, size, i = memoryview(out.reshape(-1).view(np.uint8)), self.row_bytes(kind), 0
+        for c, r, n in _runs(positions, self.chunk):
+            fd = os.open(self.path(kind, c), os.O_RDONLY)
+            try:
+                buf, offset = flat[i * size:(i + n) * size], r * size
+                while buf:
+                    got = os.preadv(fd, [buf], offset)
+                    if not got:
+                        raise RuntimeError(f"{self.path(kind, c)}: ends before row {offset // size}")
+                    buf, offset = buf[got:], offset + got
+            finally:
+                os.close(fd)
+            i += n
+        return out
+
+
+@contextlib.contextmanager
+def _rows_on_disk(out_dir: Path, split: str, n: int, chunk: int, layout: dict[str, tuple[tuple[int, ...], str]]
+                  ) -> Iterator[tuple[SplitRows, Callable[[int], None]]]:
+    """A :class:`SplitRows` for ``n`` protocol rows in a hidden directory of ``out_dir``, and a function that deletes
+    the chunks below a protocol position; the directory is gone when the block ends, whatever happens in it."""
+    import shutil
+    import tempfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = SplitRows(Path(tempfile.mkdtemp(prefix=f".{split}-rows-", dir=out_dir)), chunk, layout)
+    n_chunks, dropped = -(-n // chunk), 0
+    try:
+        for c in range(n_chunks):
+            for kind in layout:
+                with open(rows.path(kind, c), "wb") as f:
+                    f.truncate(min(chunk, n - c * chunk) * rows.row_bytes(kind))  # sparse: no disk until written
+
+        def drop_below(position: int) -> None:
+            nonlocal dropped
+            while dropped < min(n_chunks, position // chunk):
+                for kind in layout:
+                    rows.path(kind, dropped).unlink()
+                dropped += 1
+
+        yield rows, drop_below
+    finally:
+        shutil.rmtree(rows.root, ignore_errors=True)
+
+
+BlockDone = tuple[list[int], list[tuple[int, str, str]]]  # (kept positions, (position, path, reason) of bad ones)
 _WORKER: _Work | None = None  # a worker process's own state, set once by _init_worker
 
 
@@ -276,16 +395,62 @@ def _init_worker(source: LASource, cfg: FeatureConfig, kinds: tuple[str, ...]) -
     _WORKER = _Work.build(source.reopened(), cfg, kinds)
 
 
-def _worker_block(block: list[tuple[int, str]]) -> BlockResult:
-    """:func:`_block_features` in a worker, features as numpy arrays.
+def _featurise(work: _Work, rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> list[BlockDone]:
+    """:func:`_block_features` of each block, its rows written to ``rows``; only positions go back to the parent."""
+    done = []
+    for block in blocks:
+        kept, feats, bad = _block_features(work, block)
+        for kind, values in (feats or {}).items():
+            rows.write(kind, kept, values.numpy())
+        done.append((kept, bad))
+    return done
 
-    A torch tensor sent back is moved through a new shared-memory file whose descriptor the parent
-    fetches from the worker over a socket, several system calls and a thread hand-off per tensor; a
-    numpy array is pickled into the result pipe as its bytes (about 100 kB a block).
-    """
-    assert _WORKER is not None, "_worker_block runs only in a FeaturePool worker"
-    kept, feats, bad = _block_features(_WORKER, block)
-    return kept, None if feats is None else {k: v.numpy() for k, v in feats.items()}, bad
+
+def _worker_featurise(rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> list[BlockDone]:
+    assert _WORKER is not None, "_worker_featurise runs only in a FeaturePool worker"
+    return _featurise(_WORKER, rows, blocks)
+
+
+def _save_shard(rows: SplitRows, kind: str, positions: list[int], path: Path) -> None:
+    """One shard file of one kind: the rows at ``positions``, saved atomically (a fresh array: no copy for torch)."""
+    atomic_torch_save(path, torch.from_numpy(rows.read(kind, positions)))
+
+
+class _Done:
+    """A task run on the spot, with a pool result's ``ready``/``wait``/``get`` (one process: no pool)."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._value, self._error = None, None
+        try:
+            self._value = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - re-raised by get(), where a pool's result raises it
+            self._error = exc
+
+    def ready(self) -> bool:
+        return True
+
+    def wait(self) -> None:
+        pass
+
+    def get(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Inline:
+    """The :class:`FeaturePool` interface run in this process, for one process."""
+
+    processes = 1
+
+    def __init__(self, work: _Work) -> None:
+        self.work = work
+
+    def featurise(self, rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> _Done:
+        return _Done(_featurise, self.work, rows, blocks)
+
+    def save(self, rows: SplitRows, kind: str, positions: list[int], path: Path) -> _Done:
+        return _Done(_save_shard, rows, kind, positions, path)
 
 
 class FeaturePool:
@@ -294,7 +459,8 @@ class FeaturePool:
     Starting and joining a pool of two forked workers costs about 0.14 s; one pool per split made
     that a quarter of the test-scale stage. Each worker sets itself up once (:func:`_init_worker`):
     one torch thread, its own handle on the archive (a forked worker must not share a zip's file
-    offset), its own :class:`Extractor`. Use as a context manager; :func:`extract_split` takes it as
+    offset), its own :class:`Extractor`. The workers do all the per-utterance work, the shard files
+    included (:class:`SplitRows`). Use as a context manager; :func:`extract_split` takes it as
     ``pool`` for a split of the same ``source``, ``cfg`` and ``kinds``.
     """
 
@@ -308,9 +474,13 @@ class FeaturePool:
         self._pool = multiprocessing.get_context("fork").Pool(processes, initializer=_init_worker,
                                                                initargs=(source, cfg, self.kinds))
 
-    def imap(self, blocks: list[list[tuple[int, str]]]) -> Any:
-        """Every block's result, in order, as soon as it and the blocks before it are done."""
-        return self._pool.imap(_worker_block, blocks, chunksize=TASK_BLOCKS)
+    def featurise(self, rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> Any:
+        """Blocks featurised by a worker into ``rows``; the result's ``get()`` gives their :data:`BlockDone`."""
+        return self._pool.apply_async(_worker_featurise, (rows, blocks))
+
+    def save(self, rows: SplitRows, kind: str, positions: list[int], path: Path) -> Any:
+        """A shard file written by a worker from ``rows``."""
+        return self._pool.apply_async(_save_shard, (rows, kind, positions, path))
 
     def close(self) -> None:
         self._pool.terminate()  # results are all in (or an error is on its way up): nothing to wait for
@@ -351,6 +521,148 @@ def _block_features(work: _Work, block: list[tuple[int, str]]) -> tuple[list[int
     return kept, out, bad
 
 
+class _Split:
+    """One split of a features pass, as :func:`_extract` runs it: its tasks, which rows were kept, its shards.
+
+    ``take`` learns the kept rows of each task in protocol order and hands out each shard as soon as its rows are
+    known; the split's :class:`SplitRows` exist from its first task to its last shard.
+    """
+
+    def __init__(self, df: Any, split: str, out_dir: Path, cfg: FeatureConfig, kinds: tuple[str, ...], *,
+                 shard_size: int, batch_size: int, on_bad: str, protocol: str | None, progress: bool) -> None:
+        self.df, self.split, self.out_dir, self.kinds = df, split, out_dir, kinds
+        self.shard_size, self.on_bad, self.protocol, self.progress = shard_size, on_bad, protocol, progress
+        self.layout = row_layout(cfg, kinds)
+        paths = list(df.path)
+        self.lines = list(df.line) if "line" in df.columns else [None] * len(df)
+        blocks = [[(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
+                  for start in range(0, len(paths), batch_size)]
+        self.tasks: Any = collections.deque(blocks[i:i + TASK_BLOCKS] for i in range(0, len(blocks), TASK_BLOCKS))
+        self.n_tasks, self.taken = len(self.tasks), 0
+        self.keep: list[int] = []  # protocol positions of the kept rows, in order
+        self.saved = 0  # kept rows handed out in shards
+        self.saving: Any = collections.deque()  # (one shard's file results, position below which no row is needed)
+        self.bad: list[BadItem] = []
+        self.rows: SplitRows | None = None
+        self._drop_below: Callable[[int], None] = lambda position: None
+        self._stack = contextlib.ExitStack()  # the rows on disk, the progress bar
+        self._bar: Any = None
+
+    def next_task(self) -> list[list[tuple[int, str]]] | None:
+        if not self.tasks:
+            return None
+        if self.rows is None:
+            self.rows, self._drop_below = self._stack.enter_context(
+                _rows_on_disk(self.out_dir, self.split, len(self.df), self.shard_size, self.layout))
+        return self.tasks.popleft()
+
+    def take(self, runner: Any, task: list[list[tuple[int, str]]], done: list[BlockDone]) -> None:
+        """A task's results, in protocol order: bad rows reported or recorded, full shards handed out."""
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=len(self.df), desc=f"features {self.split}", disable=not self.progress, leave=False)
+        for block, (kept, bad_items) in zip(task, done):
+            for pos, path, reason in bad_items:
+                self._bad_row(pos, path, reason)
+            self.keep.extend(kept)
+            self._bar.update(len(block))
+        self.taken += 1
+        while len(self.keep) - self.saved >= self.shard_size:
+            self._save(runner, self.shard_size)
+        if self.taken == self.n_tasks:
+            self._bar.close()
+            if len(self.keep) > self.saved:
+                self._save(runner, len(self.keep) - self.saved)
+
+    def _save(self, runner: Any, n: int) -> None:  # the next n kept rows
+        positions, shard = self.keep[self.saved:self.saved + n], self.saved // self.shard_size
+        self.saving.append(([runner.save(self.rows, k, positions, self.out_dir / k / f"{self.split}-{shard:03d}.pt")
+                             for k in self.kinds], positions[-1] + 1))
+        self.saved += n
+
+    def reap(self, wait: bool) -> None:
+        """Shard files written (waiting for them with ``wait``): their rows' chunks deleted, and all the rows once
+        the last shard is in."""
+        while self.saving and (wait or all(r.ready() for r in self.saving[0][0])):
+            results, below = self.saving[0]
+            for r in results:
+                r.get()
+            self.saving.popleft()
+            self._drop_below(below)
+        if self.taken == self.n_tasks and not self.saving:
+            self.close()
+
+    def pending(self) -> list[Any]:
+        return [r for results, _ in self.saving for r in results]
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._stack.close()
+
+    def result(self) -> Any:
+        kept_df = self.df.iloc[self.keep].copy()
+        kept_df["split"] = self.split
+        kept_df["shard"] = [n // self.shard_size for n in range(len(self.keep))]
+        kept_df["row"] = [n % self.shard_size for n in range(len(self.keep))]
+        return kept_df.reset_index(drop=True)
+
+    def _bad_row(self, pos: int, path: str, reason: str) -> None:
+        line = self.lines[pos]
+        if self.protocol is not None and line is not None:
+            if self.on_bad != "skip":
+                raise DataError(path, f"{reason} (listed in {self.protocol} line {line})")
+            self.bad.append(BadItem(self.protocol, int(line), f"{path}: {reason}"))
+        elif self.on_bad != "skip":
+            raise DataError(path, reason)
+        else:
+            self.bad.append(BadItem(path, None, reason))
+        log.warning("event=skip %s: %s", path, reason)
+
+
+def _extract(splits: list[_Split], runner: Any) -> None:
+    """Every split's features and shards, the splits one after another without a pause between them.
+
+    At most :data:`IN_FLIGHT` tasks per worker are handed out ahead, the next split's as soon as a split has no
+    more: its last task and shard files overlap the next split's first tasks, so no worker waits at a split's
+    end. Results are taken in protocol order, split after split, so the first bad row stops the pass as in
+    one process. On an error every task already handed out finishes before the rows on disk are deleted (no
+    worker writes into a deleted file, and no shard file is left half-written).
+    """
+    running: Any = collections.deque()  # (split, task, result), in protocol order
+    order = iter(splits)
+    current = next(order, None)
+
+    def hand_out() -> None:
+        nonlocal current
+        while current is not None and len(running) < IN_FLIGHT * runner.processes:
+            task = current.next_task()
+            if task is None:
+                current = next(order, None)
+            else:
+                running.append((current, task, runner.featurise(current.rows, task)))
+
+    def settle() -> None:
+        for result in [r for _, _, r in running] + [r for s in splits for r in s.pending()]:
+            result.wait()
+
+    with contextlib.ExitStack() as stack:
+        for s in splits:
+            stack.callback(s.close)
+        stack.callback(settle)  # runs first
+        hand_out()
+        while running:
+            split, task, result = running.popleft()
+            done = result.get()
+            hand_out()
+            split.take(runner, task, done)
+            for s in splits:
+                s.reap(wait=False)
+        for s in splits:
+            s.reap(wait=True)
+
+
 def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: FeatureConfig,
                   kinds: tuple[str, ...], *, shard_size: int, batch_size: int = BATCH_SIZE, on_bad: str = "error",
                   bad: list[BadItem] | None = None, progress: bool = True, protocol: str | None = None,
@@ -362,73 +674,24 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
     it; with ``on_bad='skip'`` it is recorded in ``bad`` under that protocol line instead.
     Blocks of ``batch_size`` rows go to ``pool``'s workers when one is given (the features stage
     starts one for all its splits), else, with ``processes`` > 1, to a pool started for this split;
-    the shards are byte-identical to one process's.
+    the shards are byte-identical to one process's. The workers write the features and the shard
+    files (:class:`SplitRows`); this process only hands out blocks, learns which rows were kept, and
+    hands out each shard once its rows are known. Every shard file is written atomically.
     """
-    from tqdm import tqdm
-
     kinds = tuple(kinds)
     if pool is not None and (pool.source is not source or pool.cfg != cfg or pool.kinds != kinds):
         raise ValueError(f"split {split}: the worker pool was started for another source, feature config or kinds "
                          f"({pool.kinds} vs {kinds})")
-    work = _Work.build(source, cfg, kinds) if pool is None else None
-    paths = list(df.path)
-    lines = list(df.line) if "line" in df.columns else [None] * len(df)
-    blocks = [[(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
-              for start in range(0, len(paths), batch_size)]
-    keep: list[int] = []
-    shard_rows: list[tuple[int, int]] = []  # (shard, row in shard) of every kept row
-    pending: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}  # feature rows not yet in a written shard
-    n_pending = 0  # rows in pending[k], every k
-    written = 0  # shards written so far
-
-    def write_shard(n: int) -> None:
-        nonlocal written, n_pending
-        for k in kinds:
-            rows = torch.cat(pending[k])
-            atomic_torch_save(out_dir / k / f"{split}-{written:03d}.pt", rows[:n].clone().contiguous())
-            pending[k] = [rows[n:]] if len(rows) > n else []
-        n_pending -= n
-        written += 1
-
-    def bad_row(pos: int, path: str, reason: str) -> None:
-        line = lines[pos]
-        if protocol is not None and line is not None:
-            if on_bad != "skip":
-                raise DataError(path, f"{reason} (listed in {protocol} line {line})")
-            if bad is not None:
-                bad.append(BadItem(protocol, int(line), f"{path}: {reason}"))
-        elif on_bad != "skip":
-            raise DataError(path, reason)
-        elif bad is not None:
-            bad.append(BadItem(path, None, reason))
-        log.warning("event=skip %s: %s", path, reason)
-
+    job = _Split(df, split, out_dir, cfg, kinds, shard_size=shard_size, batch_size=batch_size, on_bad=on_bad,
+                 protocol=protocol, progress=progress)
+    n_blocks = -(-len(df) // batch_size)
     with contextlib.ExitStack() as stack:
-        if pool is None and min(processes, len(blocks)) > 1:
-            pool = stack.enter_context(FeaturePool(source, cfg, kinds, min(processes, len(blocks))))
-        results = pool.imap(blocks) if pool is not None else map(functools.partial(_block_features, work), blocks)
-        bar = stack.enter_context(tqdm(total=len(paths), desc=f"features {split}", disable=not progress, leave=False))
-        for block, (kept, feats, bad_items) in zip(blocks, results):
-            for pos, path, reason in bad_items:
-                bad_row(pos, path, reason)
-            for pos in kept:
-                n = len(keep)
-                keep.append(pos)
-                shard_rows.append((n // shard_size, n % shard_size))
-            if feats is not None:
-                for k in kinds:
-                    pending[k].append(torch.as_tensor(feats[k]))  # a worker's numpy array: no copy
-                n_pending += len(kept)
-            while n_pending >= shard_size:
-                write_shard(shard_size)
-            bar.update(len(block))
-    if n_pending:
-        write_shard(n_pending)
-    kept_df = df.iloc[keep].copy()
-    kept_df["split"] = split
-    kept_df["shard"] = [s for s, _ in shard_rows]
-    kept_df["row"] = [r for _, r in shard_rows]
-    return kept_df.reset_index(drop=True)
+        if pool is None and min(processes, n_blocks) > 1:
+            pool = stack.enter_context(FeaturePool(source, cfg, kinds, min(processes, n_blocks)))
+        _extract([job], pool if pool is not None else _Inline(_Work.build(source, cfg, kinds)))
+    if bad is not None:
+        bad.extend(job.bad)
+    return job.result()
 
 
 def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, seed: int, on_bad: str,
@@ -454,14 +717,16 @@ def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, s
     # one pool for every split: its start-up is paid once (and none for fewer blocks than processes)
     processes = max(1, min(processes, sum(-(-len(df) // BATCH_SIZE) for df in dfs.values())))
     log.info("event=features processes=%d from=%s", processes, processes_from)
-    frames = []
+    jobs = [_Split(df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size, batch_size=BATCH_SIZE,
+                   on_bad=on_bad, protocol=source.where(data.protocol_path(split)), progress=True)
+            for split, df in dfs.items()]
     with FeaturePool(source, front_end, cfg.kinds, processes) if processes > 1 else contextlib.nullcontext() as pool:
-        for split, df in dfs.items():
-            bad.extend(protocol_bad[split])
-            frames.append(extract_split(source, df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size,
-                                        on_bad=on_bad, bad=bad, protocol=source.where(data.protocol_path(split)),
-                                        pool=pool))
-            log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
+        _extract(jobs, pool if pool is not None else _Inline(_Work.build(source, front_end, cfg.kinds)))
+    frames = []
+    for job in jobs:
+        bad.extend(protocol_bad[job.split] + job.bad)
+        frames.append(job.result())
+        log.info("event=features split=%s utterances=%d", job.split, len(frames[-1]))
     index = pd.concat(frames, ignore_index=True)
     with atomic_path(out_dir / "index.parquet") as t:
         index.to_parquet(t, index=False)
