@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io as pyio
 import json
 import zipfile
@@ -696,6 +697,11 @@ def test_section_has_the_anchor_table_measured_beside_published(comparable):
     temps = next(t for t in sec.tables if t.title.startswith("Temperature"))
     assert temps.rows == [[0.0, 7.5, 1.0, "yes"], [1.0, 9.0, 0.2, ""]]
     assert any("chose t = 0 " in n and "cannot lower FID" in n for n in sec.notes)
+    assert any("not an effect of the critic" in n for n in sec.notes)  # t = 0: no claim that I-SIR lowered FID
+    assert not any("calibrated critic lowered" in n for n in sec.notes)
+    tempered = build(dataclasses.replace(res, temperature=TemperatureChoice(1.0, [0.0, 1.0], [7.5, 7.0], [1.0, 0.2])))
+    assert "I-SIR with the calibrated critic lowered FID by 4 against plain sampling" in " ".join(tempered.notes)
+    assert any("chose t = 1 " in n and "7.5 at t = 0" in n for n in tempered.notes)
     assert "5.71" in sec.tables[0].anchor  # the existing tables stay first
     t = sec.tables[-1]
     assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title

@@ -137,16 +137,24 @@ def notes(res: Results) -> list[str]:
     best_fid = t.criterion[t.temperatures.index(t.temperature)]
     out.append(f"The held-out criterion chose t = {t.temperature:g} (reweighted-pool FID {best_fid:.4g} against the "
                f"{res.cfg.calibration.split} images"
-               + (f"; {t.criterion[t.temperatures.index(0.0)]:.4g} at t = 0" if 0.0 in t.temperatures else "") + ")"
+               + (f"; {t.criterion[t.temperatures.index(0.0)]:.4g} at t = 0" if 0.0 in t.temperatures and t.temperature != 0 else "") + ")"
                + (": no tempering of the calibrated weights brought the generated images closer to held-out real "
                   "ones, so I-SIR's target is plain sampling and it cannot lower FID here; any difference to plain "
                   "sampling below is sampling noise." if t.temperature == 0 else "."))
+    plain_t = t.temperature == 0
     for label, key in (("the calibrated critic", "isir"), ("the raw critic", "isir_uncalibrated")):
         delta = res.trained[key]["fid"] - plain["fid"]
+        if key == "isir" and plain_t:
+            out.append(f"I-SIR with the calibrated critic ran at t = 0, i.e. plain sampling with other latents: its FID "
+                       f"differs from plain sampling's by {delta:+.4g} "
+                       f"({stats.fmt_test(res.fid.get('trained_isir', {}).get('vs_reference'), 4)}), which measures "
+                       "sampling noise between two draws of z ~ N(0, I), not an effect of the critic: I-SIR did not "
+                       "lower FID on this run.")
+            continue
         out.append(f"I-SIR with {label} {'lowered' if delta < 0 else 'raised'} FID by {abs(delta):.4g} against "
                    "plain sampling on this run (same generator, same sample count); reported whatever its sign.")
     t_isir = res.fid.get("trained_isir", {}).get("vs_reference")
-    if t_isir is not None:
+    if t_isir is not None and not plain_t:
         lowers = t_isir["significant"] and t_isir["diff"] < 0
         out.append("I-SIR sampling with the calibrated critic "
                    + ("significantly lowers" if lowers else
