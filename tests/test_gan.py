@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io as pyio
 import json
 import zipfile
@@ -64,8 +65,10 @@ class _CountingCritic:
 
 def test_isir_shapes_and_batched_calls():
     D = _CountingCritic(lambda x: torch.zeros(x.shape[0]))
-    z, changed = isir_sample(3, 10, 4, 6, D, lambda z: z, batch_size=16, generator=torch.Generator().manual_seed(0))
+    z, trace = isir_sample(3, 10, 4, 6, D, lambda z: z, batch_size=16, generator=torch.Generator().manual_seed(0))
+    changed = trace.changed
     assert z.shape == (10, 6) and len(changed) == 3
+    assert trace.ess == pytest.approx([5.0] * 3)  # a flat critic: all 5 candidates weigh the same
     assert all(0.0 <= c <= 1.0 for c in changed)
     assert D.batches == [16, 16, 16, 2] * 3  # 10 rows x 5 particles per iteration, batched, no per-sample loop
 
@@ -73,17 +76,18 @@ def test_isir_shapes_and_batched_calls():
 def test_isir_moves_latents_towards_the_region_the_critic_prefers():
     n_z, g = 4, torch.Generator().manual_seed(1)
     D = _CountingCritic(lambda x: 3.0 * x[:, 0])  # G = identity; p*(z) has z_0 ~ N(3, 1)
-    z, changed = isir_sample(10, 400, 20, n_z, D, lambda z: z, generator=g)
+    z, trace = isir_sample(10, 400, 20, n_z, D, lambda z: z, generator=g)
+    changed = trace.changed
     assert z[:, 0].mean() > 2.3  # plain N(0, I) sampling would give ~0
     assert z[:, 1:].mean().abs() < 0.2 and (z[:, 1:].std() - 1).abs() < 0.15  # untouched coordinates stay N(0, 1)
     assert changed[0] > 0.9 and changed[-1] < changed[0]  # the first move almost always jumps, later ones less
 
 
 def test_isir_with_a_flat_critic_keeps_the_prior_and_moves_at_rate_np_over_np_plus_1():
-    z, changed = isir_sample(4, 2000, 3, 2, lambda x: torch.zeros(x.shape[0], 1), lambda z: z,
-                             generator=torch.Generator().manual_seed(2))
+    z, trace = isir_sample(4, 2000, 3, 2, lambda x: torch.zeros(x.shape[0], 1), lambda z: z,
+                           generator=torch.Generator().manual_seed(2))
     assert z.mean().abs() < 0.1 and (z.std() - 1).abs() < 0.1
-    assert np.mean(changed) == pytest.approx(0.75, abs=0.03)
+    assert np.mean(trace.changed) == pytest.approx(0.75, abs=0.03)
 
 
 def test_calibration_recovers_a_known_log_density_ratio_whatever_the_class_sizes():
@@ -107,8 +111,49 @@ def test_calibrated_isir_targets_p_times_exp_a_d_plus_b():
     assert z[:, 0].mean() == pytest.approx(1.5, abs=0.1)  # p(z) exp(1.5 z_0 - 4): z_0 ~ N(1.5, 1)
     assert (z[:, 0].std() - 1).abs() < 0.1
     flat = Calibration(a=0.0, b=3.0, n_real=1, n_fake=1, auc=0.5)  # a = 0: every particle weighs the same
-    _, changed = isir_sample(4, 2000, 3, 2, D, lambda z: z, generator=torch.Generator().manual_seed(2), calibration=flat)
-    assert np.mean(changed) == pytest.approx(0.75, abs=0.03)
+    _, trace = isir_sample(4, 2000, 3, 2, D, lambda z: z, generator=torch.Generator().manual_seed(2), calibration=flat)
+    assert np.mean(trace.changed) == pytest.approx(0.75, abs=0.03)
+
+
+def test_tempered_isir_targets_p_times_r_to_the_temperature():
+    """temperature t scales the calibrated log-ratio: p(z) exp(t (a D + b)) with D = 3 z_0, a = 1: z_0 ~ N(3 t, 1);
+    t = 0 is plain sampling whatever the critic."""
+    D = _CountingCritic(lambda x: 3.0 * x[:, 0])
+    cal = Calibration(a=1.0, b=-4.0, n_real=1, n_fake=1, auc=0.5)
+    z, trace = isir_sample(12, 2000, 20, 3, D, lambda z: z, generator=torch.Generator().manual_seed(6),
+                           calibration=cal, temperature=0.5)
+    assert z[:, 0].mean() == pytest.approx(1.5, abs=0.1) and (z[:, 0].std() - 1).abs() < 0.1
+    z0, trace0 = isir_sample(4, 2000, 3, 3, D, lambda z: z, generator=torch.Generator().manual_seed(6),
+                             calibration=cal, temperature=0.0)
+    assert z0[:, 0].mean().abs() < 0.1 and trace0.ess == pytest.approx([4.0] * 4)
+    assert max(trace.ess) < 21 and min(trace.ess) > 1  # tempered weights: between one candidate and all 21
+
+
+def test_effective_sample_size_counts_the_candidates_the_weights_use():
+    from repropipe.gan.isir import effective_sample_size
+
+    log_w = torch.log(torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0], [2.0, 2.0, 0.0, 0.0]]))
+    assert effective_sample_size(log_w).tolist() == pytest.approx([4.0, 1.0, 2.0])
+    assert effective_sample_size(torch.tensor([1000.0, 1000.0, -1e9])).item() == pytest.approx(2.0)  # no overflow
+
+
+def test_select_temperature_picks_the_minimum_of_the_held_out_criterion():
+    """A pool where half the proposals (log r = 1) are 'real-like' features 1 and half (log r = 0) are 0; the held-out
+    target mean is 0.75, reached when r^t gives the first half 3/4 of the mass: e^t = 3, t = log 3."""
+    from repropipe.gan.isir import select_temperature
+
+    feats = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # the weights are float64
+    log_r = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    temps = [0.0, 0.5, 1.0, 1.1, 1.5, 3.0]
+    choice = select_temperature(log_r, temps, lambda w: (w @ feats - 0.75) ** 2)
+    assert choice.temperature == 1.1  # the grid point nearest log 3 = 1.0986
+    assert choice.criterion[temps.index(1.1)] == min(choice.criterion) and len(choice.ess_fraction) == len(temps)
+    assert choice.ess_fraction[0] == pytest.approx(1.0) and choice.ess_fraction[-1] < choice.ess_fraction[1]
+    # a criterion that only gets worse with reweighting chooses t = 0 (plain sampling); ties go to the smaller t
+    assert select_temperature(log_r, temps, lambda w: (w @ feats - 0.5) ** 2).temperature == 0.0
+    assert select_temperature(log_r, [1.0, 0.5], lambda w: torch.zeros(2)).temperature == 0.5
+    with pytest.raises(ValueError):
+        select_temperature(log_r, temps, lambda w: torch.full((len(temps),), float("nan")))
 
 
 def test_critic_and_generator_have_torch_mimicrys_parameter_counts():
@@ -144,7 +189,7 @@ def test_isir_is_deterministic_given_its_generator():
     D = lambda x: x.sum(1, keepdim=True)  # noqa: E731
     a = isir_sample(2, 5, 3, 4, D, lambda z: z, generator=torch.Generator().manual_seed(3))
     b = isir_sample(2, 5, 3, 4, D, lambda z: z, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and len(a[1].ess) == 2
 
 
 # ---------------------------------------------------------------- data and bad input
@@ -549,6 +594,10 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
                 "kid/trained_isir", "isir_calibration/a", "isir_calibration/b", "isir_calibration/auc"):
         assert np.isfinite(m[key]), key
     assert m["isir_calibration/n_real"] == m["isir_calibration/n_fake"] == 4  # the whole valid split (40 images: 4)
+    assert m["isir_calibration/temperature"] in m["isir_calibration/temperatures"] == [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
+    assert min(m["isir_calibration/heldout_fid"]) == m["isir_calibration/heldout_fid"][
+        m["isir_calibration/temperatures"].index(m["isir_calibration/temperature"])]
+    assert len(m["isir_ess"]) == 2 and all(1.0 <= e <= 4.0 for e in m["isir_ess"])  # 3 particles + the current one
     run = project / "results/gan/models/wgan_gp_64_generator"
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert set(ckpt["state"]) == {"G", "D", "opt_G", "opt_D", "precision"} and ckpt["global_step"] == 4
@@ -623,7 +672,7 @@ def test_section_has_the_anchor_table_measured_beside_published(comparable):
 
     from repropipe.gan.config import ModelConfig
     from repropipe.gan.evaluate import Results
-    from repropipe.gan.isir import Calibration
+    from repropipe.gan.isir import Calibration, TemperatureChoice
     from repropipe.gan.section import build
     from repropipe.report.section import ANCHOR_TITLE
 
@@ -631,16 +680,28 @@ def test_section_has_the_anchor_table_measured_beside_published(comparable):
         return {"fid": fid, "kid_mean": 0.01, "kid_std": 0.001}
 
     trained = {"plain": system(40.0), "isir": system(36.0), "isir_uncalibrated": system(44.0),
-               "isir_changed_fraction": [0.5], "isir_uncalibrated_changed_fraction": [0.25]}
+               "isir_changed_fraction": [0.5], "isir_uncalibrated_changed_fraction": [0.25], "isir_ess": [2.5],
+               "isir_uncalibrated_ess": [1.5]}
     fid = {n: {"value": v, "ci_low": v - 2.0, "ci_high": v + 2.0} for n, v in
            (("untrained", 300.0), ("trained", 40.0), ("trained_isir", 36.0), ("trained_isir_uncalibrated", 44.0))}
     meta = {"data_source": "synthetic", "comparable_to_published": comparable, "num_real": 64, "real_split": "test",
             "feature_extractor": "inception-v3-compat" if comparable else "fallback-convnet"}
+    choice = TemperatureChoice(0.0, [0.0, 1.0], [7.5, 9.0], [1.0, 0.2])
     res = Results(trained=trained, untrained={"plain": system(300.0)}, calibration=Calibration(1.0, 0.0, 32, 32, 0.75),
+                  temperature=choice,
                   fid=fid, curves={"loss_d": [(1, 0.5), (20, 0.1)]}, meta=meta,
                   model=ModelConfig("wgan_gp_g64", "wgan_gp_d64", nz=16, ngf=8, ndf=8),
-                  cfg=SimpleNamespace(num_samples=64, calibration=SimpleNamespace(split="valid")))
+                  cfg=SimpleNamespace(num_samples=64, calibration=SimpleNamespace(split="valid"),
+                                      isir=SimpleNamespace(particles=3)))
     sec = build(res)
+    temps = next(t for t in sec.tables if t.title.startswith("Temperature"))
+    assert temps.rows == [[0.0, 7.5, 1.0, "yes"], [1.0, 9.0, 0.2, ""]]
+    assert any("chose t = 0 " in n and "cannot lower FID" in n for n in sec.notes)
+    assert any("not an effect of the critic" in n for n in sec.notes)  # t = 0: no claim that I-SIR lowered FID
+    assert not any("calibrated critic lowered" in n for n in sec.notes)
+    tempered = build(dataclasses.replace(res, temperature=TemperatureChoice(1.0, [0.0, 1.0], [7.5, 7.0], [1.0, 0.2])))
+    assert "I-SIR with the calibrated critic lowered FID by 4 against plain sampling" in " ".join(tempered.notes)
+    assert any("chose t = 1 " in n and "7.5 at t = 0" in n for n in tempered.notes)
     assert "5.71" in sec.tables[0].anchor  # the existing tables stay first
     t = sec.tables[-1]
     assert t.title.startswith(ANCHOR_TITLE) and "not comparable" in t.title

@@ -82,10 +82,15 @@ class IsirConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """Held-out images the critic is calibrated on (``num_images`` 0: the whole split)."""
+    """Held-out images the critic is calibrated on (``num_images`` 0: the whole split), the generated pool it is
+    calibrated against (``num_generated`` 0: as many as the held-out images), and the temperatures t of the I-SIR
+    weight exp(t (a D + b)) among which the one whose reweighted pool is closest (FID) to the held-out images is
+    chosen: 0 is plain sampling, 1 the calibrated density ratio."""
 
     split: Literal["valid", "test"]
     num_images: int
+    num_generated: int = 0
+    temperatures: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 @params_section("gan.evaluate")

@@ -16,7 +16,7 @@ import torch
 
 from repropipe.gan import fidelity
 from repropipe.gan.config import EvaluateConfig, IsirConfig, ModelConfig
-from repropipe.gan.isir import Calibration, calibrate, critic_scores, isir_sample
+from repropipe.gan.isir import Calibration, TemperatureChoice, calibrate, isir_sample, select_temperature
 from repropipe.gan.train import to_float, to_uint8
 
 log = logging.getLogger("repropipe.gan")
@@ -44,25 +44,59 @@ def image_scores(D: torch.nn.Module, images: torch.Tensor, device: torch.device,
     return torch.cat([D(to_float(chunk.to(device))).reshape(-1).cpu() for chunk in images.split(batch_size)])
 
 
-def calibrate_critic(G: torch.nn.Module, D: torch.nn.Module, real: torch.Tensor, *, nz: int, seed: int,
-                     device: torch.device, batch_size: int = 512) -> Calibration:
-    """a, b of log r = a D + b from held-out real images and as many generated ones.
-
-    The generated side is scored as i-SIR scores it, D(G(z)) on G's float output, with latents of
-    their own (seed + 11) apart from the plain sample and the i-SIR chains.
-    """
+@torch.no_grad()
+def generated_pool(G: torch.nn.Module, D: torch.nn.Module, z: torch.Tensor,
+                   batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic scores D(G(z)) [n] on G's float output (as i-SIR scores its proposals) and the uint8 images [n, 3, 64,
+    64] of the same forward pass (what the FID extractor sees)."""
     G.eval(), D.eval()
-    z = plain_latents(len(real), nz, seed + 11, device)
-    return calibrate(image_scores(D, real, device), critic_scores(z, D, G, batch_size).cpu())
+    scores, images = [], []
+    for chunk in z.split(batch_size):
+        x = G(chunk)
+        scores.append(D(x).reshape(-1).cpu())
+        images.append(to_uint8(x).cpu())
+    return torch.cat(scores), torch.cat(images)
+
+
+def calibrate_critic(G: torch.nn.Module, D: torch.nn.Module, real: torch.Tensor, *, nz: int, seed: int,
+                     device: torch.device, num_generated: int = 0,
+                     batch_size: int = 512) -> tuple[Calibration, torch.Tensor, torch.Tensor]:
+    """a, b of log r = a D + b from held-out real images and ``num_generated`` generated ones (0: as many as real).
+
+    The generated side is drawn from i-SIR's own proposal, z ~ N(0, I), with latents of their own
+    (seed + 11) apart from the plain sample and the i-SIR chains. Returns the calibration and the
+    generated pool's scores and images (reused to choose the temperature).
+    """
+    z = plain_latents(num_generated or len(real), nz, seed + 11, device)
+    scores, images = generated_pool(G, D, z, batch_size)
+    return calibrate(image_scores(D, real, device), scores), scores, images
+
+
+def choose_temperature(cal: Calibration, pool_scores: torch.Tensor, pool_images: torch.Tensor, held_out: torch.Tensor,
+                       temperatures: tuple[float, ...] | list[float], cache_dir: str | os.PathLike[str],
+                       cuda: bool) -> TemperatureChoice:
+    """The temperature t of the weight exp(t (a D + b)) whose reweighted generated pool has the lowest FID
+    against the held-out real images.
+
+    The held-out images are the calibration split, never the configured FID reference, so the choice
+    does not look at the numbers it is reported by. FID of the reweighted pool is computed with the pool's
+    weights scaled to sum to its size (:class:`repropipe.gan.fidelity.FIDBootstrap`'s weighted mean and
+    covariance): the FID of the distribution p(z) r(G(z))^t that I-SIR targets, as far as the pool resolves it.
+    """
+    fake, _ = fidelity.features(pool_images, cache_dir, cuda)
+    real, _ = fidelity.features(held_out, cache_dir, cuda)
+    fid = fidelity.FIDBootstrap(fake, real)
+    return select_temperature(cal.a * pool_scores, list(temperatures),
+                              lambda w: torch.as_tensor(fid(w.numpy() * w.shape[1])))
 
 
 def evaluate_generator(G: torch.nn.Module, D: torch.nn.Module, *, nz: int, num_samples: int, isir: IsirConfig,
                        cache_dir: str | os.PathLike[str], kid_subset_size: int, seed: int, device: torch.device,
-                       calibration: Calibration | None = None) -> dict[str, Any]:
+                       calibration: Calibration | None = None, temperature: float = 1.0) -> dict[str, Any]:
     """FID/KID of plain N(0, I) sampling and of I-SIR sampling, same generator and sample count.
 
     I-SIR runs with the raw critic (weights exp(D)) and, given ``calibration``, again with the
-    calibrated one (exp(a D + b)); both chains draw the same proposals (one seed).
+    calibrated one at ``temperature`` (exp(t (a D + b))); both chains draw the same proposals (one seed).
     """
     cuda = device.type == "cuda"
     D.eval()
@@ -76,12 +110,13 @@ def evaluate_generator(G: torch.nn.Module, D: torch.nn.Module, *, nz: int, num_s
         if calibration is not None:
             variants["isir"] = calibration
     for key, cal in variants.items():
-        z, changed = isir_sample(isir.iterations, num_samples, isir.particles, nz, D, G,
-                                 batch_size=isir.batch_size, generator=torch.Generator().manual_seed(seed + 7),
-                                 device=device, calibration=cal)
+        z, trace = isir_sample(isir.iterations, num_samples, isir.particles, nz, D, G,
+                               batch_size=isir.batch_size, generator=torch.Generator().manual_seed(seed + 7),
+                               device=device, calibration=cal, temperature=temperature if cal is not None else 1.0)
         sampled = generate(G, z)
         out[key] = fidelity.fid_kid(sampled, cache_dir, kid_subset_size, cuda)
-        out[f"{key}_changed_fraction"] = changed
+        out[f"{key}_changed_fraction"] = trace.changed
+        out[f"{key}_ess"] = trace.ess
         out["images"][key] = sampled[:64]
         out["features"][key] = fidelity.features(sampled, cache_dir, cuda)
     return out
@@ -136,6 +171,7 @@ class Results:
     trained: dict[str, Any]  # evaluate_generator of the trained G (plain, I-SIR raw and calibrated)
     untrained: dict[str, Any]  # evaluate_generator of the untrained G (plain only)
     calibration: Calibration
+    temperature: TemperatureChoice  # t of exp(t (a D + b)), chosen on the held-out split
     fid: dict[str, Any]  # fid_uncertainty: interval per system, test against REFERENCE
     curves: dict[str, list[tuple[int, float]]]  # dvclive's per-step training curves
     meta: dict[str, Any]  # the real statistics' meta.json
@@ -196,10 +232,14 @@ def evaluate(run_dir: Path, real_stats: str | os.PathLike[str], features: str | 
     G, D = load_trained(ckpt, model, device)
     cp = cfg.calibration
     held_out = feats.load_split(features, cp.split, cp.num_images)  # never seen by G or D in training
-    cal = calibrate_critic(G, D, held_out, nz=model.nz, seed=seed, device=device, batch_size=cfg.isir.batch_size)
-    log.info("stage=gan_evaluate event=calibrated a=%.6g b=%.6g auc=%.4f n_real=%d split=%s", cal.a, cal.b, cal.auc,
-             cal.n_real, cp.split)
-    trained = evaluate_generator(G, D, **common, calibration=cal)
+    cal, pool_scores, pool_images = calibrate_critic(G, D, held_out, nz=model.nz, seed=seed, device=device,
+                                                     num_generated=cp.num_generated, batch_size=cfg.isir.batch_size)
+    choice = choose_temperature(cal, pool_scores, pool_images, held_out, cp.temperatures, real_stats,
+                                device.type == "cuda")
+    log.info("stage=gan_evaluate event=calibrated a=%.6g b=%.6g auc=%.4f n_real=%d n_fake=%d split=%s temperature=%g "
+             "heldout_fid=%s", cal.a, cal.b, cal.auc, cal.n_real, cal.n_fake, cp.split, choice.temperature,
+             ",".join(f"{v:.4g}" for v in choice.criterion))
+    trained = evaluate_generator(G, D, **common, calibration=cal, temperature=choice.temperature)
     seed_everything(seed)
     G0, _ = build_models(model)  # same architecture, never trained, scored by the same extractor
     untrained = evaluate_generator(G0.to(device), D, **{**common, "isir": dataclasses.replace(cfg.isir, iterations=0)})
@@ -209,7 +249,7 @@ def evaluate(run_dir: Path, real_stats: str | os.PathLike[str], features: str | 
     for key in ("isir", "isir_uncalibrated"):
         if trained["features"].get(key) is not None:
             systems[f"trained_{key}"] = (trained[key]["fid"], *trained["features"][key])
-    res = Results(trained=trained, untrained=untrained, calibration=cal, fid=fid_uncertainty(systems, REFERENCE, seed),
+    res = Results(trained=trained, untrained=untrained, calibration=cal, temperature=choice, fid=fid_uncertainty(systems, REFERENCE, seed),
                   curves=read_dvclive_curves(run_dir, CURVES), meta=meta, model=model, cfg=cfg)
     log.info("stage=gan_evaluate fid_trained=%.4g fid_isir=%.4g fid_isir_uncalibrated=%.4g fid_untrained=%.4g "
              "extractor=%s", res.kid["trained"]["fid"], res.kid["trained_isir"]["fid"],
@@ -241,6 +281,11 @@ def metrics(res: Results) -> dict[str, Any]:
         "fid_change_from_isir_uncalibrated": raw["fid"] - plain["fid"],
         "isir_calibration/a": cal.a, "isir_calibration/b": cal.b, "isir_calibration/auc": cal.auc,
         "isir_calibration/n_real": cal.n_real, "isir_calibration/n_fake": cal.n_fake,
+        "isir_calibration/temperature": res.temperature.temperature,
+        "isir_calibration/temperatures": res.temperature.temperatures,
+        "isir_calibration/heldout_fid": res.temperature.criterion,
+        "isir_calibration/pool_ess_fraction": res.temperature.ess_fraction,
+        "isir_ess": res.trained["isir_ess"], "isir_uncalibrated_ess": res.trained["isir_uncalibrated_ess"],
         "isir_changed_fraction": res.trained["isir_changed_fraction"],
         "isir_uncalibrated_changed_fraction": res.trained["isir_uncalibrated_changed_fraction"],
         "isir": dataclasses.asdict(res.cfg.isir),

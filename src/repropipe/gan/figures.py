@@ -37,12 +37,13 @@ def write_figures(res: Results, out: str | os.PathLike[str]) -> None:
     out = Path(out)
     images, isir = res.trained["images"], res.cfg.isir
     its = f"{isir.iterations} it., {isir.particles} particles"
+    cal = f"calibrated exp(t (a D + b)), t = {res.temperature.temperature:g}"
     grid_figure([(images["plain"], "trained G, z ~ N(0, I)")], out / "samples_plain.png")
-    grid_figure([(images["isir"], f"I-SIR, calibrated critic exp(a D + b) ({its})"),
+    grid_figure([(images["isir"], f"I-SIR, {cal} ({its})"),
                  (images["isir_uncalibrated"], f"I-SIR, raw critic exp(D) ({its})")], out / "samples_isir.png")
     grid_figure([(res.untrained["images"]["plain"], "untrained G (baseline)")], out / "samples_untrained.png")
     train_curves_figure(res.curves, out / "train_curves.png")
-    isir_figure({"calibrated exp(a D + b)": res.trained["isir_changed_fraction"],
+    isir_figure({cal: res.trained["isir_changed_fraction"],
                  "raw exp(D)": res.trained["isir_uncalibrated_changed_fraction"]}, out / "isir_changed.png")
 
 

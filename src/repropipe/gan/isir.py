@@ -26,9 +26,20 @@ from typing import Any
 import torch
 
 
-def log_rho(z: torch.Tensor, scores: torch.Tensor, a: float = 1.0, b: float = 0.0) -> torch.Tensor:
-    """log of the unnormalised target density at ``z`` [..., n_z] given critic scores D(G(z))."""
-    return -0.5 * (z ** 2).sum(-1) + a * scores + b
+def log_rho(z: torch.Tensor, scores: torch.Tensor, a: float = 1.0, b: float = 0.0,
+            temperature: float = 1.0) -> torch.Tensor:
+    """log of the unnormalised target density p(z) r(G(z))^temperature at ``z`` [..., n_z] given critic scores
+    D(G(z)), with log r = a D + b."""
+    return -0.5 * (z ** 2).sum(-1) + temperature * (a * scores + b)
+
+
+def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
+    """Kish's effective sample size (sum w)^2 / sum w^2 along the last dimension, from log-weights.
+
+    1 when one weight takes all the mass, the number of weights when they are equal: how many of
+    the candidates an importance-resampling step really chooses among."""
+    log_w = log_w.double()
+    return torch.exp(2 * torch.logsumexp(log_w, -1) - torch.logsumexp(2 * log_w, -1))
 
 
 @torch.no_grad()
@@ -76,16 +87,25 @@ def calibrate(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> Calibrati
     return Calibration(a=a, b=b, n_real=len(real), n_fake=len(fake), auc=float(roc_auc_score(y, x[:, 0])))
 
 
+@dataclass(frozen=True)
+class Trace:
+    """Per iteration of :func:`isir_sample`: the fraction of chains whose particle changed (the move's
+    acceptance rate) and the mean effective sample size of the N_p + 1 candidates' weights."""
+
+    changed: list[float]
+    ess: list[float]
+
+
 @torch.no_grad()
 def isir_sample(N_i: int, N_s: int, N_p: int, n_z: int, D: Callable[[torch.Tensor], torch.Tensor],
                 G: Callable[[torch.Tensor], torch.Tensor], *, batch_size: int = 512,
                 generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                calibration: Calibration | None = None) -> tuple[torch.Tensor, list[float]]:
+                calibration: Calibration | None = None, temperature: float = 1.0) -> tuple[torch.Tensor, Trace]:
     """Run N_s independent i-SIR chains for N_i iterations with N_p proposals each.
 
-    Importance log-weights are a D(G(z)) + b with ``calibration``, D(G(z)) without. Returns the
-    final latents [N_s, n_z] and, per iteration, the fraction of rows whose particle changed (the
-    acceptance rate of the move).
+    Importance log-weights are temperature * (a D(G(z)) + b) with ``calibration``, temperature * D(G(z))
+    without (b cancels in the resampling step; a and temperature set how sharp it is). Returns the
+    final latents [N_s, n_z] and the chains' :class:`Trace`.
     """
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator).to(device)
@@ -93,13 +113,57 @@ def isir_sample(N_i: int, N_s: int, N_p: int, n_z: int, D: Callable[[torch.Tenso
     a, b = (calibration.a, calibration.b) if calibration is not None else (1.0, 0.0)
     z = randn(N_s, 1, n_z)
     changed: list[float] = []
+    ess: list[float] = []
     for _ in range(N_i):
         cand = torch.cat([z, randn(N_s, N_p, n_z)], dim=1)                # [N_s, N_p + 1, n_z]
         flat = cand.reshape(-1, n_z)
         scores = critic_scores(flat, D, G, batch_size).reshape(N_s, N_p + 1)
-        log_w = log_rho(cand, scores, a, b) - (-0.5 * (cand ** 2).sum(-1))  # p* / q with q = N(0, I)
+        log_w = log_rho(cand, scores, a, b, temperature) - (-0.5 * (cand ** 2).sum(-1))  # p* / q, q = N(0, I)
+        ess.append(float(effective_sample_size(log_w).mean()))
         probs = torch.softmax(log_w.double(), dim=1).cpu()
         idx = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(cand.device)
         changed.append(float((idx != 0).double().mean()))
         z = cand[torch.arange(N_s, device=cand.device), idx].unsqueeze(1)
-    return z.squeeze(1), changed
+    return z.squeeze(1), Trace(changed=changed, ess=ess)
+
+
+@dataclass(frozen=True)
+class TemperatureChoice:
+    """The tempered weight exp(temperature * (a D + b)) chosen on held-out data, and what it was chosen from."""
+
+    temperature: float
+    temperatures: list[float]
+    criterion: list[float]  # the held-out criterion at each temperature (lower is better)
+    ess_fraction: list[float]  # effective sample size of the pool's weights at each temperature, over its size
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tempered_weights(log_r: torch.Tensor, temperatures: list[float]) -> torch.Tensor:
+    """Self-normalised importance weights [len(temperatures), m] proportional to r^temperature over a pool of
+    m proposals with log density ratios ``log_r`` [m]."""
+    t = torch.as_tensor(temperatures, dtype=torch.float64)[:, None]
+    return torch.softmax(t * log_r.double().reshape(1, -1), dim=1)
+
+
+def select_temperature(log_r: torch.Tensor, temperatures: list[float],
+                       criterion: Callable[[torch.Tensor], torch.Tensor]) -> TemperatureChoice:
+    """The temperature whose reweighted pool minimises ``criterion`` (weights [k, m] -> values [k]).
+
+    The target p(z) r(G(z))^t runs from plain sampling (t = 0) to the calibrated target (t = 1). Where
+    the critic separates real from generated almost perfectly, r is concentrated on a sliver of p_G and
+    the t = 1 target is narrower than the data, so an intermediate t can be closer to the data. The
+    pool is drawn from the proposal once, so every temperature costs one weighted criterion, not a
+    sampler run; ties go to the smallest temperature (the least reweighting that does as well).
+    """
+    if not temperatures:
+        raise ValueError("select_temperature needs at least one temperature")
+    w = tempered_weights(log_r, temperatures)
+    values = torch.as_tensor(criterion(w), dtype=torch.float64).reshape(-1)
+    if values.numel() != len(temperatures) or not torch.isfinite(values).all():
+        raise ValueError(f"criterion gave {values.tolist()} for temperatures {temperatures}")
+    best = min(range(len(temperatures)), key=lambda i: (float(values[i]), temperatures[i]))
+    ess = effective_sample_size(torch.log(w)) / w.shape[1]
+    return TemperatureChoice(temperature=float(temperatures[best]), temperatures=[float(t) for t in temperatures],
+                             criterion=values.tolist(), ess_fraction=ess.tolist())
