@@ -23,10 +23,10 @@ from repropipe.recipes import load_recipe, overrides
 BRANCHES = ("asvspoof", "speaker", "eeg", "gan")
 # the stages whose declared params each recipe changes (every other stage of the branch follows from its inputs)
 CHANGED = {"asvspoof": {"asvspoof_features", "asvspoof_train"},
-           "speaker": {"speaker_train"},
+           "speaker": {"speaker_features", "speaker_train"},  # the recipe's 90/10 split is a features key
            "eeg": {"eeg_features", "eeg_train"},
            "gan": {"gan_train", "gan_evaluate"}}  # gan_evaluate rebuilds the generator from gan.model
-FIRST = {"asvspoof": "asvspoof_features", "speaker": "speaker_train", "eeg": "eeg_features", "gan": "gan_train"}
+FIRST = {"asvspoof": "asvspoof_features", "speaker": "speaker_features", "eeg": "eeg_features", "gan": "gan_train"}
 DOWNSTREAM = {"asvspoof": {"asvspoof_evaluate"}, "speaker": {"speaker_evaluate"}, "eeg": {"eeg_evaluate"},
               "gan": set()}
 
