@@ -430,7 +430,7 @@ class _Done:
         return True
 
     def wait(self) -> None:
-        pass
+        """Nothing to wait for: the task ran when this object was made."""
 
     def get(self) -> Any:
         if self._error is not None:
