@@ -192,3 +192,31 @@ def test_a_bad_utterance_stops_the_split_leaving_only_whole_shards_and_no_rows(t
     for p in (q for q in left if q.suffix == ".pt"):
         shard = int(p.stem.split("-")[1])
         assert shard < 45 // 8 and len(torch_load(out / p)) == 8
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_bad_asv_score_line_stops_the_features_stage_naming_file_and_line(tmp_path, processes):
+    """The ASV score check runs beside the features (a worker's task with a pool): a bad line still stops the
+    stage with the file and line, and the stage leaves no index, manifest, score copy or rows behind."""
+    from repropipe import config
+    from repropipe.asvspoof import data
+    from repropipe.asvspoof.config import FeaturesConfig, SyntheticConfig
+    from repropipe.asvspoof.synth import write_synthetic
+    from repropipe.io import DataError
+
+    raw = tmp_path / "raw"
+    write_synthetic(raw, config.parse(SyntheticConfig, {
+        "utterances": {"train": 40, "dev": 8, "eval": 40}, "speakers": {"train": 2, "dev": 2, "eval": 3},
+        "bonafide_fraction": 0.3, "seconds": [0.3, 0.4]}), seed=0, progress=False)
+    scores = raw / data.ASV_SCORES["eval"]
+    lines = scores.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].rsplit(" ", 1)[0] + " 7.98x\n"
+    scores.write_text("".join(lines))
+    out = tmp_path / "out"
+    cfg = config.parse(FeaturesConfig, {"kinds": ["lfcc"], "seconds": 0.3, "n_lfcc": 20, "n_mels": 40, "n_fft": 512,
+                                        "shard_size": 16, "max_per_class": None})
+    with pytest.raises(DataError, match=r"ASVspoof2019\.LA\.asv\.eval\.gi\.trl\.scores\.txt:3: score '7\.98x' is not"):
+        features.write_features(raw, out, cfg, seed=0, on_bad="error", processes=processes, progress=False)
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert all(p.startswith("lfcc/") and p.endswith(".pt") for p in left), left
+    assert not list(out.glob(".*"))

@@ -67,6 +67,15 @@ def test_data_error_names_file_and_line(tmp_path):
     assert err.line == 12 and isinstance(err, ValueError)
 
 
+def test_data_error_survives_pickling_as_a_pool_worker_sends_it():
+    """A worker process returns its exception pickled; a DataError that failed to unpickle stalled the pool."""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(io.DataError("LA.zip!LA/x.txt", "score 'x' is not a finite number", line=3)))
+    assert isinstance(err, io.DataError) and str(err) == "LA.zip!LA/x.txt:3: score 'x' is not a finite number"
+    assert err.line == 3 and str(err.path) == "LA.zip!LA/x.txt"
+
+
 def test_atomic_dir_replaces_only_on_success(tmp_path):
     out = tmp_path / "features"
     with io.atomic_dir(out) as d:

@@ -173,8 +173,14 @@ class DataError(ValueError):
 
     def __init__(self, path: str | os.PathLike[str], message: str, line: int | None = None) -> None:
         self.path, self.line = Path(path), line
+        self._made_with = (path, message, line)
         where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # an exception pickles as its class and ``args`` by default, which this __init__ does not take: a
+        # DataError raised in a pool worker would fail to unpickle and stall the pool's result thread
+        return type(self), self._made_with
 
 
 def read_json(path: str | os.PathLike[str], missing: str) -> Any:

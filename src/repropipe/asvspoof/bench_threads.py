@@ -56,7 +56,7 @@ def run(args: Any) -> int:
             runs += 1
             out = root / f"feat{runs}"
             torch.set_num_threads(1)
-            write_features(root / "raw", out, features_cfg, seed=0, on_bad="error", processes=n)
+            write_features(root / "raw", out, features_cfg, seed=0, on_bad="error", processes=n, progress=False)
             return out
 
         feat_dir = features(1)

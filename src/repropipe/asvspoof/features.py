@@ -246,7 +246,7 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
 
 
 WORKER_THREADS = 1  # each worker process is one of the stage's CPUs
-TASK_BLOCKS = 4  # blocks per task sent to a worker: fewer round trips, short enough to balance the load
+TASK_BLOCKS = 8  # blocks per task sent to a worker: fewer round trips, short enough to balance the load
 IN_FLIGHT = 3  # tasks handed out per worker ahead of the parent: a worker never waits for its next one
 
 
@@ -411,6 +411,28 @@ def _worker_featurise(rows: SplitRows, blocks: list[list[tuple[int, str]]]) -> l
     return _featurise(_WORKER, rows, blocks)
 
 
+def copy_asv_scores(source: LASource, out_dir: Path) -> None:
+    """The organisers' ASV score files, when the data has them, checked and copied for min t-DCF.
+
+    A bad line stops the stage naming the file and line. It runs as one task beside the features (a worker's,
+    when there is a pool), so its parsing is not a serial step after the last shard."""
+    from repropipe.asvspoof import data
+    from repropipe.io import atomic_write_bytes
+
+    checked = {}
+    for split, rel in data.ASV_SCORES.items():
+        if source.exists(rel):
+            checked[split] = source.read_bytes(rel)
+            data.parse_asv_scores(checked[split], name=source.where(rel), split=split)  # a bad file stops here
+    for split, raw in checked.items():  # none is copied unless all are good
+        atomic_write_bytes(out_dir / f"asv_scores.{split}.txt", raw)
+
+
+def _worker_copy_asv_scores(out_dir: Path) -> None:
+    assert _WORKER is not None, "_worker_copy_asv_scores runs only in a FeaturePool worker"
+    copy_asv_scores(_WORKER.source, out_dir)
+
+
 def _save_shard(rows: SplitRows, kind: str, positions: list[int], path: Path) -> None:
     """One shard file of one kind: the rows at ``positions``, saved atomically (a fresh array: no copy for torch)."""
     atomic_torch_save(path, torch.from_numpy(rows.read(kind, positions)))
@@ -452,6 +474,9 @@ class _Inline:
     def save(self, rows: SplitRows, kind: str, positions: list[int], path: Path) -> _Done:
         return _Done(_save_shard, rows, kind, positions, path)
 
+    def copy_asv_scores(self, out_dir: Path) -> _Done:
+        return _Done(copy_asv_scores, self.work.source, out_dir)
+
 
 class FeaturePool:
     """Worker processes for a whole features pass: started once, given one split after another.
@@ -481,6 +506,10 @@ class FeaturePool:
     def save(self, rows: SplitRows, kind: str, positions: list[int], path: Path) -> Any:
         """A shard file written by a worker from ``rows``."""
         return self._pool.apply_async(_save_shard, (rows, kind, positions, path))
+
+    def copy_asv_scores(self, out_dir: Path) -> Any:
+        """:func:`copy_asv_scores` run by a worker (with its own handle on the archive)."""
+        return self._pool.apply_async(_worker_copy_asv_scores, (out_dir,))
 
     def close(self) -> None:
         self._pool.terminate()  # results are all in (or an error is on its way up): nothing to wait for
@@ -621,14 +650,15 @@ class _Split:
         log.warning("event=skip %s: %s", path, reason)
 
 
-def _extract(splits: list[_Split], runner: Any) -> None:
+def _extract(splits: list[_Split], runner: Any, beside: tuple[Any, ...] = ()) -> None:
     """Every split's features and shards, the splits one after another without a pause between them.
 
     At most :data:`IN_FLIGHT` tasks per worker are handed out ahead, the next split's as soon as a split has no
     more: its last task and shard files overlap the next split's first tasks, so no worker waits at a split's
     end. Results are taken in protocol order, split after split, so the first bad row stops the pass as in
-    one process. On an error every task already handed out finishes before the rows on disk are deleted (no
-    worker writes into a deleted file, and no shard file is left half-written).
+    one process. ``beside`` are results of tasks handed out with the features (the ASV score check): an error
+    in one stops the pass as soon as it is in. On an error every task already handed out finishes before the
+    rows on disk are deleted (no worker writes into a deleted file, and no file is left half-written).
     """
     running: Any = collections.deque()  # (split, task, result), in protocol order
     order = iter(splits)
@@ -644,13 +674,19 @@ def _extract(splits: list[_Split], runner: Any) -> None:
                 running.append((current, task, runner.featurise(current.rows, task)))
 
     def settle() -> None:
-        for result in [r for _, _, r in running] + [r for s in splits for r in s.pending()]:
+        for result in [r for _, _, r in running] + [r for s in splits for r in s.pending()] + [*beside]:
             result.wait()
+
+    def check_beside(wait: bool) -> None:
+        for result in beside:
+            if wait or result.ready():
+                result.get()  # raises the task's error
 
     with contextlib.ExitStack() as stack:
         for s in splits:
             stack.callback(s.close)
         stack.callback(settle)  # runs first
+        check_beside(wait=False)
         hand_out()
         while running:
             split, task, result = running.popleft()
@@ -659,8 +695,10 @@ def _extract(splits: list[_Split], runner: Any) -> None:
             split.take(runner, task, done)
             for s in splits:
                 s.reap(wait=False)
+            check_beside(wait=False)
         for s in splits:
             s.reap(wait=True)
+        check_beside(wait=True)
 
 
 def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: FeatureConfig,
@@ -695,7 +733,7 @@ def extract_split(source: LASource, df: Any, split: str, out_dir: Path, cfg: Fea
 
 
 def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, seed: int, on_bad: str,
-                   processes: int, processes_from: str = "") -> None:
+                   processes: int, processes_from: str = "", progress: bool = True) -> None:
     """The features stage's output in ``out_dir``: every split's shards (dev and eval class-balanced to
     ``cfg.max_per_class``), ``index.parquet``, the organisers' ASV score files (checked, copied) and
     ``manifest.json`` (config, counts, every skipped item). ``processes`` single-threaded workers (the CPU
@@ -705,7 +743,7 @@ def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, s
     import pandas as pd
 
     from repropipe.asvspoof import data
-    from repropipe.io import atomic_write_bytes, atomic_write_json
+    from repropipe.io import atomic_write_json
 
     source = data.open_source(raw_dir)
     front_end = cfg.front_end()
@@ -717,24 +755,24 @@ def write_features(raw_dir: str | Path, out_dir: Path, cfg: FeaturesConfig, *, s
     # one pool for every split: its start-up is paid once (and none for fewer blocks than processes)
     processes = max(1, min(processes, sum(-(-len(df) // BATCH_SIZE) for df in dfs.values())))
     log.info("event=features processes=%d from=%s", processes, processes_from)
-    jobs = [_Split(df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size, batch_size=BATCH_SIZE,
-                   on_bad=on_bad, protocol=source.where(data.protocol_path(split)), progress=True)
-            for split, df in dfs.items()]
+    jobs = {split: _Split(df, split, out_dir, front_end, cfg.kinds, shard_size=cfg.shard_size, batch_size=BATCH_SIZE,
+                          on_bad=on_bad, protocol=source.where(data.protocol_path(split)), progress=progress)
+            for split, df in dfs.items()}
+    # the largest split first: the pass ends on the smallest split's last shard, the one step the workers
+    # cannot share (for the real LA: eval, train, dev)
+    order = sorted(jobs.values(), key=lambda job: -len(job.df))
+    out_dir.mkdir(parents=True, exist_ok=True)
     with FeaturePool(source, front_end, cfg.kinds, processes) if processes > 1 else contextlib.nullcontext() as pool:
-        _extract(jobs, pool if pool is not None else _Inline(_Work.build(source, front_end, cfg.kinds)))
+        runner = pool if pool is not None else _Inline(_Work.build(source, front_end, cfg.kinds))
+        _extract(order, runner, beside=(runner.copy_asv_scores(out_dir),))
     frames = []
-    for job in jobs:
-        bad.extend(protocol_bad[job.split] + job.bad)
+    for split, job in jobs.items():
+        bad.extend(protocol_bad[split] + job.bad)
         frames.append(job.result())
-        log.info("event=features split=%s utterances=%d", job.split, len(frames[-1]))
+        log.info("event=features split=%s utterances=%d", split, len(frames[-1]))
     index = pd.concat(frames, ignore_index=True)
     with atomic_path(out_dir / "index.parquet") as t:
         index.to_parquet(t, index=False)
-    for split, rel in data.ASV_SCORES.items():
-        if source.exists(rel):
-            raw = source.read_bytes(rel)
-            data.parse_asv_scores(raw, name=source.where(rel), split=split)  # a bad file stops here, named
-            atomic_write_bytes(out_dir / f"asv_scores.{split}.txt", raw)
     atomic_write_json(out_dir / "manifest.json", {
         "data_source": data.data_source_of(raw_dir), "source": source.description,
         "config": dataclasses.asdict(cfg),
