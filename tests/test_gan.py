@@ -588,16 +588,19 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
     m = json.loads((project / "results/gan/metrics.json").read_text())
     assert m["comparable_to_published"] is False and m["feature_extractor"] == fidelity.FALLBACK
     assert json.loads((project / "results/gan/provenance.json").read_text())["data_source"] == "synthetic"
-    assert len(m["isir_changed_fraction"]) == 2 and m["train_steps"] == 4
-    assert len(m["isir_uncalibrated_changed_fraction"]) == 2
+    assert m["train_steps"] == 4
+    assert all(isinstance(v, (int, float, str, bool)) for k, v in m.items() if k not in ("uncertainty",)), \
+        "metrics.json holds numbers (and the few labels every branch writes), no lists or configs"
+    assert 0.0 <= m["isir_changed_fraction/last_iteration"] <= 1.0
+    assert 0.0 <= m["isir_uncalibrated_changed_fraction/last_iteration"] <= 1.0
     for key in ("fid/trained", "fid/trained_isir", "fid/trained_isir_uncalibrated", "fid/untrained", "kid/trained",
                 "kid/trained_isir", "isir_calibration/a", "isir_calibration/b", "isir_calibration/auc"):
         assert np.isfinite(m[key]), key
     assert m["isir_calibration/n_real"] == m["isir_calibration/n_fake"] == 4  # the whole valid split (40 images: 4)
-    assert m["isir_calibration/temperature"] in m["isir_calibration/temperatures"] == [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
-    assert min(m["isir_calibration/heldout_fid"]) == m["isir_calibration/heldout_fid"][
-        m["isir_calibration/temperatures"].index(m["isir_calibration/temperature"])]
-    assert len(m["isir_ess"]) == 2 and all(1.0 <= e <= 4.0 for e in m["isir_ess"])  # 3 particles + the current one
+    heldout = {k.rsplit("/t=", 1)[1]: v for k, v in m.items() if k.startswith("isir_calibration/heldout_fid/t=")}
+    assert list(heldout) == ["0", "0.1", "0.25", "0.5", "0.75", "1"]
+    assert min(heldout.values()) == heldout[f"{m['isir_calibration/temperature']:g}"]
+    assert 1.0 <= m["isir_ess/last_iteration"] <= 4.0  # 3 particles + the current one
     run = project / "results/gan/models/wgan_gp_64_generator"
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert set(ckpt["state"]) == {"G", "D", "opt_G", "opt_D", "precision"} and ckpt["global_step"] == 4

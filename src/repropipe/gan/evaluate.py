@@ -282,15 +282,18 @@ def metrics(res: Results) -> dict[str, Any]:
         "isir_calibration/a": cal.a, "isir_calibration/b": cal.b, "isir_calibration/auc": cal.auc,
         "isir_calibration/n_real": cal.n_real, "isir_calibration/n_fake": cal.n_fake,
         "isir_calibration/temperature": res.temperature.temperature,
-        "isir_calibration/temperatures": res.temperature.temperatures,
-        "isir_calibration/heldout_fid": res.temperature.criterion,
-        "isir_calibration/pool_ess_fraction": res.temperature.ess_fraction,
-        "isir_ess": res.trained["isir_ess"], "isir_uncalibrated_ess": res.trained["isir_uncalibrated_ess"],
-        "isir_changed_fraction": res.trained["isir_changed_fraction"],
-        "isir_uncalibrated_changed_fraction": res.trained["isir_uncalibrated_changed_fraction"],
-        "isir": dataclasses.asdict(res.cfg.isir),
+        **_per_temperature(res.temperature),
+        # the per-iteration traces are in plots/isir*.csv; metrics.json keeps one number per key (the last iteration)
+        **{f"{key}/last_iteration": res.trained[key][-1] for key in
+           ("isir_ess", "isir_uncalibrated_ess", "isir_changed_fraction", "isir_uncalibrated_changed_fraction")},
         "num_samples": res.cfg.num_samples, "num_real": res.meta["num_real"], "real_split": res.meta["real_split"],
         "kid_subset_size": plain["kid_subset_size"], "train_steps": res.steps,
         "feature_extractor": res.extractor, "comparable_to_published": res.comparable,
-        "fidelity_note": res.caveat or "Inception-v3 (torch-fidelity inception-v3-compat) from the given weights.",
     }
+
+
+def _per_temperature(choice: Any) -> dict[str, float]:
+    """The temperature search as one key per temperature and measure (``.../t=0.75``): metrics.json holds no lists."""
+    return {f"isir_calibration/{name}/t={t:g}": v for name, values in
+            (("heldout_fid", choice.criterion), ("pool_ess_fraction", choice.ess_fraction))
+            for t, v in zip(choice.temperatures, values)}
