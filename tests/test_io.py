@@ -53,6 +53,7 @@ def test_metrics_hold_numbers_and_provenance_goes_beside_them(tmp_path, monkeypa
     prov = json.loads(Path("out/provenance.json").read_text())
     assert doc == {"f1": 0.5, "data_source": "synthetic"}  # `dvc metrics show`: one column per metric
     assert prov["seed"] == 4 and prov["data_source"] == "synthetic" and prov["device"] == "cpu"
+    assert prov["world_size"] == 1 and prov["precision"] == "32"  # what DESIGN.md says every provenance records
     assert prov["params_keys"] == ["seed", "demo.k"]
     assert prov["params_hash"] == io.params_hash({"seed": 4, "demo.k": 2})
     assert prov["inputs_fingerprint"] == io.fingerprint(["in.txt", *st.code])

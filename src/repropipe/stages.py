@@ -107,6 +107,10 @@ class StageContext:
             "inputs_fingerprint": io.fingerprint(self.stage.all_deps),
             "packages": provenance.package_versions(),
             "device": device,
+            # a stage that is not a train stage computes in float32 in the process it was started in; train
+            # stages add how they ran over these (training.run_record: world size, launcher, precision, threads)
+            "world_size": resources.world().world_size,
+            "precision": "32",
             "seed": self.seed if seed is None else seed,
             "data_source": data_source,
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
