@@ -68,13 +68,20 @@ def test_data_error_names_file_and_line(tmp_path):
     assert err.line == 12 and isinstance(err, ValueError)
 
 
-def test_data_error_survives_pickling_as_a_pool_worker_sends_it():
-    """A worker process returns its exception pickled; a DataError that failed to unpickle stalled the pool."""
-    import pickle
+def _raise_data_error() -> None:
+    raise io.DataError("LA.zip!LA/x.txt", "score 'x' is not a finite number", line=3)
 
-    err = pickle.loads(pickle.dumps(io.DataError("LA.zip!LA/x.txt", "score 'x' is not a finite number", line=3)))
-    assert isinstance(err, io.DataError) and str(err) == "LA.zip!LA/x.txt:3: score 'x' is not a finite number"
-    assert err.line == 3 and str(err.path) == "LA.zip!LA/x.txt"
+
+def test_a_data_error_raised_in_a_pool_worker_reaches_the_parent_whole():
+    """A worker's exception travels back pickled; a DataError that failed to rebuild there killed the pool's result
+    thread and the stage waited forever (the timeout turns that hang into a failure)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        with pytest.raises(io.DataError) as caught:
+            pool.apply_async(_raise_data_error).get(timeout=60)
+    assert str(caught.value) == "LA.zip!LA/x.txt:3: score 'x' is not a finite number"
+    assert caught.value.line == 3 and str(caught.value.path) == "LA.zip!LA/x.txt"
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path):

@@ -283,7 +283,8 @@ def metrics(res: Results) -> dict[str, Any]:
         "isir_calibration/n_real": cal.n_real, "isir_calibration/n_fake": cal.n_fake,
         "isir_calibration/temperature": res.temperature.temperature,
         **_per_temperature(res.temperature),
-        # the per-iteration traces are in plots/isir*.csv; metrics.json keeps one number per key (the last iteration)
+        # every iteration is in the section's table (the changed fractions also in plots/isir_changed.csv);
+        # metrics.json keeps one number per key: the last iteration's
         **{f"{key}/last_iteration": res.trained[key][-1] for key in
            ("isir_ess", "isir_uncalibrated_ess", "isir_changed_fraction", "isir_uncalibrated_changed_fraction")},
         "num_samples": res.cfg.num_samples, "num_real": res.meta["num_real"], "real_split": res.meta["real_split"],
@@ -292,7 +293,7 @@ def metrics(res: Results) -> dict[str, Any]:
     }
 
 
-def _per_temperature(choice: Any) -> dict[str, float]:
+def _per_temperature(choice: TemperatureChoice) -> dict[str, float]:
     """The temperature search as one key per temperature and measure (``.../t=0.75``): metrics.json holds no lists."""
     return {f"isir_calibration/{name}/t={t:g}": v for name, values in
             (("heldout_fid", choice.criterion), ("pool_ess_fraction", choice.ess_fraction))
