@@ -8,6 +8,8 @@ the project) pulls from it with no configuration at all.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,13 +35,14 @@ def output_files(root: Path, outs: list[str]) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def built(dvc_built, tmp_path_factory) -> tuple[Path, list[str]]:
+def built(dvc_built, tmp_path_factory) -> Iterator[tuple[Path, list[str]]]:
     """A private copy of the session's `dvc repro` project (these tests push, pull and run experiments in it)."""
     from repropipe.stages import load_all
 
     root = clone_built(dvc_built, tmp_path_factory.mktemp("dvcx") / "proj")
     outs = sorted({o for s in load_all().values() for o in s.outs})
-    return root, outs
+    yield root, outs
+    shutil.rmtree(root.parent, ignore_errors=True)  # 1 GB with its remote: not kept until the session ends
 
 
 def test_push_then_fresh_clone_pulls_every_output_byte_for_byte(built):
