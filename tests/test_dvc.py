@@ -35,14 +35,20 @@ def output_files(root: Path, outs: list[str]) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def built(dvc_built, tmp_path_factory) -> Iterator[tuple[Path, list[str]]]:
-    """A private copy of the session's `dvc repro` project (these tests push, pull and run experiments in it)."""
+def built(dvc_built, tmp_path_factory, request) -> Iterator[tuple[Path, list[str]]]:
+    """A private copy of the session's `dvc repro` project (these tests push, pull and run experiments in it).
+
+    With its remote it grows to 1 GB, so it is removed when the module ends, as pytest removes a passing test's
+    tmp_path (`tmp_path_retention_policy`), unless a test failed meanwhile.
+    """
     from repropipe.stages import load_all
 
+    failed_before = request.session.testsfailed
     root = clone_built(dvc_built, tmp_path_factory.mktemp("dvcx") / "proj")
     outs = sorted({o for s in load_all().values() for o in s.outs})
     yield root, outs
-    shutil.rmtree(root.parent, ignore_errors=True)  # 1 GB with its remote: not kept until the session ends
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def test_push_then_fresh_clone_pulls_every_output_byte_for_byte(built):
