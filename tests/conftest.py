@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -139,6 +140,21 @@ def output_md5s(root: Path, outs: list[str] | None = None) -> dict[str, str]:
                 continue
             found[str(f.relative_to(root))] = hashlib.md5(f.read_bytes()).hexdigest()
     return found
+
+
+def branch_results(root: Path, branch: str) -> dict:
+    """A branch's results/<branch>/metrics.json and details.json as one dict, once the split is checked.
+
+    metrics.json holds only what `dvc metrics show` lists as one number per column (flat numbers, and the
+    data_source label); the nested detail and the other labels are in details.json beside it.
+    """
+    metrics = json.loads((root / f"results/{branch}/metrics.json").read_text())
+    details = json.loads((root / f"results/{branch}/details.json").read_text())
+    not_numbers = {k: type(v).__name__ for k, v in metrics.items()
+                   if k != "data_source" and not (isinstance(v, (int, float)) and v is not None)}
+    assert not not_numbers, f"results/{branch}/metrics.json holds more than numbers: {not_numbers}"
+    assert details["data_source"] == metrics["data_source"] and not set(details) & (set(metrics) - {"data_source"})
+    return {**details, **metrics}
 
 
 def clone_built(src: Path, dest: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS, clone_built, copy_project, run
+from conftest import TINY_PARAMS, branch_results, clone_built, copy_project, run
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def check_outputs(root: Path) -> None:
     html = (root / "results/report.html").read_text()
     assert "QR orthogonalization layer" in html and html.count("data:image/png;base64,") >= 2
-    metrics = json.loads((root / "results/qr/metrics.json").read_text())
+    metrics = branch_results(root, "qr")
     prov = json.loads((root / "results/qr/provenance.json").read_text())
     assert prov["git"]["revision"] != "unknown" and prov["seed"] == 0 and prov["device"] == "cpu"
     assert {"params_hash", "inputs_fingerprint", "packages", "data_source"} <= set(prov)
@@ -36,7 +36,7 @@ def check_outputs(root: Path) -> None:
 
 def check_speaker(root: Path, html: str) -> None:
     assert "Speaker identification and verification" in html and "SYNTHETIC DATA" in html
-    sp = json.loads((root / "results/speaker/metrics.json").read_text())
+    sp = branch_results(root, "speaker")
     assert sp["data_source"].startswith("synthetic")
     models = TINY_PARAMS["speaker"]["models"]
     assert set(sp["models"]) == set(models)
@@ -54,7 +54,7 @@ def check_speaker(root: Path, html: str) -> None:
 
 def check_eeg_outputs(root: Path, html: str) -> None:
     assert "EEG motor imagery" in html and "82.43" in html
-    eeg = json.loads((root / "results/eeg/metrics.json").read_text())
+    eeg = branch_results(root, "eeg")
     assert eeg["data_source"] == "synthetic"
     assert set(eeg["runs"]) == {"transformer", "linformer", "transformer_low", "simclr_low"}
     for r in eeg["runs"].values():
@@ -72,7 +72,7 @@ def check_eeg_outputs(root: Path, html: str) -> None:
 
 def check_gan_outputs(root: Path, html: str) -> None:
     assert "WGAN-GP 64x64 with I-SIR" in html and "NOT comparable to published" in html
-    gan = json.loads((root / "results/gan/metrics.json").read_text())
+    gan = branch_results(root, "gan")
     assert gan["data_source"] == "synthetic" and gan["comparable_to_published"] is False
     assert gan["fid/trained"] > 0 and gan["fid/untrained"] > 0
     changed = (root / "results/gan/plots/isir_changed.csv").read_text().splitlines()
@@ -85,7 +85,7 @@ def check_gan_outputs(root: Path, html: str) -> None:
 
 def check_asvspoof(root: Path, html: str) -> None:
     assert "Voice anti-spoofing: ASVspoof 2019 LA" in html and "1.92 %" in html and "SYNTHETIC DATA" in html
-    metrics = json.loads((root / "results/asvspoof/metrics.json").read_text())
+    metrics = branch_results(root, "asvspoof")
     assert metrics["data_source"] == "synthetic"
     tiny = TINY_PARAMS["asvspoof"]
     # the shuffled-label control is trained, scored and reported beside the real models, labelled as a control

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import branch_results
 from repropipe.eeg import data, features
 from repropipe.eeg.config import FeatureConfig, SplitConfig
 from repropipe.io import DataError
@@ -437,7 +438,7 @@ def test_real_mode_rehearsal_within_subject_from_an_mne_cache(tmp_path, monkeypa
     assert manifest["source"] == "real" and [f["path"] for f in manifest["files"]] == ["S001/S001R04.edf",
                                                                                        "S001/S001R08.edf"]
     assert (project / "data/raw/eeg/S001/S001R04.edf").read_bytes() == (inner / "S001/S001R04.edf").read_bytes()
-    m = json.loads((project / "results/eeg/metrics.json").read_text())
+    m = branch_results(project, "eeg")
     prov = json.loads((project / "results/eeg/provenance.json").read_text())
     assert prov["data_source"] == m["data_source"] == "real (PhysioNet EEG MMI)"
     assert m["evaluation"] == "within_subject" and m["within_subject_folds"] == 3

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from repropipe import io
-from repropipe.stages import Stage, StageContext
+from repropipe.stages import Stage, StageContext, load_all
 
 
 def test_interrupted_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
@@ -48,10 +48,15 @@ def test_metrics_hold_numbers_and_provenance_goes_beside_them(tmp_path, monkeypa
     Path("in.txt").write_text("data")
     st = Stage("demo", "demo", "run", "help", ("seed", "demo.k"), ("in.txt",), ("out/metrics.json",), lambda c: None)
     ctx = StageContext(st, {"seed": 4, "demo": {"k": 2}}, Path("params.yaml"))
-    doc = json.loads(ctx.write_metrics("out/metrics.json", {"f1": 0.5}, data_source="synthetic",
+    result = {"f1/a": 0.5, "n": 3, "ok": True, "reference": "a", "per_run": {"a": {"f1": 0.5}}, "grid": [1, 2],
+              "folds": None}
+    doc = json.loads(ctx.write_metrics("out/metrics.json", result, data_source="synthetic",
                                        device="cpu").read_text())
     prov = json.loads(Path("out/provenance.json").read_text())
-    assert doc == {"f1": 0.5, "data_source": "synthetic"}  # `dvc metrics show`: one column per metric
+    # `dvc metrics show`: one column per model and metric; nested results, lists and labels beside them
+    assert doc == {"f1/a": 0.5, "n": 3, "ok": True, "data_source": "synthetic"}
+    assert json.loads(Path("out/details.json").read_text()) == {
+        "reference": "a", "per_run": {"a": {"f1": 0.5}}, "grid": [1, 2], "folds": None, "data_source": "synthetic"}
     assert prov["seed"] == 4 and prov["data_source"] == "synthetic" and prov["device"] == "cpu"
     assert prov["world_size"] == 1 and prov["precision"] == "32"  # what DESIGN.md says every provenance records
     assert prov["params_keys"] == ["seed", "demo.k"]
@@ -59,7 +64,19 @@ def test_metrics_hold_numbers_and_provenance_goes_beside_them(tmp_path, monkeypa
     assert prov["inputs_fingerprint"] == io.fingerprint(["in.txt", *st.code])
     assert prov["packages"]["torch"] != "not installed"
     with pytest.raises(ValueError, match="reserved"):
-        ctx.write_metrics("out/m2.json", {"provenance": 1}, data_source="x", device="cpu")
+        ctx.write_metrics("out/metrics.json", {"provenance": 1}, data_source="x", device="cpu")
+    with pytest.raises(ValueError, match="named metrics.json"):
+        ctx.write_metrics("out/m2.json", {"f1": 1}, data_source="x", device="cpu")
+
+
+def test_every_metrics_json_out_has_its_details_json_declared_beside_it():
+    stages = load_all()
+    for st in stages.values():
+        for out in st.outs:
+            if Path(out).name == "metrics.json":
+                assert str(Path(out).with_name("details.json")) in st.outs, st.name
+    assert "results/qr/details.json" in stages["qr_benchmark"].outs
+    assert "results/qr/details.json" not in stages["qr_benchmark"].metrics  # a plain output, not a dvc metric
 
 
 def test_data_error_names_file_and_line(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_PARAMS, copy_project
+from conftest import TINY_PARAMS, branch_results, copy_project
 from repropipe.download import DownloadError
 from repropipe.io import DataError
 from repropipe.models import build_model
@@ -596,7 +596,7 @@ def test_tiny_pipeline_runs_every_stage(project, monkeypatch):
     monkeypatch.chdir(project)
     for step in ("download", "features", "train", "evaluate"):
         run_stage(STAGES[f"speaker_{step}"], project / "params.yaml")
-    metrics = json.loads((project / "results/speaker/metrics.json").read_text())
+    metrics = branch_results(project, "speaker")
     assert metrics["data_source"].startswith("synthetic")
     assert metrics["n_classes"] == 4 and set(metrics["models"]) == set(TINY_PARAMS["speaker"]["models"])
     assert 0.0 <= metrics["models"]["speaker_ecapa_tdnn"]["verification_eer"] <= 1.0
@@ -647,7 +647,7 @@ def _rehearse(tmp_path: Path, monkeypatch, real: dict) -> tuple[Path, dict]:
     for step in ("download", "features", "train", "evaluate"):
         run_stage(stages[f"speaker_{step}"], project / "params.yaml")
     assert [f.name for f in (project / "data/raw/speaker").iterdir()] == ["source.json"]  # read in place
-    metrics = json.loads((project / "results/speaker/metrics.json").read_text())
+    metrics = branch_results(project, "speaker")
     assert metrics["data_source"].startswith("real")
     assert set(metrics["models"]) == {"speaker_conformer_sap_am", "speaker_triplet"}
     for m in metrics["models"].values():

@@ -152,35 +152,57 @@ class StageContext:
 
     def write_metrics(self, path: str | os.PathLike[str], metrics: dict[str, Any], *, data_source: str,
                       device: str, seed: int | None = None) -> Path:
-        """The one metrics writer: the numbers in ``path``, where they came from in ``provenance.json`` beside it.
+        """The one metrics writer: the numbers in ``path``, the rest of ``metrics`` in ``details.json`` and where
+        they came from in ``provenance.json`` beside it.
 
-        Keeping provenance out of metrics.json keeps `dvc metrics show` and `dvc exp show` to one
-        column per model and metric; the report shows both files.
+        `dvc metrics show` and `dvc exp show` make a column of every key of metrics.json, flattening nested
+        dicts and showing strings, so metrics.json keeps only the flat numbers (one column per model and
+        metric) and the ``data_source`` label that says whether they came from synthetic data. Nested
+        results (per run, per attack, intervals with their tests), lists and labels go to details.json,
+        which says the same ``data_source``. The file names are fixed: :func:`register` declares
+        details.json beside every metrics.json out.
         """
         if "provenance" in metrics:
             raise ValueError("'provenance' is reserved: it is written to provenance.json")
-        doc = dict(metrics)
-        doc["data_source"] = data_source
         path = Path(path)
+        if path.name != "metrics.json":
+            raise ValueError(f"{path}: the metrics file is named metrics.json (details.json is written beside it)")
+        numbers = {k: v for k, v in metrics.items() if is_metric(v)}
+        details = {k: v for k, v in metrics.items() if k not in numbers}
+        io.atomic_write_json(path.with_name(DETAILS), {**details, "data_source": data_source})
         io.atomic_write_json(path.with_name("provenance.json"),
                              self.provenance(data_source=data_source, device=device, seed=seed))
-        return io.atomic_write_json(path, doc)
+        return io.atomic_write_json(path, {**numbers, "data_source": data_source})
+
+
+#: What the metrics writer puts beside metrics.json: everything an evaluation returned that is not a flat number.
+DETAILS = "details.json"
+
+
+def is_metric(value: Any) -> bool:
+    """A value `dvc metrics show` lists as one number: int, float or bool (not None, a string or a container)."""
+    return isinstance(value, (int, float))
 
 
 STAGES: dict[str, Stage] = {}
 
 
 def register(stage: Stage) -> Stage:
-    """Add ``stage`` to the registry, with its cost file (``results/costs/<name>.json``) as a noisy output.
+    """Add ``stage`` to the registry, with its cost file (``results/costs/<name>.json``) as a noisy output
+    and ``details.json`` beside each metrics.json.
 
-    Every stage's cost is measured by :func:`run_stage` whichever tool runs it, so the file is declared
-    here, once, rather than in each ``@stage``.
+    Every stage's cost is measured by :func:`run_stage` whichever tool runs it, and every metrics.json is
+    written by :meth:`StageContext.write_metrics`, which writes details.json with it, so both files are
+    declared here, once, rather than in each ``@stage``.
     """
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} registered twice")
     cost = costs.path_of(stage.name)
     if cost not in stage.outs:
         stage = dataclasses.replace(stage, outs=(*stage.outs, cost), noisy=(*stage.noisy, cost))
+    details = tuple(str(Path(o).with_name(DETAILS)) for o in stage.outs if Path(o).name == "metrics.json")
+    if missing := tuple(d for d in details if d not in stage.outs):
+        stage = dataclasses.replace(stage, outs=(*stage.outs, *missing))
     STAGES[stage.name] = stage
     return stage
 

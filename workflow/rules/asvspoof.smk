@@ -189,6 +189,7 @@ rule asvspoof_evaluate:
         report(directory("results/asvspoof/figures"), patterns=["{name}.png"], caption="../report/asvspoof_evaluate.rst", category="asvspoof"),
         directory("results/asvspoof/scores"),
         "results/costs/asvspoof_evaluate.json",
+        "results/asvspoof/details.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -182,6 +182,7 @@ rule eeg_evaluate:
         "results/eeg/timings.json",
         report(directory("results/eeg/timings"), patterns=["{name}.png"], caption="../report/eeg_evaluate.rst", category="eeg"),
         "results/costs/eeg_evaluate.json",
+        "results/eeg/details.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -218,6 +218,7 @@ rule gan_evaluate:
         directory("results/gan/plots"),
         report(directory("results/gan/figures"), patterns=["{name}.png"], caption="../report/gan_evaluate.rst", category="gan"),
         "results/costs/gan_evaluate.json",
+        "results/gan/details.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -37,6 +37,7 @@ rule qr_benchmark:
         "results/qr/timings.json",
         report(directory("results/qr/timings"), patterns=["{name}.png"], caption="../report/qr_benchmark.rst", category="qr"),
         "results/costs/qr_benchmark.json",
+        "results/qr/details.json",
     params:
         seed=param("seed"),
         qr=param("qr"),

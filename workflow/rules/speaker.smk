@@ -175,6 +175,7 @@ rule speaker_evaluate:
         report(directory("results/speaker/figures"), patterns=["{name}.png"], caption="../report/speaker_evaluate.rst", category="speaker"),
         directory("results/speaker/predictions"),
         "results/costs/speaker_evaluate.json",
+        "results/speaker/details.json",
     params:
         seed=param("seed"),
         device=param("device"),

@@ -256,7 +256,8 @@ def _score_runs(runs: list[dict[str, Any]], published: list[dict[str, Any]], fea
 
 
 def _metrics(ev: Evaluation) -> dict[str, Any]:
-    """metrics.json: per model, per run, the reference apart, flat keys for `dvc metrics`, intervals, controls."""
+    """Flat keys for `dvc metrics` (metrics.json); per model, per run, the reference apart, intervals, controls
+    (details.json: ``write_metrics`` puts every value that is not a number there)."""
     per_model, unc, reference, results = ev.per_model, ev.unc, ev.reference, ev.results
     flat: dict[str, Any] = {}
     for m, u in unc.items():

@@ -360,7 +360,8 @@ def benchmark(models: dict[str, Any], x: torch.Tensor, test: pd.DataFrame, meta:
 
 
 def metrics(res: Results) -> dict[str, Any]:
-    """metrics.json: headline numbers as flat ``<run>/<score>`` keys, then the full results."""
+    """Headline numbers as flat ``<run>/<score>`` keys (metrics.json), then the full results (details.json:
+    ``write_metrics`` puts every value that is not a number there)."""
     headline: dict[str, Any] = {}
     vs_ref = res.vs_ref
     for run, r in res.every.items():

@@ -258,7 +258,8 @@ def evaluate(run_dir: Path, real_stats: str | os.PathLike[str], features: str | 
 
 
 def metrics(res: Results) -> dict[str, Any]:
-    """metrics.json: FID/KID of every system with intervals and tests, the calibration and I-SIR's moves."""
+    """FID/KID of every system with intervals and tests, the calibration and I-SIR's moves (metrics.json; the
+    labels and the nested intervals go to details.json, where ``write_metrics`` puts every non-number)."""
     plain, isir, raw = res.trained["plain"], res.trained["isir"], res.trained["isir_uncalibrated"]
     untrained, cal = res.untrained["plain"], res.calibration
     unc_keys: dict[str, float] = {}

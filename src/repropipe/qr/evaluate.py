@@ -313,8 +313,9 @@ def headline(bench: Benchmark) -> tuple[dict[str, float], dict[str, float]]:
 
 
 def write_results(ctx: "StageContext", bench: Benchmark, out: str | Path) -> None:
-    """``out``/metrics.json (exact numbers, with provenance.json) and ``out``/timings.json (measured ones), kept
-    apart so metrics.json repeats byte for byte; then the headline shape's numbers on the console."""
+    """``out``/metrics.json (exact numbers; the grid and slopes in details.json, with provenance.json) and
+    ``out``/timings.json (measured ones), kept apart so metrics.json repeats byte for byte; then the headline
+    shape's numbers on the console."""
     out = Path(out)
     exact, measured = headline(bench)
     grid = rows_as_dicts(bench.rows)

@@ -219,7 +219,8 @@ def evaluate_all(features: str | Path, models_dir: str | Path, out: str | Path, 
 
 
 def metrics(ev: Evaluation) -> dict[str, Any]:
-    """metrics.json: one flat key per model and number (what `dvc metrics show` lists), then the nested detail."""
+    """One flat key per model and number (metrics.json, what `dvc metrics show` lists), then the nested detail
+    (details.json: ``write_metrics`` puts every value that is not a number there)."""
     flat: dict[str, Any] = {}
     for n, u in ev.uncertainty.items():
         for key, v in u.items():
