@@ -151,7 +151,7 @@ def branch_results(root: Path, branch: str) -> dict:
     metrics = json.loads((root / f"results/{branch}/metrics.json").read_text())
     details = json.loads((root / f"results/{branch}/details.json").read_text())
     not_numbers = {k: type(v).__name__ for k, v in metrics.items()
-                   if k != "data_source" and not (isinstance(v, (int, float)) and v is not None)}
+                   if k != "data_source" and not isinstance(v, (int, float))}
     assert not not_numbers, f"results/{branch}/metrics.json holds more than numbers: {not_numbers}"
     assert details["data_source"] == metrics["data_source"] and not set(details) & (set(metrics) - {"data_source"})
     return {**details, **metrics}
