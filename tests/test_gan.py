@@ -601,6 +601,9 @@ def test_tiny_pipeline_trains_and_reports(project: Path, monkeypatch):
     assert len(per_iteration["rows"]) == 2  # isir.iterations in the tiny params
     assert [m["isir_changed_fraction/last_iteration"], m["isir_uncalibrated_changed_fraction/last_iteration"],
             m["isir_ess/last_iteration"], m["isir_uncalibrated_ess/last_iteration"]] == per_iteration["rows"][-1][1:]
+    traces = ("isir_changed_fraction", "isir_uncalibrated_changed_fraction", "isir_ess", "isir_uncalibrated_ess")
+    assert [list(row[1:]) for row in per_iteration["rows"]] == [list(v) for v in zip(*(m[k] for k in traces))]
+    assert all(1.0 <= e <= 4.0 for e in m["isir_ess"])  # 3 particles + the current one
     run = project / "results/gan/models/wgan_gp_64_generator"
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert set(ckpt["state"]) == {"G", "D", "opt_G", "opt_D", "precision"} and ckpt["global_step"] == 4

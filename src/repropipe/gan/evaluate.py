@@ -257,6 +257,10 @@ def evaluate(run_dir: Path, real_stats: str | os.PathLike[str], features: str | 
     return res
 
 
+#: I-SIR's per-iteration measurements: mean effective sample size of the candidates' weights, fraction of chains moved
+ISIR_TRACES = ("isir_ess", "isir_uncalibrated_ess", "isir_changed_fraction", "isir_uncalibrated_changed_fraction")
+
+
 def metrics(res: Results) -> dict[str, Any]:
     """FID/KID of every system with intervals and tests, the calibration and I-SIR's moves (metrics.json; the
     labels and the nested intervals go to details.json, where ``write_metrics`` puts every non-number)."""
@@ -284,10 +288,9 @@ def metrics(res: Results) -> dict[str, Any]:
         "isir_calibration/n_real": cal.n_real, "isir_calibration/n_fake": cal.n_fake,
         "isir_calibration/temperature": res.temperature.temperature,
         **_per_temperature(res.temperature),
-        # every iteration is in the section's table (the changed fractions also in plots/isir_changed.csv);
-        # metrics.json keeps one number per key: the last iteration's
-        **{f"{key}/last_iteration": res.trained[key][-1] for key in
-           ("isir_ess", "isir_uncalibrated_ess", "isir_changed_fraction", "isir_uncalibrated_changed_fraction")},
+        # the last iteration's as one number each (metrics.json); every iteration's as a list (details.json)
+        **{f"{key}/last_iteration": res.trained[key][-1] for key in ISIR_TRACES},
+        **{key: res.trained[key] for key in ISIR_TRACES},
         "num_samples": res.cfg.num_samples, "num_real": res.meta["num_real"], "real_split": res.meta["real_split"],
         "kid_subset_size": plain["kid_subset_size"], "train_steps": res.steps,
         "feature_extractor": res.extractor, "comparable_to_published": res.comparable,
